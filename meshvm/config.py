@@ -1,0 +1,303 @@
+"""Settings resolved once into a frozen, validated Config, passed down as an argument.
+
+`gather` takes each setting from its option, else its `E2E_*` variable, else its default.
+`resolve` parses and checks everything and raises ConfigError with one line per problem, before
+anything is created. Nothing else reads the environment or pytest's config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from meshvm import validate as v
+from meshvm.checks import Problems
+from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
+from meshvm.settings import BY_FIELD, SETTINGS
+from meshvm.stages import BY_NAME, STAGE_NAMES, STAGES
+
+Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
+LAB_PROJECT = "meshvm-lab"
+SIDECAR_URLS = {  # where istio-sidecar.deb lives, by Istio minor (FACTS section 1)
+    "google": "https://storage.googleapis.com/istio-release/releases",
+    "blob": "https://blob.istio.io/istio-release/releases",
+}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Config:
+    platform: str
+    gcp_project: str | None
+    gcp_access_token_file: Path | None
+    zones: tuple[str, ...]
+    network: str | None
+    subnetwork: str | None
+    subnet_range: str
+    pod_range: str
+    service_range: str
+    ssh_source_ranges: tuple[str, ...]
+    compute_endpoint: str | None
+    container_endpoint: str | None
+    release_channel: str
+    cluster_version: str | None
+    cluster_machine_type: str
+    node_count: int
+    node_disk_gb: int
+    vm_machine_type: str
+    vm_image_family: str
+    istio_version: str
+    istio_release_url: str
+    sidecar_base_url: str
+    ratings_source: Path | None
+    bookinfo_image_prefix: str
+    bookinfo_image_tag: str
+    names: Names
+    reuse: bool
+    artifacts_dir: Path
+    keep: str
+    labels: Mapping[str, str]
+    until: str | None
+    deadlines: Mapping[str, int]
+    plan: bool
+    ci: bool
+    missing: tuple[str, ...] = field(default=())  # required settings not given (listed by --plan)
+
+    @property
+    def run_id(self) -> str:
+        return self.names.run_id
+
+    @property
+    def region(self) -> str:
+        return self.zones[0].rsplit("-", 1)[0]
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run executes, honouring --until."""
+        if self.until is None:
+            return STAGE_NAMES
+        return STAGE_NAMES[: STAGE_NAMES.index(self.until) + 1]
+
+    def redacted(self) -> dict[str, str]:
+        """The config as printed: settings only, no file contents, nothing secret is held here."""
+        return {s.field: str(getattr(self, s.field, None)) for s in SETTINGS if hasattr(self, s.field)}
+
+
+def gather(options: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Option if given, else the environment variable, else the default (as text)."""
+    raw: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = options.get(s.field)
+        if value in (None, [], False):
+            value = environ.get(s.env)
+            if value is not None and s.kind in ("list", "map"):
+                value = [p for p in value.replace(",", " ").split() if p]
+            elif value is not None and s.kind == "flag":
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+        raw[s.field] = s.default if value in (None, "", []) else value
+    return raw
+
+
+def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
+            is_root: bool | None = None) -> Config:
+    now = now or datetime.now(UTC)
+    p = Problems()
+    platform = p.choice("platform", raw["platform"])
+    lab = platform == "lab"
+    names = _names(p, raw, now)
+    zones = tuple(raw["zone"] if isinstance(raw["zone"], list) else [raw["zone"]])
+    for z in zones:
+        p.check("zone", z, v.matches(v.ZONE, z, "a zone such as us-central1-a"))
+    if len({z.rsplit("-", 1)[0] for z in zones}) > 1:
+        p.add("zone", ",".join(zones), "all zones must be in one region (the subnetwork is regional)")
+    ranges = _ranges(p, raw)
+    cfg = Config(
+        platform=platform or "gcp",
+        gcp_project=raw["gcp_project"] or (LAB_PROJECT if lab else None),
+        gcp_access_token_file=_path(raw["gcp_access_token_file"]),
+        zones=zones,
+        network=p.name("network", raw["network"]),
+        subnetwork=p.name("subnetwork", raw["subnetwork"]),
+        subnet_range=ranges[0], pod_range=ranges[1], service_range=ranges[2],
+        ssh_source_ranges=_ssh_ranges(p, raw),
+        compute_endpoint=p.url("compute_endpoint", raw["compute_endpoint"]),
+        container_endpoint=p.url("container_endpoint", raw["container_endpoint"]),
+        release_channel=p.choice("release_channel", raw["release_channel"]),
+        cluster_version=p.pattern("cluster_version", raw["cluster_version"], v.GKE_VERSION,
+                                  "a GKE version such as 1.33 or 1.33.5-gke.1000"),
+        cluster_machine_type=p.pattern("cluster_machine_type", raw["cluster_machine_type"],
+                                       v.MACHINE_TYPE, "a machine type such as e2-standard-4"),
+        node_count=p.integer("node_count", raw["node_count"], 1, 20),
+        node_disk_gb=p.integer("node_disk_gb", raw["node_disk_gb"], 10, 2000),
+        vm_machine_type=p.pattern("vm_machine_type", raw["vm_machine_type"], v.MACHINE_TYPE,
+                                  "a machine type such as n1-standard-2"),
+        vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
+        istio_version=raw["istio_version"],
+        istio_release_url=p.url("istio_release_url", raw["istio_release_url"]) or "",
+        sidecar_base_url=_sidecar_url(p, raw),
+        ratings_source=_ratings_source(p, raw["ratings_source"]),
+        bookinfo_image_prefix=p.pattern("bookinfo_image_prefix", raw["bookinfo_image_prefix"],
+                                        v.IMAGE_PREFIX, "an image prefix such as docker.io/istio/x"),
+        bookinfo_image_tag=p.pattern("bookinfo_image_tag", raw["bookinfo_image_tag"], v.IMAGE_TAG,
+                                     "an image tag"),
+        names=names,
+        reuse=bool(raw["reuse"]),
+        artifacts_dir=_artifacts(p, raw, names.run_id),
+        keep=p.choice("keep", raw["keep"]),
+        labels=MappingProxyType(names.labels(
+            expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
+        until=p.choice("until", raw["until"], STAGE_NAMES) if raw["until"] else None,
+        deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
+        plan=bool(raw["plan"]),
+        ci=bool(environ.get("CI")),
+    )
+    missing = _contradictions(p, cfg, raw, environ, os.geteuid() == 0 if is_root is None else is_root)
+    if p.problems:
+        raise ConfigError(p.problems)
+    if missing and not cfg.plan:
+        raise ConfigError(missing)
+    return replace(cfg, missing=tuple(missing))
+
+
+def _names(p: Problems, raw: Raw, now: datetime) -> Names:
+    reuse, run_id = raw["reuse"], raw["run_id"]
+    if reuse and run_id and reuse != run_id:
+        p.add("reuse", reuse, f"contradicts --run-id {run_id}: a reused run keeps its own id")
+    rid = reuse or run_id or new_run_id(now)
+    ok = all(p.check(f, raw[f], v.matches(RUN_ID_RE, raw[f], "a run id: lowercase letters, digits "
+                                          "and '-', at most 32 characters"))
+             for f in ("run_id", "reuse") if raw[f])
+    names = Names.derive(rid, raw["cluster_name"], raw["vm_name"])
+    if ok or raw["cluster_name"]:  # a bad run id is reported once, not again through derived names
+        p.check("cluster_name", names.cluster, v.rfc1035(names.cluster, 40))
+    if ok or raw["vm_name"]:
+        p.check("vm_name", names.vm, v.rfc1035(names.vm, 63))
+    return names
+
+
+def _ranges(p: Problems, raw: Raw) -> tuple[str, str, str]:
+    fields = ("subnet_range", "pod_range", "service_range")
+    ok = [f for f in fields if p.check(f, raw[f], v.cidr(raw[f], private=True))]
+    for i, a in enumerate(ok):
+        for b in ok[i + 1:]:
+            if v.overlap(raw[a], raw[b]):
+                p.add(b, raw[b], f"overlaps {BY_FIELD[a].option} {raw[a]}")
+    return raw["subnet_range"], raw["pod_range"], raw["service_range"]
+
+
+def _ssh_ranges(p: Problems, raw: Raw) -> tuple[str, ...]:
+    ranges = tuple(raw["ssh_source_ranges"] or ())
+    for r in ranges:
+        if p.check("ssh_source_ranges", r, v.cidr(r)) and r.endswith("/0") \
+                and not raw["allow_ssh_from_anywhere"]:
+            p.add("ssh_source_ranges", r, "opens SSH to the whole internet; pass "
+                  "--allow-ssh-from-anywhere / E2E_ALLOW_SSH_FROM_ANYWHERE=1 if you really mean it")
+    return ranges
+
+
+def _sidecar_url(p: Problems, raw: Raw) -> str:
+    version, base = raw["istio_version"], raw["sidecar_base_url"]
+    if not p.check("istio_version", version, v.istio_version(version)):
+        return ""
+    if base != "auto":
+        return (p.url("sidecar_base_url", base) or "").rstrip("/")
+    # From 1.31 Istio publishes non-image artifacts on blob.istio.io (FACTS section 1).
+    return SIDECAR_URLS["blob" if v.istio_minor(version) >= (1, 31) else "google"]
+
+
+def _ratings_source(p: Problems, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    lacking = [f for f in ("ratings.js", "package.json") if not (path / f).is_file()]
+    if lacking:
+        p.add("ratings_source", value, f"must be a folder holding {' and '.join(lacking)}")
+    return path
+
+
+def _artifacts(p: Problems, raw: Raw, run_id: str) -> Path:
+    path = Path(raw["artifacts_dir"] or Path("artifacts") / run_id).expanduser().absolute()
+    existing = next((a for a in (path, *path.parents) if a.exists()), Path("/"))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        p.add("artifacts_dir", str(path), f"is not writable ({existing} does not accept new files)")
+    return path
+
+
+def _deadlines(p: Problems, items: list[str]) -> dict[str, int]:
+    out = {s.name: s.deadline for s in STAGES}
+    for item in items:
+        stage, _, secs = item.partition("=")
+        if stage not in BY_NAME:
+            p.add("deadline", item, f"names no stage; stages are: {', '.join(STAGE_NAMES)}")
+            continue
+        n = p.integer("deadline", secs, 10, 4 * 3600, shown=item)
+        if n is not None:
+            out[stage] = n
+    return out
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, str],
+                    is_root: bool) -> list[str]:
+    """Checks across settings; returns required settings still missing (errors unless --plan)."""
+    if cfg.subnetwork and not cfg.network:
+        p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
+    if cfg.platform == "lab":
+        for f in ("compute_endpoint", "container_endpoint", "network", "subnetwork", "reuse"):
+            if raw[f]:
+                p.add(f, raw[f], "is not supported on --platform lab (the lab provides its own)")
+        if cfg.keep != "never":
+            p.add("keep", cfg.keep, "lab hosts end with the run; only 'never' is supported on the lab")
+        if not is_root and not cfg.plan:
+            p.add("platform", "lab", "needs root (network namespaces, systemd VMs); run as root")
+        return []
+    return _gcp_missing(p, cfg, environ)
+
+
+def _gcp_missing(p: Problems, cfg: Config, environ: Mapping[str, str]) -> list[str]:
+    missing = []
+    if not cfg.gcp_project:
+        missing.append("--gcp-project / E2E_GCP_PROJECT: required on --platform gcp "
+                       "(to rehearse without Google Cloud: --platform lab)")
+    elif not v.PROJECT.match(cfg.gcp_project):
+        p.add("gcp_project", cfg.gcp_project, "is not a project id (6-30 lowercase letters, digits, '-')")
+    if not cfg.ssh_source_ranges:
+        missing.append("--ssh-source-ranges / E2E_SSH_SOURCE_RANGES: required on --platform gcp "
+                       "(the runner's egress address, e.g. 203.0.113.7/32)")
+    if credential_problem := _credentials(cfg, environ):
+        missing.append(credential_problem)
+    return missing
+
+
+def _credentials(cfg: Config, environ: Mapping[str, str]) -> str | None:
+    """Checked from local files only: --plan and validation never touch the network."""
+    token = cfg.gcp_access_token_file
+    if token:
+        return None if token.is_file() and os.access(token, os.R_OK) else \
+            f"--gcp-access-token-file / E2E_GCP_ACCESS_TOKEN_FILE: {token} is not a readable file"
+    adc = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    candidates = [Path(adc)] if adc else [
+        Path(environ.get("HOME", "~")).expanduser() / ".config/gcloud/application_default_credentials.json"]
+    if any(c.is_file() for c in candidates) or _on_gce():
+        return None
+    return ("Google credentials: none found; set GOOGLE_APPLICATION_CREDENTIALS (Workload Identity "
+            "Federation in CI) or --gcp-access-token-file / E2E_GCP_ACCESS_TOKEN_FILE")
+
+
+def _on_gce() -> bool:
+    try:
+        return "Google" in Path("/sys/class/dmi/id/product_name").read_text()
+    except OSError:
+        return False

@@ -1,0 +1,44 @@
+"""`--plan`: what a run with these settings would do, with concrete names and deadlines. Offline."""
+
+from __future__ import annotations
+
+from meshvm.config import Config
+from meshvm.stages import BY_NAME, TEARDOWN_DEADLINE
+
+
+def render(cfg: Config) -> str:
+    n = cfg.names
+    ssh = ", ".join(cfg.ssh_source_ranges) or ("the lab host" if cfg.platform == "lab" else "(missing)")
+    lines = [
+        f"Run plan: platform {cfg.platform}, project {cfg.gcp_project or '(missing)'}, "
+        f"zone {', '.join(cfg.zones)}, Istio {cfg.istio_version}",
+        f"  run id {cfg.run_id}; labels {', '.join(f'{k}={v}' for k, v in cfg.labels.items())}",
+        f"  artifacts {cfg.artifacts_dir}",
+    ]
+    if cfg.platform == "lab":
+        lines.append("  addresses: allocated from the lab range 10.240.0.0/12 when the run starts")
+    lines.append("")
+    total = 0
+    for i, name in enumerate(cfg.stages(), 1):
+        stage, deadline = BY_NAME[name], cfg.deadlines[name]
+        total += deadline
+        creates = stage.creates.format(n=n, c=cfg, zone=cfg.zones[0], ssh=ssh)
+        lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
+        lines.append(f"    {'':<18} {'':>7}  creates: {creates}")
+    total += TEARDOWN_DEADLINE
+    lines += [
+        f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse",
+        "",
+        "Then the exercises: the WorkloadEntry appears; the VM reaches details.default.svc; "
+        "a pod reaches ratings.ratings; the product page shows stars.",
+        f"Worst case: {_mins(total)} (sum of the stage deadlines and teardown).",
+    ]
+    if cfg.until:
+        lines.append(f"Stops after stage {cfg.until} (--until).")
+    if cfg.missing:
+        lines += ["", "Required settings still missing:", *(f"  - {m}" for m in cfg.missing)]
+    return "\n".join(lines)
+
+
+def _mins(seconds: int) -> str:
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"

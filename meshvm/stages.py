@@ -1,0 +1,52 @@
+"""The recipe as an ordered list of stages: the step each implements, what it creates, its deadline.
+
+Exercises are not stages: they are the tests in tests/e2e, each with its own timeout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    step: str  # the recipe heading (or "suite:" for what the suite adds around the recipe)
+    creates: str  # a template over Names/Config attributes, rendered by the plan
+    deadline: int  # seconds, default; `--deadline NAME=SECONDS` overrides
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("network", "suite: a network of its own for the run",
+          "network {n.network}, subnetwork {n.subnetwork} ({c.subnet_range}), "
+          "firewall {n.firewall_prefix}ssh from {ssh}", 300),
+    Stage("istioctl", "suite: download istioctl {c.istio_version} (overlaps the cluster)",
+          "a cached, checksummed istioctl under ~/.cache/meshvm", 300),
+    Stage("cluster", "Create K8s Cluster",
+          "GKE cluster {n.cluster} in {zone}, pods {c.pod_range}, services {c.service_range}", 1800),
+    Stage("vm", "Create the VM",
+          "instance {n.vm} ({c.vm_machine_type}, {c.vm_image_family}) tagged {n.vm_tag}", 600),
+    Stage("ratings", "Install ratings app on the VM", "systemd unit ratings on {n.vm}, port 9080", 600),
+    Stage("firewall", "Allow POD-to-VM traffic on port 9080",
+          "firewall {n.firewall_prefix}pods-to-vm: {c.pod_range} -> {n.vm_tag} tcp:9080", 180),
+    Stage("istio", "Install Istio", "istio-system: istiod, istio-ingressgateway", 600),
+    Stage("bookinfo", "Deploy BookInfo (sans ratings)",
+          "default namespace (injected): details, productpage, reviews v1-v3", 600),
+    Stage("eastwest", "Install east-west gateway and expose Istiod",
+          "istio-eastwestgateway, Gateway istiod-gateway, VirtualService istiod-vs", 600),
+    Stage("ratings_namespace", "Create the ratings namespace and service account",
+          "namespace ratings, service account bookinfo-ratings", 120),
+    Stage("workloadgroup", "Create the WorkloadGroup", "WorkloadGroup ratings in ratings", 120),
+    Stage("vm_files", "Generate VM artifacts",
+          "cluster.env, mesh.yaml, hosts, root-cert.pem, istio-token (0700, outside artifacts)", 300),
+    Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}", 600),
+    Stage("ratings_service", "Exercise 3: a ClusterIP service for ratings",
+          "Service ratings in ratings, client pod curl in default", 300),
+    Stage("bookinfo_gateway", "Put it all together: expose BookInfo",
+          "Gateway bookinfo-gateway, VirtualService bookinfo", 300),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+BY_NAME = {s.name: s for s in STAGES}
+# Teardown gets its own budget on top of the stages: load balancers, the cluster, the VM, the network.
+TEARDOWN_DEADLINE = 1500

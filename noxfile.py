@@ -1,0 +1,40 @@
+"""Sessions: tests (self-tests) and lint by default; e2e (the suite) and cleanup (the janitor) on demand."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+PYTHON = "3.11"
+# After Ctrl-C or SIGTERM the run tears down what it created: give it that time before nox escalates.
+TEARDOWN_GRACE_S = 1800
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Self-tests: unit, contract and lab (the lab ones need root)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests", "--ignore=tests/e2e", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON, default=False)
+def e2e(session: nox.Session) -> None:
+    """The conformance suite. Arguments go to pytest, e.g. `nox -s e2e -- --platform lab`."""
+    session.install("-e", ".")
+    session.run("pytest", "tests/e2e", *session.posargs,
+                interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
+
+
+@nox.session(python=PYTHON, default=False)
+def cleanup(session: nox.Session) -> None:
+    """The janitor: lists what runs left behind; deletes only with --yes."""
+    session.install("-e", ".")
+    session.run("python", "-m", "meshvm.janitor", *session.posargs,
+                interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)

@@ -1,0 +1,65 @@
+"""The suite's front door, run as a user runs it: pytest on tests/e2e in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshvm.stages import STAGE_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_suite(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
+              home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    base.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    if home:
+        base["HOME"] = str(home)  # no gcloud credentials there
+    return subprocess.run([*prefix, sys.executable, "-m", "pytest", "tests/e2e", *args],
+                          cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a netns")
+def test_plan_prints_every_stage_without_any_network(tmp_path):
+    """Run in a new network namespace holding only a down loopback: any connection attempt fails."""
+    r = run_suite("--plan", "--gcp-project", "demo-project", "--run-id", "planrun",
+                  prefix=("unshare", "--net"), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in STAGE_NAMES:
+        assert f" {name} " in r.stdout
+    assert "GKE cluster mvm-planrun in us-central1-a" in r.stdout
+    assert "instance mvm-planrun-vm" in r.stdout and "Worst case: " in r.stdout
+    assert "--ssh-source-ranges" in r.stdout  # listed as still missing
+    assert not (ROOT / "artifacts" / "planrun").exists()
+
+
+def test_no_project_fails_fast_and_points_to_the_lab(tmp_path):
+    started = time.monotonic()
+    r = run_suite(env={"CI": "1"}, home=tmp_path)
+    assert time.monotonic() - started < 30
+    assert r.returncode == 4
+    assert "--gcp-project / E2E_GCP_PROJECT" in r.stderr and "--platform lab" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (("--platform", "aws"), {}, "--platform / E2E_PLATFORM: 'aws'"),
+    ((), {"E2E_PLATFORM": "aws"}, "--platform / E2E_PLATFORM: 'aws'"),
+    (("--zone", "uscentral1a"), {}, "--zone / E2E_ZONE: 'uscentral1a'"),
+    ((), {"E2E_ISTIO_VERSION": "latest"}, "--istio-version / E2E_ISTIO_VERSION: 'latest'"),
+])
+def test_a_bad_value_is_one_line_and_creates_nothing(tmp_path, args, env, named):
+    r = run_suite("--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
+                  "--artifacts-dir", str(tmp_path / "out"), *args, env=env, home=tmp_path)
+    assert r.returncode == 4
+    assert r.stderr.splitlines() == [r.stderr.splitlines()[0]] and named in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,138 @@
+"""Settings: one name scheme, defaults, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from meshvm.config import ConfigError, gather, resolve
+from meshvm.settings import SETTINGS
+
+GOOD = {"gcp_project": "demo-project", "ssh_source_ranges": ["203.0.113.7/32"]}
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> dict[str, str]:
+    token = tmp_path / "token"
+    token.write_text("ya29.not-a-real-token")
+    return {"E2E_GCP_ACCESS_TOKEN_FILE": str(token)}
+
+
+def problems(options: dict, environ: dict[str, str], **kw) -> list[str]:
+    try:
+        resolve(gather({**GOOD, **options}, environ), environ, NOW, **kw)
+    except ConfigError as e:
+        return e.problems
+    return []
+
+
+def test_defaults_resolve_with_project_ssh_and_credentials(creds):
+    cfg = resolve(gather(GOOD, creds), creds, NOW)
+    assert cfg.platform == "gcp" and cfg.zones == ("us-central1-a",) and cfg.region == "us-central1"
+    assert cfg.keep == "never" and cfg.istio_version == "1.30.3"
+    assert cfg.sidecar_base_url == "https://storage.googleapis.com/istio-release/releases"
+    assert cfg.labels == {"e2e-suite": "meshvm", "e2e-run": cfg.run_id, "e2e-expires": "20261126t1800z"}
+    assert cfg.artifacts_dir == Path("artifacts", cfg.run_id).absolute()
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_every_setting_reads_the_same_from_option_and_environment(setting):
+    sample = {"flag": True, "list": ["a", "b"], "map": ["cluster=60"], "int": "3"}.get(setting.kind, "x")
+    env_text = {"flag": "1", "list": "a,b", "map": "cluster=60"}.get(setting.kind, str(sample))
+    assert setting.env == "E2E_" + setting.option[2:].upper().replace("-", "_")
+    by_option = gather({setting.field: sample}, {})[setting.field]
+    by_env = gather({}, {setting.env: env_text})[setting.field]
+    assert by_option == by_env == sample
+
+
+def test_option_wins_over_environment():
+    assert gather({"zone": ["europe-west1-b"]}, {"E2E_ZONE": "us-east1-c"})["zone"] == ["europe-west1-b"]
+
+
+def test_istio_minor_picks_the_sidecar_host(creds):
+    cfg = resolve(gather({**GOOD, "istio_version": "1.31.0-rc.0"}, creds), creds, NOW)
+    assert cfg.sidecar_base_url == "https://blob.istio.io/istio-release/releases"
+
+
+BAD = [
+    # (options, the setting named, a phrase of the reason)
+    ({"platform": "aws"}, "--platform / E2E_PLATFORM", "not one of: gcp, lab"),
+    ({"gcp_project": "Demo_Project"}, "--gcp-project", "not a project id"),
+    ({"zone": ["us-central1"]}, "--zone", "not a zone"),
+    ({"zone": ["us-central1-a", "europe-west1-b"]}, "--zone", "one region"),
+    ({"istio_version": "1.30"}, "--istio-version", "X.Y.Z"),
+    ({"istio_version": "1.9.5"}, "--istio-version", "older than 1.10"),
+    ({"cluster_name": "c" * 41}, "--cluster-name", "at most 40"),
+    ({"cluster_name": "Cluster"}, "--cluster-name", "lowercase"),
+    ({"vm_name": "1vm"}, "--vm-name", "start with a letter"),
+    ({"vm_name": "v" * 64}, "--vm-name", "at most 63"),
+    ({"run_id": "Run_1"}, "--run-id", "run id"),
+    ({"network": "net-", "subnetwork": "sub"}, "--network", "not end with '-'"),
+    ({"subnetwork": "sub"}, "--subnetwork", "needs --network"),
+    ({"pod_range": "10.16.0.1/14"}, "--pod-range", "not a CIDR"),
+    ({"pod_range": "8.8.0.0/16"}, "--pod-range", "RFC 1918"),
+    ({"service_range": "10.16.0.0/20"}, "--service-range", "overlaps --pod-range"),
+    ({"ssh_source_ranges": ["0.0.0.0/0"]}, "--ssh-source-ranges", "--allow-ssh-from-anywhere"),
+    ({"ssh_source_ranges": ["203.0.113.300/32"]}, "--ssh-source-ranges", "not a CIDR"),
+    ({"compute_endpoint": "http://compute.example.com"}, "--compute-endpoint", "only for loopback or lab"),
+    ({"container_endpoint": "ftp://127.0.0.1"}, "--container-endpoint", "https://"),
+    ({"istio_release_url": "http://mirror.example.com"}, "--istio-release-url", "use https"),
+    ({"release_channel": "beta"}, "--release-channel", "not one of"),
+    ({"cluster_version": "latest"}, "--cluster-version", "GKE version"),
+    ({"node_count": "0"}, "--node-count", "between 1 and 20"),
+    ({"node_disk_gb": "lots"}, "--node-disk-gb", "whole number"),
+    ({"vm_machine_type": "N1_STANDARD"}, "--vm-machine-type", "machine type"),
+    ({"bookinfo_image_prefix": "Docker.io/Istio"}, "--bookinfo-image-prefix", "image prefix"),
+    ({"keep": "sometimes"}, "--keep", "not one of: never, on-failure, always"),
+    ({"expires_hours": "0"}, "--expires-hours", "between 1 and 168"),
+    ({"until": "install"}, "--until", "not one of: network"),
+    ({"deadline": ["clusterr=60"]}, "--deadline", "names no stage"),
+    ({"deadline": ["cluster=forever"]}, "--deadline", "whole number"),
+    ({"reuse": "20260101t000000-abcd", "run_id": "other"}, "--reuse", "contradicts --run-id"),
+    ({"ratings_source": "/nonexistent/ratings"}, "--ratings-source", "ratings.js and package.json"),
+    ({"artifacts_dir": __file__ + "/reports"}, "--artifacts-dir", "not writable"),
+    ({"platform": "lab", "compute_endpoint": "http://127.0.0.1:1"}, "--compute-endpoint", "not supported on --platform lab"),
+    ({"platform": "lab", "keep": "always"}, "--keep", "only 'never'"),
+]
+
+
+@pytest.mark.parametrize(("options", "setting", "reason"), BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+def test_each_bad_value_gets_one_line_naming_the_setting(options, setting, reason, creds):
+    lines = problems(options, creds, is_root=True)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(setting) and reason in lines[0], lines[0]
+
+
+def test_lab_needs_root():
+    assert problems({"platform": "lab"}, {}, is_root=False) == [
+        "--platform / E2E_PLATFORM: 'lab' needs root (network namespaces, systemd VMs); run as root"]
+
+
+def test_gcp_without_project_ranges_or_credentials_lists_each(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    lines = problems({"gcp_project": None, "ssh_source_ranges": None}, {"HOME": str(tmp_path), "CI": "1"})
+    assert [line.split(":")[0] for line in lines] == [
+        "--gcp-project / E2E_GCP_PROJECT", "--ssh-source-ranges / E2E_SSH_SOURCE_RANGES", "Google credentials"]
+    assert "--platform lab" in lines[0]
+
+
+def test_plan_lists_what_is_missing_instead_of_failing(tmp_path):
+    cfg = resolve(gather({"plan": True}, {"HOME": str(tmp_path)}), {"HOME": str(tmp_path)}, NOW)
+    assert len(cfg.missing) == 3 and cfg.missing[0].startswith("--gcp-project")
+
+
+def test_ssh_from_anywhere_with_explicit_opt_in(creds):
+    cfg = resolve(gather({**GOOD, "ssh_source_ranges": ["0.0.0.0/0"], "allow_ssh_from_anywhere": True},
+                         creds), creds, NOW)
+    assert cfg.ssh_source_ranges == ("0.0.0.0/0",)
+
+
+def test_config_is_frozen(creds):
+    cfg = resolve(gather(GOOD, creds), creds, NOW)
+    with pytest.raises(AttributeError):
+        cfg.platform = "lab"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.deadlines["cluster"] = 1  # type: ignore[index]

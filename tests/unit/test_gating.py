@@ -1,0 +1,139 @@
+"""Stage gating, reports and signals, through real pytest runs of a small e2e tree (pytester)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "tok-3f9c1e0b7a6d5c4b"  # a stand-in for an istio-token the run would hold
+
+STAGE_FIXTURES = '''
+import logging, pytest
+from fixtures.gating import stage, run_stage
+from meshvm import redact
+
+log = logging.getLogger("e2e")
+
+@pytest.fixture(scope="session")
+def network(book, cfg):
+    with stage(book, cfg, "network"):
+        redact.register("SECRET")
+        log.info("network ready, token SECRET")
+    yield "net"
+
+@pytest.fixture(scope="session")
+def istioctl(book, cfg, network):
+    with stage(book, cfg, "istioctl"):
+        raise RuntimeError("download failed: HTTP 503")
+    yield
+
+@pytest.fixture(scope="session")
+def cluster(book, cfg, istioctl):
+    with stage(book, cfg, "cluster"):
+        pass
+    yield
+
+@pytest.mark.parametrize("name", ["network", "istioctl", "cluster"])
+def test_stage(request, book, name):
+    run_stage(request, book, name)
+
+def test_uses_network(network):
+    assert network == "net"
+
+def test_uses_cluster(cluster):
+    pass
+'''.replace("SECRET", SECRET)
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, tmp_path: Path) -> pytest.Pytester:
+    pytester.makeconftest('pytest_plugins = ("fixtures.plugin",)')
+    pytester.makeini("[pytest]\nlog_cli = true\nlog_cli_level = INFO\n")
+    e2e = pytester.mkdir("tests").joinpath("e2e")
+    e2e.mkdir()
+    e2e.joinpath("test_run.py").write_text(STAGE_FIXTURES)
+    token = tmp_path / "token"
+    token.write_text("ya29.fake")
+    pytester.syspathinsert(ROOT)
+    os.environ["PYTHONPATH"] = f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"
+    return pytester
+
+
+def args(out: Path, *extra: str) -> tuple[str, ...]:
+    token = out.parent / "token"
+    token.write_text("ya29.fake")
+    return ("tests/e2e", "--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
+            "--gcp-access-token-file", str(token), "--artifacts-dir", str(out), "-rfs", *extra)
+
+
+def test_a_failed_stage_fails_once_and_skips_its_dependents(suite, tmp_path):
+    out = tmp_path / "out"
+    result = suite.runpytest_subprocess(*args(out))
+    result.assert_outcomes(passed=2, failed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "stage istioctl failed: RuntimeError: download failed: HTTP 503",
+        "FAILED*test_stage?istioctl?*",
+        "SKIPPED*needs stage istioctl, which failed: RuntimeError: download failed: HTTP 503",
+    ])
+    phases = {p["name"]: p for p in json.loads((out / "phases.json").read_text())["phases"]}
+    assert phases["network"]["outcome"] == "passed" and phases["istioctl"]["outcome"] == "failed"
+    assert "cluster" not in phases  # never started: the stage it needs failed
+    junit = (out / "junit.xml").read_text()
+    assert 'name="test_stage[istioctl]"' in junit and 'name="test_stage[cluster]"' in junit
+
+
+def test_until_skips_later_stages_with_the_reason(suite, tmp_path):
+    result = suite.runpytest_subprocess(*args(tmp_path / "out", "--until", "network"))
+    result.assert_outcomes(passed=2, skipped=3)
+    result.stdout.fnmatch_lines(["SKIPPED*stage istioctl not run: the run stops after network (--until)"])
+
+
+def test_registered_secrets_reach_no_log_or_report(suite, tmp_path):
+    out = tmp_path / "out"
+    result = suite.runpytest_subprocess(*args(out))
+    assert "network ready, token [REDACTED]" in (out / "run.log").read_text()
+    texts = [result.stdout.str(), result.stderr.str()] + [p.read_text() for p in out.iterdir()]
+    assert all(SECRET not in t for t in texts)
+    assert {"junit.xml", "phases.json", "run.log"} <= {p.name for p in out.iterdir()}
+
+
+SLOW_RUN = '''
+import pathlib, threading, pytest
+
+@pytest.fixture(scope="session")
+def vm():
+    yield
+    pathlib.Path("torn-down").write_text("yes")
+
+def test_long_exercise(vm):
+    pathlib.Path("ready").write_text("yes")
+    threading.Event().wait(60)
+'''
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_run_teardown_and_write_reports(suite, tmp_path, sig):
+    suite.path.joinpath("tests/e2e/test_run.py").write_text(SLOW_RUN)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (suite.path / "ready").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, output  # pytest: interrupted
+    assert (suite.path / "torn-down").read_text() == "yes"
+    assert (out / "junit.xml").is_file() and (out / "phases.json").is_file()
