@@ -1,0 +1,67 @@
+"""Safety net for lab traffic: lab addresses must never leave this machine.
+
+Every lab address comes from LAB_RANGE. A blackhole route for the whole range (shared by all runs,
+never deleted) catches any lab address that no live run routes locally, and `assert_local_route`
+is called before every connection the lab makes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+
+log = logging.getLogger(__name__)
+
+LAB_RANGE = "172.29.0.0/16"  # NOT 10.240/12: this machine's resolver lives at 10.255.255.53
+# Every run's interface and netns names start with this (see addressing.new_tag).
+LAB_PREFIX = "mv"
+_IP_TIMEOUT = 10.0
+
+
+class LabSafetyError(RuntimeError):
+    """A lab connection would not stay on this machine."""
+
+
+def run_ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `ip` (in `netns` if given); errors carry ip's own message."""
+    argv = ["ip", *(["-n", netns] if netns else []), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=_IP_TIMEOUT, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (rc={proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def ensure_blackhole() -> None:
+    """Blackhole LAB_RANGE in the host namespace. Never deleted: other runs rely on it."""
+    shown = run_ip("-j", "route", "show", "type", "blackhole", "exact", LAB_RANGE).stdout.strip()
+    if shown and json.loads(shown):
+        return
+    run_ip("route", "replace", "blackhole", LAB_RANGE)
+    log.info("added blackhole route for %s (shared, kept after the run)", LAB_RANGE)
+
+
+def in_lab_range(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(LAB_RANGE)
+    except ValueError:
+        return False
+
+
+def assert_local_route(ip: str) -> None:
+    """Raise LabSafetyError unless `ip` is a lab address routed via a lab interface of this host."""
+    if not in_lab_range(ip):
+        raise LabSafetyError(f"refusing to contact {ip}: not inside the lab range {LAB_RANGE}")
+    proc = run_ip("-j", "route", "get", ip, check=False)
+    if proc.returncode != 0:
+        raise LabSafetyError(f"refusing to contact {ip}: no route ({proc.stderr.strip()})")
+    routes = json.loads(proc.stdout or "[]")
+    route = routes[0] if routes else {}
+    dev = str(route.get("dev", ""))
+    kind = str(route.get("type", "unicast"))
+    if kind != "unicast" or not dev.startswith(LAB_PREFIX):
+        raise LabSafetyError(
+            f"refusing to contact {ip}: route is {kind} via dev {dev or '-'} "
+            f"(expected a lab interface {LAB_PREFIX}*): {route}"
+        )

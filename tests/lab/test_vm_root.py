@@ -1,0 +1,84 @@
+"""A VM's own root: writes stay in its upper dir, first-boot apt holds the dpkg lock, no way out."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from meshvm.lab.hostsys import wait_until
+from meshvm.lab.vmhost import VmHost
+from tests.lab.conftest import BootVm
+
+pytestmark = pytest.mark.lab
+
+DPKG_LOCK_HOLD = 3.0
+# A POSIX record-lock probe, the kind apt and dpkg take (not flock).
+TRY_LOCK = (
+    "import fcntl, os\n"
+    "fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR)\n"
+    "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    print('held')\n"
+    "else:\n    print('free')\n"
+)
+
+
+def dpkg_lock_state(vm: VmHost) -> str:
+    proc = vm.run(["python3", "-c", TRY_LOCK], timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_dpkg_lock_held_after_boot_and_apt_waits_for_it(boot_vm: BootVm) -> None:
+    vm = boot_vm("apt-vm", dpkg_lock_hold=DPKG_LOCK_HOLD)
+    booted = time.monotonic()
+    assert dpkg_lock_state(vm) == "held"
+
+    apt = vm.run(["apt-get", "-o", "DPkg::Lock::Timeout=60", "-y", "remove", "lab-no-such-package"], timeout=60)
+    waited = time.monotonic() - booted
+    output = apt.stdout + apt.stderr
+    assert "lock-frontend" in output, output  # apt reported it had to wait for the lock
+    assert waited >= DPKG_LOCK_HOLD - 0.5, f"apt-get returned after {waited:.1f}s: {output}"
+    assert dpkg_lock_state(vm) == "free"
+
+
+def test_writes_land_in_upper_dir_not_on_host(boot_vm: BootVm) -> None:
+    vm = boot_vm("root-vm")
+    probe = f"/etc/lab-probe-{vm.attachment.netns if vm.attachment else vm.name}"
+    victim = "/etc/issue"  # a host file the VM deletes
+    with open(victim, "rb") as f:
+        host_victim = f.read()
+    assert not os.path.exists(probe)
+
+    assert vm.run(["sh", "-c", f"echo from-the-vm > {probe} && rm {victim}"]).returncode == 0
+
+    with open(vm.root_path(probe)) as f:
+        assert f.read() == "from-the-vm\n"
+    assert not os.path.exists(probe), "the VM wrote to the host's /etc"
+    assert vm.run(["test", "-e", victim]).returncode != 0
+    with open(victim, "rb") as f:
+        assert f.read() == host_victim, "the VM's rm reached the host's file"
+    whiteout = os.lstat(vm.root_path(victim))  # overlayfs records the deletion in the upper dir
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+
+
+def test_vm_has_no_way_out_and_local_dns_only(boot_vm: BootVm) -> None:
+    vm = boot_vm("net-vm")
+    routes = vm.run(["ip", "-4", "route", "show"]).stdout
+    assert "default" not in routes, routes
+    assert vm.run(["ip", "route", "get", "192.0.2.1"]).returncode != 0  # the host's own gateway
+    assert vm.run(["cat", "/etc/resolv.conf"]).stdout.split() == ["nameserver", "127.0.0.1"]
+    assert vm.run(["getent", "hosts", vm.hostname]).returncode == 0  # sudo needs this
+    assert vm.run(["hostname"]).stdout.strip() == vm.hostname
+    assert vm.run(["test", "-e", "/work/main"]).returncode != 0  # the host's private trees are hidden
+
+
+def test_systemd_is_running_with_standins_and_masked_timers(boot_vm: BootVm) -> None:
+    vm = boot_vm("sysd-vm", agent_delay=0.0, dpkg_lock_hold=0.0)
+    wait_until(lambda: vm.run(["systemctl", "is-system-running"]).stdout.strip() in ("running", "degraded"),
+               time.monotonic() + 10, "systemd to finish booting", interval=0.1)
+    failed = vm.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
+    assert failed == "", failed
+    assert vm.run(["systemctl", "is-enabled", "apt-daily.timer"]).stdout.strip() == "masked"
+    assert "getty" not in vm.run(["systemctl", "list-units", "--no-legend", "--plain"]).stdout
