@@ -16,7 +16,7 @@ def render(cfg: Config) -> str:
         f"  artifacts {cfg.artifacts_dir}",
     ]
     if cfg.platform == "lab":
-        lines.append("  addresses: allocated from the lab range 10.240.0.0/12 when the run starts")
+        lines.append("  addresses: allocated from the lab range 172.29.0.0/16 when the run starts")
     lines.append("")
     total = 0
     for i, name in enumerate(cfg.stages(), 1):

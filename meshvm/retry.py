@@ -45,16 +45,17 @@ def _short(value: object, limit: int = 300) -> str:
 
 
 def until(what: str, check: Callable[[], T], deadline: Deadline, *,
-          transient: tuple[type[BaseException], ...] = (), max_attempts: int = 1000,
-          initial: float = 0.5, ceiling: float = 10.0) -> T:
-    """Call `check` until it returns a truthy value, retrying the `transient` errors it raises.
+          transient: tuple[type[BaseException], ...] = (), accept: Callable[[T], bool] = bool,
+          max_attempts: int = 1000, initial: float = 0.5, ceiling: float = 10.0) -> T:
+    """Call `check` until `accept` likes what it returns, retrying the `transient` errors it raises.
 
-    Anything else it raises is final at once. Returns the truthy value.
+    Anything else it raises is final at once. Returns the accepted value; on timeout the error
+    shows the last value (or error) seen.
     """
     retrying = tenacity.Retrying(
         stop=tenacity.stop_before_delay(deadline.remaining()) | tenacity.stop_after_attempt(max_attempts),
         wait=tenacity.wait_random_exponential(multiplier=initial, max=ceiling),
-        retry=tenacity.retry_if_exception_type(transient) | tenacity.retry_if_result(lambda r: not r),
+        retry=tenacity.retry_if_exception_type(transient) | tenacity.retry_if_result(lambda r: not accept(r)),
         before_sleep=lambda state: _notify(what, state),
         reraise=False,
     )

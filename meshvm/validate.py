@@ -6,7 +6,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-LAB_RANGE = ipaddress.ip_network("10.240.0.0/12")  # the lab's addresses (meshvm.lab.netsafety)
+LAB_RANGE = ipaddress.ip_network("172.29.0.0/16")  # the lab's addresses (meshvm.lab.netsafety)
 
 RFC1035 = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$")
 PROJECT = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")

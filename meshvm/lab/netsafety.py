@@ -38,8 +38,38 @@ def ensure_blackhole() -> None:
     shown = run_ip("-j", "route", "show", "type", "blackhole", "exact", LAB_RANGE).stdout.strip()
     if shown and json.loads(shown):
         return
+    if clash := range_in_use():
+        raise LabSafetyError(f"the lab range {LAB_RANGE} holds {clash}, which this machine needs: "
+                             "refusing to blackhole it")
     run_ip("route", "replace", "blackhole", LAB_RANGE)
     log.info("added blackhole route for %s (shared, kept after the run)", LAB_RANGE)
+
+
+def range_in_use(resolv_conf: str = "/etc/resolv.conf") -> str | None:
+    """Something of this machine's own network inside LAB_RANGE (a blackhole would cut it off)."""
+    try:
+        lines = open(resolv_conf).read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and in_lab_range(parts[1]):
+            return f"the nameserver {parts[1]}"
+    for route in json.loads(run_ip("-j", "route", "show").stdout or "[]"):
+        dst, dev = str(route.get("dst", "")), str(route.get("dev", ""))
+        via = str(route.get("gateway", ""))
+        if dev.startswith(LAB_PREFIX) or route.get("type") == "blackhole":
+            continue
+        if in_lab_range(via) or (dst not in ("", "default") and _overlaps(dst)):
+            return f"the route {dst or 'default'} via {via or dev}"
+    return None
+
+
+def _overlaps(dst: str) -> bool:
+    try:
+        return ipaddress.ip_network(dst, strict=False).overlaps(ipaddress.ip_network(LAB_RANGE))
+    except ValueError:
+        return False
 
 
 def in_lab_range(ip: str) -> bool:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from meshvm.lab import addressing
+from meshvm.lab import addressing, netsafety
 from meshvm.lab.netsafety import LAB_RANGE, LabSafetyError, assert_local_route, ensure_blackhole, run_ip
 from meshvm.lab.router import Router
 
@@ -65,3 +65,12 @@ def test_blocks_are_distinct_and_stale_claims_are_taken_over(lab_router: Router)
 
 def _no_route_but_blackhole(ip: str) -> bool:
     return run_ip("route", "get", ip, check=False).returncode != 0
+
+
+def test_blackhole_is_refused_over_a_range_the_machine_needs(tmp_path):
+    """The resolver once lived inside a candidate lab range: a blackhole there cut off DNS."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 172.29.255.53\n")
+    assert netsafety.range_in_use(str(resolv)) == "the nameserver 172.29.255.53"
+    resolv.write_text("nameserver 10.255.255.53\n")
+    assert netsafety.range_in_use(str(resolv)) is None
