@@ -1,0 +1,112 @@
+"""Recipe: "VM configuration recipe", in two steps: install and configure; then start and be ready.
+
+The commands are the recipe's (from istio.io's VM install page), with three deliberate changes:
+the package is installed with apt-get so its dependencies resolve (dpkg -i does not pull them); the
+istiod line in /etc/hosts is replaced, never appended twice; the uploaded copies (the token among
+them) are removed from the user's home once installed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from meshvm import retry
+from meshvm.deadlines import Deadline
+from meshvm.recipe.ratings import apt_get, home
+from meshvm.seams import VmShell
+
+ISTIOD_HOST = "istiod.istio-system.svc"
+VM_FILES = ("cluster.env", "mesh.yaml", "hosts", "root-cert.pem", "istio-token")
+OWNED_BY_PROXY = ("/etc/certs", "/var/run/secrets", "/var/lib/istio", "/etc/istio/config", "/etc/istio/proxy")
+READY_URL = "http://localhost:15021/healthz/ready"
+
+
+class VmFilesInvalid(Exception):
+    pass
+
+
+def hosts_line(vm_files: Path) -> str:
+    """The one `<east-west IP> istiod...` line; istioctl writes an empty file when it ran too soon."""
+    lines = [ln.strip() for ln in (vm_files / "hosts").read_text().splitlines() if ln.strip()]
+    if len(lines) != 1 or not lines[0].endswith(f" {ISTIOD_HOST}"):
+        raise VmFilesInvalid(f"{vm_files / 'hosts'} should hold one '<east-west IP> {ISTIOD_HOST}' line, "
+                             f"holds {lines!r} (generated before the east-west gateway had an address?)")
+    return lines[0]
+
+
+def install_sidecar(vm: VmShell, vm_files: Path, deb: Path, deadline: Deadline) -> None:
+    """VM configuration recipe, part 1: certs, token, package, cluster.env, mesh, hosts, ownership."""
+    missing = [f for f in VM_FILES if not (vm_files / f).is_file()]
+    if missing:
+        raise VmFilesInvalid(f"{vm_files} lacks {', '.join(missing)}")
+    line = hosts_line(vm_files)
+    h = home(vm)
+    src, pkg = f"{h}/vm_files", f"{h}/istio-sidecar.deb"
+    vm.upload(vm_files, src, mode=0o600)
+    vm.upload(deb, pkg, mode=0o644)
+    try:
+        _configure(vm, src, pkg, line, deadline)
+    finally:
+        vm.run(["rm", "-rf", src, pkg], step="sidecar: remove uploaded copies", check=False)
+
+
+def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -> None:
+    def root(step: str, command: str) -> None:
+        vm.run(command, sudo=True, step=f"sidecar: {step}", timeout=deadline.cap(120))
+
+    root("root cert", f"mkdir -p /etc/certs && cp {src}/root-cert.pem /etc/certs/root-cert.pem")
+    root("token", "mkdir -p /var/run/secrets/tokens && "
+         f"install -m 0600 {src}/istio-token /var/run/secrets/tokens/istio-token")
+    apt_get(vm, f"install --no-install-recommends {shlex.quote(pkg)}", deadline, "sidecar: install package")
+    root("cluster.env", f"cp {src}/cluster.env /var/lib/istio/envoy/cluster.env")
+    root("mesh", f"cp {src}/mesh.yaml /etc/istio/config/mesh")
+    root("hosts", f"grep -v '[[:space:]]{ISTIOD_HOST}$' /etc/hosts > /etc/hosts.meshvm; "
+         f"echo {shlex.quote(line)} >> /etc/hosts.meshvm && cat /etc/hosts.meshvm > /etc/hosts && "
+         "rm -f /etc/hosts.meshvm")
+    root("proxy dir", "mkdir -p /etc/istio/proxy")
+    root("ownership", f"chown -R istio-proxy {' '.join(OWNED_BY_PROXY)}")
+
+
+def restart_count(vm: VmShell) -> int:
+    out = vm.run("systemctl show -p NRestarts --value istio", step="sidecar: restarts").stdout.strip()
+    return int(out or 0)
+
+
+def readiness(vm: VmShell) -> tuple[bool, int, str]:
+    """(ready, restarts, what the agent said) in one look."""
+    r = vm.run(f"curl -sS -m 3 -o /dev/null -w '%{{http_code}}' {READY_URL}", step="sidecar: readiness",
+               check=False, timeout=10)
+    code = r.stdout.strip() or r.stderr.strip()
+    return code == "200", restart_count(vm), code
+
+
+def start_sidecar(vm: VmShell, deadline: Deadline, settle: float = 3.0) -> None:
+    """VM configuration recipe, part 2: `systemctl start istio`, then wait until ready."""
+    vm.run("systemctl start istio", sudo=True, step="sidecar: start")
+    wait_ready(vm, deadline, settle)
+
+
+def wait_ready(vm: VmShell, deadline: Deadline, settle: float = 3.0) -> None:
+    """Ready = the agent's readiness endpoint answers 200 twice, `settle` s apart, with no restart
+    in between: the real unit restarts forever, so "active" alone proves nothing."""
+    first: dict[str, float] = {}
+
+    def look() -> tuple[bool, int, str]:
+        ready, restarts, code = readiness(vm)
+        if not ready or first.get("restarts") != restarts:
+            first.clear()
+            if ready:
+                first.update(restarts=restarts, at=time.monotonic())
+            return False, restarts, code
+        return time.monotonic() - first["at"] >= settle, restarts, code
+
+    retry.until("the VM's istio agent ready (15021) with a stable restart count", look, deadline,
+                accept=lambda seen: seen[0], initial=0.5, ceiling=2)
+
+
+def remove_sidecar(vm: VmShell, deadline: Deadline) -> None:
+    """The inverse, for teardown: stop the agent and remove the package."""
+    vm.run("systemctl stop istio || true", sudo=True, step="sidecar: stop")
+    apt_get(vm, "remove istio-sidecar", deadline, "sidecar: remove package")

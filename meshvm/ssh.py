@@ -1,0 +1,217 @@
+"""VmShell over paramiko: the same code on GCE and on lab VMs.
+
+The VM's host keys are pinned (RejectPolicy: an unknown or changed key is refused, never learnt).
+Authentication failures are retried only inside a boot window, because GCE's guest agent creates
+the user from the `ssh-keys` metadata a few seconds after sshd starts. Every command has a timeout;
+output is streamed to the log line by line (secrets are scrubbed by the log record factory).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shlex
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import paramiko
+
+from meshvm import retry
+from meshvm.deadlines import Deadline
+from meshvm.seams import CommandFailed, Result
+
+log = logging.getLogger(__name__)
+OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is only logged
+# Errors that mean "sshd not (yet) there": retried until the connect deadline. Authentication and
+# host key errors are SSHExceptions too: they are turned into final errors before they get here.
+_NOT_UP = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError,
+           paramiko.SSHException)
+
+
+class CommandTimeout(Exception):
+    pass
+
+
+class HostKeyRejected(Exception):
+    """The VM presented a key other than the pinned one: final, never retried, never learnt."""
+
+
+class AuthFailed(Exception):
+    """The user's key was still refused after the boot window: final."""
+
+
+class _PinnedOnly(paramiko.RejectPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyRejected(f"{hostname} presented an unpinned {key.get_name()} host key "
+                              f"{key.fingerprint}: refused")
+
+
+def pinned_keys(host: str, host_keys: Mapping[str, str]) -> paramiko.HostKeys:
+    """Host keys as GCE publishes them in guest attributes: key type -> base64 blob."""
+    keys = paramiko.HostKeys()
+    for key_type, blob in host_keys.items():
+        keys.add(host, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(blob)))
+    return keys
+
+
+class SshShell:
+    def __init__(self, host: str, user: str, key: paramiko.PKey, host_keys: Mapping[str, str], *,
+                 before_connect: Callable[[str], None] | None = None, connect_timeout: float = 10):
+        if not host_keys:
+            raise ValueError(f"no pinned host key for {host}: refusing to connect unpinned")
+        self.host, self.user, self._key = host, user, key
+        self._host_keys = pinned_keys(host, host_keys)
+        self._before_connect = before_connect
+        self._connect_timeout = connect_timeout
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, deadline: Deadline, auth_window: float = 60.0) -> None:
+        """Connect, retrying while sshd comes up and, for `auth_window` s, while the user is missing."""
+        window = Deadline.after(min(auth_window, deadline.remaining()), "auth window")
+
+        def attempt() -> paramiko.SSHClient:
+            try:
+                return self._open(deadline)
+            except paramiko.BadHostKeyException as e:
+                raise HostKeyRejected(f"{self.host}: host key changed: {e}") from None
+            except paramiko.AuthenticationException:
+                if window.expired():
+                    raise AuthFailed(f"{self.user}@{self.host}: key refused for {auth_window:.0f}s "
+                                     "after sshd came up") from None
+                raise _AuthNotYet(f"{self.user}@{self.host}: key refused (user not created yet?)") from None
+
+        self._client = retry.until(f"ssh to {self.user}@{self.host}", attempt, deadline,
+                                   transient=(*_NOT_UP, _AuthNotYet), initial=0.2, ceiling=3)
+
+    def _open(self, deadline: Deadline) -> paramiko.SSHClient:
+        if self._before_connect:
+            self._before_connect(self.host)
+        client = paramiko.SSHClient()
+        for key_type, key in self._host_keys.lookup(self.host).items():
+            client.get_host_keys().add(self.host, key_type, key)
+        client.set_missing_host_key_policy(_PinnedOnly())
+        timeout = deadline.cap(self._connect_timeout)
+        try:
+            client.connect(self.host, 22, username=self.user, pkey=self._key, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
+                           look_for_keys=False)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def close(self) -> None:
+        if self._client:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None:
+            raise RuntimeError(f"not connected to {self.host}: call connect() first")
+        return self._client
+
+    def run(self, command: str | Sequence[str], *, step: str, sudo: bool = False, timeout: float = 60,
+            check: bool = True, env: Mapping[str, str] | None = None) -> Result:
+        line = render(command, sudo=sudo, env=env)
+        log.debug("[%s] $ %s", step, line)
+        channel = self.client.get_transport().open_session(timeout=self._connect_timeout)  # type: ignore[union-attr]
+        try:
+            channel.exec_command(line)
+            channel.shutdown_write()
+            result = _collect(channel, step, Deadline.after(timeout, f"{step}: {line}"))
+        finally:
+            channel.close()
+        if check and not result.ok:
+            raise CommandFailed(step, line, result)
+        return result
+
+    def upload(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        sftp = self.client.open_sftp()
+        sftp.get_channel().settimeout(self._connect_timeout * 3)  # type: ignore[union-attr]
+        try:
+            _put(sftp, local, remote, mode)
+        finally:
+            sftp.close()
+
+
+class _AuthNotYet(Exception):
+    pass
+
+
+def render(command: str | Sequence[str], *, sudo: bool = False, env: Mapping[str, str] | None = None) -> str:
+    """Quoting lives here only: argv is joined safely; a snippet runs under `sh -c` when wrapped."""
+    text = command if isinstance(command, str) else shlex.join(command)
+    if env:
+        text = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", text])
+    if sudo:
+        text = shlex.join(["sudo", "-n", "--", "sh", "-c", text])
+    return text
+
+
+def _collect(channel: paramiko.Channel, step: str, deadline: Deadline) -> Result:
+    out, err = _Stream(step, "out"), _Stream(step, "err")
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out.feed(channel.recv(32768))
+            progressed = True
+        while channel.recv_stderr_ready():
+            err.feed(channel.recv_stderr(32768))
+            progressed = True
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if deadline.expired():
+            raise CommandTimeout(f"{deadline.what}: no exit after its timeout; last output: "
+                                 f"{(err.tail() or out.tail())!r}")
+        if not progressed:
+            # Block briefly on the channel, bounded by the command's deadline (not a bare sleep).
+            channel.status_event.wait(deadline.cap(0.05))
+    return Result(channel.recv_exit_status(), out.text(), err.text())
+
+
+class _Stream:
+    """Keeps up to OUTPUT_CAP bytes and logs complete lines as they arrive."""
+
+    def __init__(self, step: str, name: str):
+        self.step, self.name, self.kept, self.pending = step, name, bytearray(), b""
+
+    def feed(self, data: bytes) -> None:
+        if len(self.kept) < OUTPUT_CAP:
+            self.kept += data[: OUTPUT_CAP - len(self.kept)]
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            log.debug("[%s] %s| %s", self.step, self.name, line.decode(errors="replace"))
+
+    def text(self) -> str:
+        if self.pending:
+            log.debug("[%s] %s| %s", self.step, self.name, self.pending.decode(errors="replace"))
+            self.pending = b""
+        return self.kept.decode(errors="replace")
+
+    def tail(self, n: int = 300) -> str:
+        return self.kept[-n:].decode(errors="replace")
+
+
+def _put(sftp: paramiko.SFTPClient, local: Path, remote: str, mode: int | None) -> None:
+    if local.is_dir():
+        try:
+            sftp.mkdir(remote, mode=0o700 if mode is not None else 0o755)
+        except OSError:
+            if not stat.S_ISDIR(sftp.stat(remote).st_mode or 0):
+                raise
+        for child in sorted(local.iterdir()):
+            _put(sftp, child, f"{remote}/{child.name}", mode)
+        return
+    sftp.put(str(local), remote)
+    sftp.chmod(remote, mode if mode is not None else local.stat().st_mode & 0o777)
+
+
+def wait_for_boot(shell: SshShell, deadline: Deadline) -> float:
+    """Connect and return the seconds it took (for the boot-to-SSH figure)."""
+    started = time.monotonic()
+    shell.connect(deadline)
+    return time.monotonic() - started
