@@ -82,3 +82,29 @@ def sidecar_urls(primary_base: str, mirrors: Sequence[str], version: str) -> lis
     """istio-sidecar.deb for a version, from the configured base first, then the known mirrors."""
     bases = [primary_base, *(m for m in mirrors if m != primary_base)]
     return [f"{b}/{version}/deb/istio-sidecar.deb" for b in bases]
+
+
+RATINGS_FILES = ("ratings.js", "package.json")
+RAW_BASE = "https://raw.githubusercontent.com/istio/istio"
+
+
+def bookinfo_ratings(version: str, cache: Path, base: str = RAW_BASE, timeout: float = TIMEOUT_S) -> Path:
+    """BookInfo's ratings app at the release tag (not in the release archive; FACTS.md section 2).
+
+    GitHub publishes no checksum for these two files: they are fetched over https and cached.
+    """
+    folder = cache / "bookinfo-ratings" / version
+    if all((folder / f).is_file() for f in RATINGS_FILES):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RATINGS_FILES:
+        url = f"{base}/{version}/samples/bookinfo/src/ratings/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
+                data = r.read()
+        except (OSError, ValueError) as e:
+            raise DownloadFailed(f"infrastructure: could not fetch {url}: {e}") from None
+        tmp = folder / (name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+    return folder

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meshvm.downloads import DownloadFailed, fetch_verified, sidecar_urls
+from meshvm.downloads import DownloadFailed, bookinfo_ratings, fetch_verified, sidecar_urls
 
 PAYLOAD = b"!<arch>\nnot really a deb, but bytes with a checksum\n"
 
@@ -63,3 +63,15 @@ def test_no_source_at_all_names_every_url_tried(server, tmp_path):
     with pytest.raises(DownloadFailed) as e:
         fetch_verified(urls, tmp_path / "x.deb")
     assert all(u in str(e.value) for u in urls) and "404" in str(e.value)
+
+
+def test_bookinfo_ratings_comes_from_the_release_tag_and_is_cached(server, tmp_path):
+    base, root = server
+    for name, text in (("ratings.js", "// app"), ("package.json", "{}")):
+        publish(root, f"1.30.3/samples/bookinfo/src/ratings/{name}", text.encode())
+    folder = bookinfo_ratings("1.30.3", tmp_path / "cache", base=base)
+    assert (folder / "ratings.js").read_text() == "// app"
+    (root / "1.30.3/samples/bookinfo/src/ratings/ratings.js").unlink()
+    assert bookinfo_ratings("1.30.3", tmp_path / "cache", base=base) == folder
+    with pytest.raises(DownloadFailed, match="^infrastructure: could not fetch .*/1.31.0/.*404"):
+        bookinfo_ratings("1.31.0", tmp_path / "cache", base=base)

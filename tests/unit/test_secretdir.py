@@ -1,0 +1,31 @@
+"""The secrets folder: 0700, outside the artifacts, registered for redaction, gone at close."""
+
+import stat
+
+import pytest
+
+from meshvm import redact
+from meshvm.secretdir import SecretDir
+
+
+def test_secret_dir_is_private_registered_and_removed(tmp_path):
+    sd = SecretDir("r1", tmp_path / "artifacts")
+    try:
+        assert stat.S_IMODE(sd.path.stat().st_mode) == 0o700
+        files = sd.sub("vm_files")
+        (files / "istio-token").write_text("eyJhbGciOi.secret-token-body.sig")
+        (files / "istio-token").chmod(0o744)  # as istioctl writes it (FACTS.md section 1)
+        sd.register_files(files)
+        assert stat.S_IMODE((files / "istio-token").stat().st_mode) == 0o600
+        assert redact.scrub("token eyJhbGciOi.secret-token-body.sig") == "token [REDACTED]"
+    finally:
+        sd.close()
+        redact.clear()
+    assert not sd.path.exists()
+
+
+def test_secret_dir_refuses_to_live_inside_the_artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="inside the artifacts"):
+        SecretDir("r1", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
