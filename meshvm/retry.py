@@ -21,7 +21,7 @@ T = TypeVar("T")
 _listeners: list[Callable[[str], None]] = []
 
 
-class WaitFailed(Exception):
+class WaitFailed(TimeoutError):
     """A wait ran out: names what was expected, how long it waited, what was last seen."""
 
 
@@ -33,7 +33,7 @@ def on_retry(listener: Callable[[str], None]) -> None:
 def _notify(what: str, state: tenacity.RetryCallState) -> None:
     outcome = state.outcome
     seen = outcome.exception() if outcome and outcome.failed else (outcome.result() if outcome else None)
-    log.info("waiting for %s: attempt %d, %.1fs so far, last seen: %s",
+    log.debug("waiting for %s: attempt %d, %.1fs so far, last seen: %s",
              what, state.attempt_number, state.seconds_since_start or 0.0, _short(seen))
     for listener in _listeners:
         listener(what)

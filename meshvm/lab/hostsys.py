@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+from meshvm import retry
+from meshvm.deadlines import Deadline
 
 T = TypeVar("T")
 _POLL = 0.02
@@ -16,15 +18,13 @@ LAB_CGROUP = "meshvm-lab"  # shared parent of every VM's cgroup2 subtree; left i
 
 
 def wait_until(check: Callable[[], T | None], deadline: float, what: str, interval: float = _POLL) -> T:
-    """Poll `check` until it returns a truthy value or the monotonic `deadline` passes."""
-    while True:
-        value = check()
-        if value:
-            return value
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(min(interval, remaining))
+    """Poll `check` until it returns a truthy value or the monotonic `deadline` passes.
+
+    A thin lab-side spelling of the suite's one retry policy (short, fixed-ish intervals: boots
+    and links come up in milliseconds here).
+    """
+    return retry.until(what, check, Deadline(deadline, what), initial=interval, ceiling=interval * 5,
+                       max_attempts=100_000)  # type: ignore[return-value]
 
 
 def cgroup2_root() -> str:
