@@ -141,7 +141,7 @@ def read_claims() -> list[dict[str, object]]:
 
 
 def _try_claim(path: str, run_id: str, tag: str) -> bool:
-    if os.path.exists(path) and _claim_is_stale(path):
+    if os.path.exists(path) and claim_is_stale(path):
         log.warning("taking over stale lab claim %s", path)
         os.unlink(path)
     try:
@@ -154,7 +154,7 @@ def _try_claim(path: str, run_id: str, tag: str) -> bool:
     return True
 
 
-def _claim_is_stale(path: str) -> bool:
+def claim_is_stale(path: str) -> bool:
     try:
         with open(path) as f:
             claim = json.load(f)

@@ -86,11 +86,19 @@ def _processes(tag: str) -> list[str]:
                 cgroups = f.read()
         except OSError:
             continue  # exited while we looked
-        if int(pid) == os.getpid():
-            continue
+        if int(pid) == os.getpid() or _zombie(pid):
+            continue  # a killed process whose parent died waits for the host's PID 1 to reap it
         if tag in cmdline or f"/{LAB_CGROUP}/{tag}" in cgroups:
             out.append(f"process {pid}: {cmdline[:120]}")
     return out
+
+
+def _zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone meanwhile
 
 
 def _claimed_blocks(tag: str) -> list[ipaddress.IPv4Network]:
