@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from meshvm.deadlines import Deadline
 
 
 @dataclass(frozen=True)
@@ -38,4 +40,43 @@ class VmShell(Protocol):
 
     def upload(self, local: Path, remote: str, *, mode: int | None = None) -> None:
         """Copy a file or a folder (recursively) to a path on the VM (relative: the user's home)."""
+        ...
+
+
+class Kube(Protocol):
+    """The cluster's API. Objects are plain dicts as the API returns them."""
+
+    def apply(self, manifest: str, *, namespace: str | None = None) -> list[dict]:
+        """Server-side apply of a multi-document YAML manifest (core and custom kinds)."""
+        ...
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        ...
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             label_selector: str | None = None) -> list[dict]:
+        ...
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+               deadline: Deadline | None = None) -> None:
+        """Delete (NotFound is done); with a deadline, wait until it is gone (finalizers included)."""
+        ...
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, *,
+              deadline: Deadline) -> Iterator[tuple[str, dict]]:
+        """(event type, object) until the deadline; survives expiry (410 Gone -> relist)."""
+        ...
+
+    def exec(self, namespace: str, pod: str, command: Sequence[str], *, container: str | None = None,
+             timeout: float = 60) -> Result:
+        ...
+
+
+class Istioctl(Protocol):
+    def run(self, args: Sequence[str], *, step: str, timeout: float = 300, stdin: str | None = None,
+            check: bool = True) -> Result:
+        """istioctl with the cluster's temporary kubeconfig and an allowlisted environment."""
+        ...
+
+    def version(self) -> str:
         ...

@@ -1,0 +1,93 @@
+"""The run ledger: every created thing is recorded the moment its create request is accepted,
+before anything waits for it, and persisted under the artifacts dir (ledger.json).
+
+Teardown walks it in reverse, treats "not found" as done, continues past failures, reports every
+error, and writes cleanup.json. The janitor reads the same file after a killed run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from meshvm import redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # e.g. "network", "cluster", "instance", "firewall", "forwarding-rule", "lab-vm"
+    name: str
+    where: str  # project/zone/region/namespace: whatever the deleter needs
+    created: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.where}/{self.name}"
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries: list[Entry] = []
+        if path.is_file():
+            self._entries = [Entry(**e) for e in json.loads(path.read_text())["entries"]]
+
+    def record(self, kind: str, name: str, where: str, **extra: str) -> Entry:
+        entry = Entry(kind, name, where, datetime.now(UTC).isoformat(timespec="seconds"), dict(extra))
+        with self._lock:
+            if all(e.key != entry.key for e in self._entries):
+                self._entries.append(entry)
+            self._write()
+        log.info("ledger: recorded %s", entry.key)
+        return entry
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries)
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"entries": [asdict(e) for e in self._entries]}, indent=2) + "\n")
+        with open(tmp) as f:
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+
+Deleter = Callable[[Entry], None]  # deletes and waits until gone; NotFound is success
+Checker = Callable[[Entry], bool]  # True while the thing still exists
+
+
+def teardown(ledger: Ledger, delete: Mapping[str, Deleter], exists: Mapping[str, Checker],
+             report: Path) -> dict[str, object]:
+    """Delete everything in reverse order of creation, verify, and write cleanup.json."""
+    results = []
+    for entry in reversed(ledger.entries()):
+        outcome, error = "deleted", None
+        try:
+            delete[entry.kind](entry)
+            if exists[entry.kind](entry):
+                outcome, error = "remains", "still present after delete"
+        except Exception as e:  # keep going: one failure must not strand the rest
+            outcome, error = "error", f"{type(e).__name__}: {e}"
+            log.error("teardown: %s: %s", entry.key, error)
+        results.append({"kind": entry.kind, "name": entry.name, "where": entry.where,
+                        "outcome": outcome, "error": error})
+    summary = {
+        "created": len(results),
+        "remaining": [r for r in results if r["outcome"] != "deleted"],
+        "items": results,
+    }
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(redact.scrub(json.dumps(summary, indent=2)) + "\n")
+    return summary
