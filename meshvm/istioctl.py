@@ -1,0 +1,74 @@
+"""The Istioctl seam: istioctl for the chosen version, fetched from the release archive, checked
+against its .sha256, cached per version; run with the cluster's temporary kubeconfig and an
+allowlisted environment (nothing of the runner's credentials leaks into it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from meshvm import downloads
+from meshvm.seams import CommandFailed, Result
+
+log = logging.getLogger(__name__)
+# What istioctl may see of the runner's environment: no cloud credentials, no KUBECONFIG.
+ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HTTPS_PROXY", "NO_PROXY")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meshvm"
+
+
+def acquire(version: str, release_url: str, cache: Path, mirrors: Sequence[str] = ()) -> Path:
+    """The istioctl binary for `version`: from the cache, else the checksummed release archive."""
+    folder = cache / "istioctl" / version
+    binary = folder / "istioctl"
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    name = f"istioctl-{version}-linux-amd64.tar.gz"
+    urls = [f"{base}/{version}/{name}" for base in (release_url, *mirrors)]
+    archive = downloads.fetch_verified(urls, folder / name)
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("istioctl")
+        if not member.isfile():
+            raise downloads.DownloadFailed(f"infrastructure: {name} holds no istioctl binary")
+        tmp = folder / "istioctl.part"
+        with tar.extractfile(member) as src, open(tmp, "wb") as out:  # type: ignore[union-attr]
+            out.write(src.read())
+    tmp.chmod(0o755)
+    tmp.replace(binary)
+    return binary
+
+
+class IstioctlCli:
+    def __init__(self, binary: Path, kubeconfig: Callable[[], Path], environ: Mapping[str, str]):
+        """`kubeconfig` is called before every run: it rewrites the file with a fresh token."""
+        self.binary, self._kubeconfig = binary, kubeconfig
+        self._env = {k: v for k, v in environ.items() if k in ENV_ALLOW}
+
+    def run(self, args: Sequence[str], *, step: str, timeout: float = 300, stdin: str | None = None,
+            check: bool = True) -> Result:
+        argv = [str(self.binary), *args, f"--kubeconfig={self._kubeconfig()}"]
+        log.debug("[%s] $ istioctl %s", step, " ".join(args))
+        try:
+            p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                               env=self._env, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise CommandFailed(step, f"istioctl {' '.join(args)}",
+                                Result(-1, "", f"no exit after {timeout:.0f}s: {e.stderr or ''}")) from None
+        result = Result(p.returncode, p.stdout, p.stderr)
+        for line in (p.stderr or "").splitlines()[-20:]:
+            log.debug("[%s] istioctl| %s", step, line)
+        if check and not result.ok:
+            raise CommandFailed(step, f"istioctl {' '.join(args)}", result)
+        return result
+
+    def version(self) -> str:
+        out = self.run(["version", "--remote=false", "-o", "json"], step="istioctl version", timeout=30)
+        return str(json.loads(out.stdout)["clientVersion"]["version"])

@@ -1,0 +1,63 @@
+"""istioctl acquisition (checksummed, cached) and its runner (allowlisted env, fresh kubeconfig)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from meshvm.downloads import DownloadFailed
+from meshvm.istioctl import IstioctlCli, acquire
+from tests.unit.conftest import publish
+
+FAKE = b"#!/bin/sh\necho istioctl-for-tests \"$@\"\n"
+
+
+def archive(content: bytes = FAKE) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("istioctl")
+        info.size, info.mode = len(content), 0o755
+        tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def test_acquire_checks_the_archive_and_then_needs_no_network(server, tmp_path):
+    base, root = server
+    publish(root, "1.30.3/istioctl-1.30.3-linux-amd64.tar.gz", archive())
+    binary = acquire("1.30.3", base, tmp_path / "cache")
+    assert binary.read_bytes() == FAKE and binary.stat().st_mode & 0o111
+    assert acquire("1.30.3", "http://127.0.0.1:9", tmp_path / "cache") == binary  # port 9: nothing there
+
+
+def test_a_checksum_mismatch_is_a_clear_error_and_caches_nothing(server, tmp_path):
+    base, root = server
+    publish(root, "1.30.3/istioctl-1.30.3-linux-amd64.tar.gz", archive(), checksum="ab" * 32)
+    with pytest.raises(DownloadFailed, match="checksum mismatch"):
+        acquire("1.30.3", base, tmp_path / "cache")
+    assert not (tmp_path / "cache/istioctl/1.30.3/istioctl").exists()
+    assert not list((tmp_path / "cache/istioctl/1.30.3").glob("*.tar.gz"))
+
+
+def test_runner_passes_a_fresh_kubeconfig_and_only_allowlisted_env(tmp_path):
+    script = tmp_path / "istioctl"
+    script.write_text("#!/bin/sh\nenv | sort > \"$(dirname \"$0\")/env.txt\"\n"
+                      "echo '{\"clientVersion\": {\"version\": \"1.30.3\"}}'\necho \"$@\" >&2\n")
+    script.chmod(0o755)
+    calls = []
+
+    def kubeconfig() -> Path:
+        calls.append(1)
+        return tmp_path / f"kubeconfig-{len(calls)}"
+
+    cli = IstioctlCli(script, kubeconfig, {"PATH": "/usr/bin:/bin", "GOOGLE_APPLICATION_CREDENTIALS": "/x",
+                                           "KUBECONFIG": "/home/me/.kube/config"})
+    assert cli.version() == "1.30.3"
+    r = cli.run(["x", "workload", "group", "create"], step="wg")
+    assert r.stderr.strip().endswith(f"--kubeconfig={tmp_path}/kubeconfig-2")
+    env = (tmp_path / "env.txt").read_text()
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env and "KUBECONFIG" not in env and "PATH=" in env
+    assert json.loads(cli.run(["version"], step="v").stdout)["clientVersion"]["version"] == "1.30.3"
