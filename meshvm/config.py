@@ -57,6 +57,9 @@ class Config:
     vm_machine_type: str
     vm_image_family: str
     istio_version: str
+    eastwest_lb: str
+    wg_probe: bool
+    token_duration: int
     istio_release_url: str
     sidecar_base_url: str
     ratings_source: Path | None
@@ -142,6 +145,9 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
                                   "a machine type such as n1-standard-2"),
         vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
         istio_version=raw["istio_version"],
+        eastwest_lb=p.choice("eastwest_lb", raw["eastwest_lb"]),
+        wg_probe=p.choice("wg_probe", raw["wg_probe"]) == "on",
+        token_duration=p.integer("token_duration", raw["token_duration"], 600, 24 * 3600),
         istio_release_url=p.url("istio_release_url", raw["istio_release_url"]) or "",
         sidecar_base_url=_sidecar_url(p, raw),
         ratings_source=_ratings_source(p, raw["ratings_source"]),

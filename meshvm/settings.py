@@ -49,8 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pod-range", "cluster pod range, fixed at creation (the recipe's CLUSTER_POD_CIDR)",
             "10.16.0.0/14"),
     Setting("service-range", "cluster service range, fixed at creation", "10.20.0.0/20"),
-    Setting("ssh-source-ranges", "CIDRs allowed to SSH to the VM (your runner's egress address)",
-            kind="list"),
+    Setting("ssh-source-ranges", "CIDRs of the runner's egress: allowed to SSH to the VM and to reach "
+            "the ingress load balancer", kind="list"),
     Setting("allow-ssh-from-anywhere", "explicit opt-in to let --ssh-source-ranges contain 0.0.0.0/0",
             kind="flag"),
     Setting("compute-endpoint", "Compute Engine API endpoint override (private endpoint; the lab's)"),
@@ -73,6 +73,12 @@ SETTINGS: tuple[Setting, ...] = (
             "https://github.com/istio/istio/releases/download"),
     Setting("sidecar-base-url", "base URL of istio-sidecar.deb (auto: by version, FACTS section 1)",
             "auto"),
+    Setting("eastwest-lb", "east-west gateway load balancer: internal to the run's network, or external "
+            "(source ranges restricted to the VM)", "internal", choices=("internal", "external")),
+    Setting("wg-probe", "WorkloadGroup readiness probe on ratings /health, so health checks are real",
+            "on", choices=("on", "off")),
+    Setting("token-duration", "lifetime in seconds of the VM's istio-token (--tokenDuration)", "900",
+            kind="int"),
     Setting("ratings-source", "folder with ratings.js + package.json (default: BookInfo's at the "
             "release tag)"),
     Setting("bookinfo-image-prefix", "BookInfo image prefix", "docker.io/istio/examples-bookinfo"),
