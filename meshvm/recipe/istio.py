@@ -1,0 +1,45 @@
+"""Recipe: "Install Istio", then read back the cluster ID istiod really uses.
+
+istiod's CA rejects a VM that claims any other cluster ("client claims to be in cluster ..."), so
+every later step passes exactly this value (FACTS.md section 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meshvm import manifests
+from meshvm.deadlines import Deadline
+from meshvm.recipe import waits
+from meshvm.seams import Istioctl, Kube
+
+# The recipe's two settings: on by default since 1.10, kept because the recipe sets them.
+PILOT_SETTINGS = ("values.pilot.env.PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION=true",
+                  "values.pilot.env.PILOT_ENABLE_WORKLOAD_ENTRY_HEALTHCHECKS=true")
+DEFAULT_CLUSTER_ID = "Kubernetes"
+
+
+def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], workdir: Path,
+                  deadline: Deadline) -> str:
+    """Install Istio: `istioctl install` with the recipe's settings; returns istiod's cluster ID."""
+    overlay = workdir / "ingress-source-ranges.yaml"
+    overlay.write_text(manifests.text("ingress-source-ranges", SOURCE_RANGES=list(source_ranges)))
+    args = ["install", "-y", *(a for s in PILOT_SETTINGS for a in ("--set", s)), "-f", str(overlay)]
+    istioctl.run(args, step="istio: install", timeout=deadline.cap(900))
+    waits.rollout(kube, "istio-system", "istiod", deadline)
+    waits.rollout(kube, "istio-system", "istio-ingressgateway", deadline)
+    return cluster_id(kube)
+
+
+def cluster_id(kube: Kube) -> str:
+    """istiod's CLUSTER_ID env; else the injector's global.multiCluster.clusterName; else Kubernetes."""
+    istiod = kube.get("apps/v1", "Deployment", "istiod", "istio-system") or {}
+    for container in istiod.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        for env in container.get("env", []):
+            if env.get("name") == "CLUSTER_ID" and env.get("value"):
+                return str(env["value"])
+    injector = kube.get("v1", "ConfigMap", "istio-sidecar-injector", "istio-system") or {}
+    values = json.loads((injector.get("data") or {}).get("values") or "{}")
+    name = values.get("global", {}).get("multiCluster", {}).get("clusterName")
+    return str(name) if name else DEFAULT_CLUSTER_ID

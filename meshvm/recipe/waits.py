@@ -1,0 +1,37 @@
+"""Waits on real cluster conditions, over the Kube seam (each through the one retry policy)."""
+
+from __future__ import annotations
+
+from meshvm import retry
+from meshvm.deadlines import Deadline
+from meshvm.seams import Kube
+
+
+def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
+    """A Deployment is rolled out when it has observed its generation and all replicas are available."""
+    def seen() -> dict | None:
+        return kube.get("apps/v1", "Deployment", name, namespace)
+
+    def done(d: dict | None) -> bool:
+        if not d:
+            return False
+        status, spec = d.get("status") or {}, d.get("spec") or {}
+        return (status.get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
+                and status.get("availableReplicas", 0) == spec.get("replicas", 1))
+
+    return retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done)  # type: ignore[return-value]
+
+
+def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str:
+    """A LoadBalancer Service's address (on GKE it arrives asynchronously, after minutes at worst)."""
+    def seen() -> str | None:
+        svc = kube.get("v1", "Service", name, namespace) or {}
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
+        return ingress[0].get("ip") or ingress[0].get("hostname")
+
+    return retry.until(f"an address for Service {namespace}/{name}", seen, deadline, ceiling=15)  # type: ignore[return-value]
+
+
+def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> dict:
+    return retry.until(f"{kind} {namespace}/{name} to exist",  # type: ignore[return-value]
+                       lambda: kube.get(api_version, kind, name, namespace), deadline)
