@@ -1,6 +1,7 @@
 """The janitor: finds what killed runs left behind and, with --yes, removes it.
 
     python -m meshvm.janitor [--platform lab|gcp] [--run-id ID] [--yes]
+        gcp: --gcp-project P [--gcp-access-token-file F] [--compute-endpoint U] [--container-endpoint U]
 
 Dry run by default. A run whose process is still alive is never touched. Exit 0 when nothing is
 left (or, in a dry run, nothing was found), 1 when something remains, 2 for bad arguments.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from meshvm.lab import addressing, leaks, sweep
 
@@ -20,14 +22,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform", choices=("lab", "gcp"), default="lab")
     parser.add_argument("--run-id", help="only this run (default: every run whose process is gone)")
     parser.add_argument("--yes", action="store_true", help="delete (default: only list)")
+    gcp_args = parser.add_argument_group("gcp (only runs whose e2e-expires label has passed)")
+    gcp_args.add_argument("--gcp-project")
+    gcp_args.add_argument("--gcp-access-token-file", type=Path, help="default: Application Default Credentials")
+    gcp_args.add_argument("--compute-endpoint")
+    gcp_args.add_argument("--container-endpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.platform == "gcp":
-        print("meshvm janitor: --platform gcp: not available yet (it comes with the GCP platform); "
-              "list leftovers with: gcloud compute instances list --filter=labels.e2e-suite=meshvm",
-              file=sys.stderr)
-        return 2
+        return gcp(args)
     return lab(args.run_id, args.yes)
+
+
+def gcp(args: argparse.Namespace) -> int:
+    from meshvm.gcp import janitor as gcp_janitor  # the google clients load only when needed
+    from meshvm.gcp.credentials import CredentialsMissing
+
+    target = gcp_janitor.Target(args.gcp_project, args.compute_endpoint, args.container_endpoint,
+                                args.gcp_access_token_file)
+    bad = gcp_janitor.problems(target)
+    if bad:
+        print("\n".join(f"meshvm janitor: {p}" for p in bad), file=sys.stderr)
+        return 2
+    try:
+        return gcp_janitor.run(target, args.run_id, args.yes)
+    except CredentialsMissing as e:
+        print(f"meshvm janitor: {e}", file=sys.stderr)
+        return 2
 
 
 def lab(run_id: str | None, delete: bool) -> int:

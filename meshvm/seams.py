@@ -80,3 +80,62 @@ class Istioctl(Protocol):
 
     def version(self) -> str:
         ...
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The run's VPC network and subnetwork (self links) in the run's region."""
+
+    network: str
+    subnetwork: str
+    region: str
+    created: bool  # False: an existing --network/--subnetwork
+    pods_range_name: str | None = None  # secondary range names when the subnetwork is the run's
+    services_range_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    name: str
+    zone: str
+    endpoint: str  # host or host:port of the API server (https)
+    ca_pem: str
+    pod_range: str
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    name: str
+    zone: str
+    internal_ip: str
+    external_ip: str
+    host_keys: Mapping[str, str]  # key type -> base64, to pin
+
+
+class Cloud(Protocol):
+    """Create, describe and delete the run's cloud resources; list what carries the run's labels."""
+
+    def preflight(self, deadline: Deadline) -> None:
+        """Read-only checks before anything is created; one line per problem."""
+        ...
+
+    def create_network(self, deadline: Deadline) -> NetworkInfo:
+        ...
+
+    def create_firewall_rules(self, network: NetworkInfo, deadline: Deadline) -> tuple[str, ...]:
+        ...
+
+    def create_cluster(self, network: NetworkInfo, deadline: Deadline) -> ClusterInfo:
+        ...
+
+    def create_vm(self, network: NetworkInfo, ssh_user: str, ssh_public_key: str,
+                  deadline: Deadline) -> VmInfo:
+        ...
+
+    def teardown(self, report: Path) -> dict[str, object]:
+        """Delete what the ledger holds, in reverse, verify, write the report."""
+        ...
+
+    def leftovers(self) -> list[str]:
+        """Everything that still carries the run's labels or name prefix."""
+        ...

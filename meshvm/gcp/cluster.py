@@ -1,0 +1,115 @@
+"""The GKE Standard zonal VPC-native cluster: create (operation polled here), describe, delete."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from google.cloud import container_v1
+
+from meshvm import retry
+from meshvm.config import Config
+from meshvm.deadlines import Deadline
+from meshvm.gcp import errors
+from meshvm.gcp.clients import Clients, not_found
+from meshvm.gcp.firewall import node_tag
+from meshvm.gcp.operations import wait_gke
+from meshvm.ledger import Entry, Ledger
+from meshvm.seams import ClusterInfo, NetworkInfo
+
+log = logging.getLogger(__name__)
+# GKE's default node scopes, spelled out (FACTS section 3): image pulls, logs, metrics, traces.
+NODE_SCOPES = (
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/logging.write",
+    "https://www.googleapis.com/auth/monitoring",
+    "https://www.googleapis.com/auth/service.management.readonly",
+    "https://www.googleapis.com/auth/servicecontrol",
+    "https://www.googleapis.com/auth/trace.append",
+)
+_CHANNELS = {"rapid": 1, "regular": 2, "stable": 3, "none": 0}  # ReleaseChannel.Channel values
+_RUNNING = container_v1.Operation.Status.RUNNING
+_PENDING = container_v1.Operation.Status.PENDING
+
+
+def body(cfg: Config, network: NetworkInfo) -> container_v1.Cluster:
+    if network.pods_range_name:  # our subnetwork already holds the secondary ranges
+        ip = container_v1.IPAllocationPolicy(use_ip_aliases=True,
+                                             cluster_secondary_range_name=network.pods_range_name,
+                                             services_secondary_range_name=network.services_range_name)
+    else:  # an existing subnetwork: GKE creates the secondary ranges from the fixed CIDRs
+        ip = container_v1.IPAllocationPolicy(use_ip_aliases=True, cluster_ipv4_cidr_block=cfg.pod_range,
+                                             services_ipv4_cidr_block=cfg.service_range)
+    node_config = container_v1.NodeConfig(
+        machine_type=cfg.cluster_machine_type, disk_size_gb=cfg.node_disk_gb, oauth_scopes=list(NODE_SCOPES),
+        tags=[node_tag(cfg)], labels=dict(cfg.labels), resource_labels=dict(cfg.labels))
+    return container_v1.Cluster(
+        name=cfg.names.cluster, description=f"meshvm e2e run {cfg.run_id}",
+        network=network.network.rsplit("/", 1)[-1], subnetwork=network.subnetwork.rsplit("/", 1)[-1],
+        ip_allocation_policy=ip, resource_labels=dict(cfg.labels),
+        release_channel=container_v1.ReleaseChannel(channel=_CHANNELS[cfg.release_channel]),
+        initial_cluster_version=cfg.cluster_version or "",
+        node_pools=[container_v1.NodePool(name="default-pool", initial_node_count=cfg.node_count,
+                                          config=node_config)])
+
+
+def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ledger: Ledger,
+           deadline: Deadline) -> ClusterInfo:
+    what = f"creating GKE cluster {cfg.names.cluster} in {zone}"
+    op = c.call_retrying(what, c.container.create_cluster, deadline, stockout_final=True,
+                         parent=_parent(c, zone), cluster=body(cfg, network))
+    ledger.record("cluster", cfg.names.cluster, f"{c.project}/{zone}")
+    wait_gke(c, zone, op, what, deadline)
+    return describe(c, cfg.names.cluster, zone, deadline)
+
+
+def describe(c: Clients, name: str, zone: str, deadline: Deadline) -> ClusterInfo:
+    got = c.call(f"reading GKE cluster {name}", c.container.get_cluster, deadline,
+                 name=f"{_parent(c, zone)}/clusters/{name}")
+    ca = base64.b64decode(got.master_auth.cluster_ca_certificate).decode()
+    return ClusterInfo(name, zone, got.endpoint, ca, got.cluster_ipv4_cidr or got.ip_allocation_policy.cluster_ipv4_cidr_block)
+
+
+def delete(c: Clients, entry: Entry, deadline: Deadline) -> None:
+    """Wait for in-flight operations (GKE refuses a delete meanwhile), delete, wait; NotFound = done."""
+    zone = entry.where.split("/")[1]
+    what = f"deleting GKE cluster {entry.name} in {zone}"
+    wait_in_flight(c, entry.name, zone, deadline)
+    try:
+        op = c.call_retrying(what, c.container.delete_cluster, deadline,
+                             name=f"{_parent(c, zone)}/clusters/{entry.name}")
+    except errors.CloudError as e:
+        if not_found(e):
+            return
+        raise
+    wait_gke(c, zone, op, what, deadline)
+
+
+def wait_in_flight(c: Clients, name: str, zone: str, deadline: Deadline) -> None:
+    def running() -> list[str]:
+        ops = c.call_retrying(f"listing operations of {name}", c.container.list_operations, deadline,
+                              parent=_parent(c, zone)).operations
+        return [o.name for o in ops if o.status in (_RUNNING, _PENDING)
+                and o.target_link.rstrip("/").endswith(f"/clusters/{name}")]
+
+    busy = running()
+    if busy:
+        log.info("GKE cluster %s: waiting for operations %s before deleting", name, busy)
+        retry.until(f"operations on cluster {name} to finish", running, deadline, accept=lambda r: not r,
+                    initial=2.0, ceiling=15.0)
+
+
+def exists(c: Clients, entry: Entry, deadline: Deadline) -> bool:
+    zone = entry.where.split("/")[1]
+    try:
+        c.call(f"reading GKE cluster {entry.name}", c.container.get_cluster, deadline,
+               name=f"{_parent(c, zone)}/clusters/{entry.name}")
+        return True
+    except errors.CloudError as e:
+        if not_found(e):
+            return False
+        raise
+
+
+def _parent(c: Clients, zone: str) -> str:
+    return f"projects/{c.project}/locations/{zone}"

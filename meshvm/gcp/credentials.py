@@ -1,0 +1,91 @@
+"""Google credentials: Application Default Credentials, or an access token file re-read before
+every request (a CI wrapper may rotate it under a running suite). Every token is registered with
+the redaction registry the moment it is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import google.auth
+from google.auth import credentials as ga_credentials
+from google.auth import exceptions as ga_exceptions
+from google.auth.transport import Request
+from google.auth.transport.requests import Request as RequestsRequest
+
+from meshvm import redact
+from meshvm.gcp.clients import Target
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+
+class CredentialsMissing(Exception):
+    """Neither a token file nor Application Default Credentials: one clear line."""
+
+
+class TokenFileCredentials(ga_credentials.Credentials):
+    """A bearer token read from a file before every use; a 401 also re-reads it (AuthorizedSession)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def refresh(self, request: Request) -> None:
+        try:
+            token = self.path.read_text().strip()
+        except OSError as e:
+            raise ga_exceptions.RefreshError(f"access token file {self.path}: {e.strerror}") from None
+        if not token:
+            raise ga_exceptions.RefreshError(f"access token file {self.path} is empty")
+        redact.register(token)
+        self.token, self.expiry = token, None  # the file is the authority on validity, not a clock
+
+    def before_request(self, request: Request, method: str, url: str, headers: dict) -> None:
+        self.refresh(request)  # re-read every time: a rotated file takes effect on the next call
+        self.apply(headers)
+
+
+class RedactedCredentials(ga_credentials.Credentials):
+    """Wraps ADC so that every token it mints is registered with the redaction registry."""
+
+    def __init__(self, inner: ga_credentials.Credentials) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def refresh(self, request: Request) -> None:
+        self.inner.refresh(request)
+        redact.register(self.inner.token)
+        self.token, self.expiry = self.inner.token, self.inner.expiry
+
+
+def load(cfg: Target) -> ga_credentials.Credentials:
+    """The run's credentials: the token file when set, else ADC with the cloud-platform scope."""
+    if cfg.gcp_access_token_file:
+        if not cfg.gcp_access_token_file.is_file():
+            raise CredentialsMissing(f"--gcp-access-token-file {cfg.gcp_access_token_file}: no such file")
+        return TokenFileCredentials(cfg.gcp_access_token_file)
+    try:
+        inner, _ = google.auth.default(scopes=list(SCOPES))
+    except ga_exceptions.DefaultCredentialsError:
+        raise CredentialsMissing(
+            "Google credentials: none found; set GOOGLE_APPLICATION_CREDENTIALS (Workload Identity "
+            "Federation in CI), run `gcloud auth application-default login`, or pass "
+            "--gcp-access-token-file / E2E_GCP_ACCESS_TOKEN_FILE") from None
+    return RedactedCredentials(inner)
+
+
+def bearer_token(creds: ga_credentials.Credentials, timeout: float = 30.0) -> str:
+    """A current access token (for the Kubernetes client of a GKE cluster); refreshed when stale."""
+    if isinstance(creds, TokenFileCredentials) or not creds.valid:
+        creds.refresh(_Timed(timeout))
+    return str(creds.token)
+
+
+class _Timed(RequestsRequest):
+    """A token-endpoint request that cannot hang: every call carries a timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):  # type: ignore[override]
+        return super().__call__(url, method, body, headers, timeout or self._timeout, **kwargs)

@@ -1,0 +1,122 @@
+"""Finding and deleting the suite's resources by label: the teardown's final check (one run, any
+expiry) and the janitor (runs whose `e2e-expires` has passed; never an unexpired run).
+
+Load-balancer leftovers carry no labels (FACTS section 3): forwarding rules and `k8s-fw-*` firewall
+rules are matched to a run through its cluster name (node tags `gke-<cluster>-...`, descriptions)
+or its network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+
+from google.cloud import compute_v1
+
+from meshvm.deadlines import Deadline
+from meshvm.gcp import cluster, firewall, instance, meta, network
+from meshvm.gcp.clients import Clients
+from meshvm.gcp.operations import delete_and_wait
+from meshvm.ledger import Entry
+from meshvm.naming import PREFIX, SUITE
+
+log = logging.getLogger(__name__)
+ORDER = ("instance", "forwarding-rule", "cluster", "firewall", "subnetwork", "network")  # dependents first
+
+
+def now_label() -> str:
+    return f"{datetime.now(UTC):%Y%m%dt%H%M}z"
+
+
+def _selected(labels: Mapping[str, str], run_id: str | None, only_expired: bool, now: str) -> bool:
+    if labels.get("e2e-suite") != SUITE or (run_id and labels.get("e2e-run") != run_id):
+        return False
+    return not only_expired or meta.expired(labels, now)
+
+
+def find(c: Clients, region: str | None = None, *, run_id: str | None = None, only_expired: bool = False,
+         deadline: Deadline) -> list[Entry]:
+    """Suite resources of `run_id` (or every run), optionally only expired ones, in deletion order."""
+    now, p = now_label(), c.project
+    keep = lambda labels: _selected(labels, run_id, only_expired, now)  # noqa: E731
+    flt = f"labels.e2e-run={run_id}" if run_id else f"labels.e2e-suite={SUITE}"
+    out = [Entry("instance", i.name, f"{p}/{meta.location_of(i.zone, 'zones')}", extra=dict(i.labels))
+           for i in _aggregated(c, compute_v1.InstancesClient, deadline, flt) if keep(i.labels)]
+    clusters = [cl for cl in c.call("listing GKE clusters", c.container.list_clusters, deadline,
+                                    parent=f"projects/{p}/locations/-").clusters if keep(cl.resource_labels)]
+    nets = [n for n in c.call("listing networks", c.compute(compute_v1.NetworksClient).list, deadline, project=p)
+            if keep(meta.labels_of(n.description))]
+    names = {cl.name for cl in clusters}
+    runs = {cl.resource_labels.get("e2e-run", "") for cl in clusters} | {
+        meta.labels_of(n.description).get("e2e-run", "") for n in nets}
+    out += _lb_leftovers(c, deadline, names, {n.name for n in nets})
+    out += [Entry("cluster", cl.name, f"{p}/{cl.zone or cl.location}", extra=dict(cl.resource_labels))
+            for cl in clusters]
+    out += [Entry("firewall", f.name, p, extra=meta.labels_of(f.description))
+            for f in c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
+            if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description)))
+            or _k8s_rule_of(f, names, {n.name for n in nets})]
+    out += [Entry("subnetwork", s.name, f"{p}/{meta.location_of(s.region, 'regions')}",
+                  extra=meta.labels_of(s.description))
+            for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)
+            if keep(meta.labels_of(s.description))]
+    out += [Entry("network", n.name, p, extra=meta.labels_of(n.description)) for n in nets]
+    log.debug("sweep: runs %s, found %s", sorted(runs - {""}), [e.key for e in out])
+    return sorted(out, key=lambda e: ORDER.index(e.kind))
+
+
+_AGGREGATED = {compute_v1.InstancesClient: compute_v1.AggregatedListInstancesRequest,
+               compute_v1.SubnetworksClient: compute_v1.AggregatedListSubnetworksRequest,
+               compute_v1.ForwardingRulesClient: compute_v1.AggregatedListForwardingRulesRequest}
+
+
+def _aggregated(c: Clients, cls: type, deadline: Deadline, flt: str | None = None) -> Iterable:
+    request = _AGGREGATED[cls](project=c.project, **({"filter": flt} if flt else {}))
+    pager = c.call(f"listing {cls.__name__}", c.compute(cls).aggregated_list, deadline, request=request)
+    for _, scoped in pager:
+        yield from (getattr(scoped, "instances", None) or getattr(scoped, "subnetworks", None)
+                    or getattr(scoped, "forwarding_rules", None) or [])
+
+
+def _k8s_rule_of(f: compute_v1.Firewall, clusters: set[str], nets: set[str]) -> bool:
+    """GKE's LoadBalancer firewall rules (`k8s-fw-*`, `k8s-*-hc`) target the cluster's node tags."""
+    if not f.name.startswith("k8s-"):
+        return False
+    return f.network.rsplit("/", 1)[-1] in nets or any(
+        t.startswith(f"gke-{c}-") for t in f.target_tags for c in clusters)
+
+
+def _lb_leftovers(c: Clients, deadline: Deadline, clusters: set[str], nets: set[str]) -> list[Entry]:
+    out = []
+    for fr in _aggregated(c, compute_v1.ForwardingRulesClient, deadline):
+        text = f"{fr.name} {fr.description}"
+        if fr.network.rsplit("/", 1)[-1] in nets or any(cl in text for cl in clusters):
+            out.append(Entry("forwarding-rule", fr.name, f"{c.project}/{meta.location_of(fr.region, 'regions')}"))
+    return out
+
+
+def delete_forwarding_rule(c: Clients, entry: Entry, deadline: Deadline) -> None:
+    delete_and_wait(c, f"deleting forwarding rule {entry.name}", c.compute(compute_v1.ForwardingRulesClient).delete,
+                    deadline, region=entry.where.split("/")[1], forwarding_rule=entry.name)
+
+
+def deleters(c: Clients) -> dict[str, Callable[[Entry, Deadline], None]]:
+    return {"instance": lambda e, d: instance.delete(c, e, d), "cluster": lambda e, d: cluster.delete(c, e, d),
+            "firewall": lambda e, d: firewall.delete(c, e, d),
+            "subnetwork": lambda e, d: network.delete_subnetwork(c, e, d),
+            "network": lambda e, d: network.delete_network(c, e, d),
+            "forwarding-rule": lambda e, d: delete_forwarding_rule(c, e, d)}
+
+
+def delete_all(c: Clients, entries: list[Entry], deadline: Deadline) -> list[str]:
+    """Delete in dependency order, continue past failures; returns one line per failure."""
+    failures, delete = [], deleters(c)
+    for e in sorted(entries, key=lambda e: ORDER.index(e.kind)):
+        try:
+            delete[e.kind](e, deadline)
+            log.info("janitor: deleted %s", e.key)
+        except Exception as exc:  # keep going: one failure must not strand the rest
+            failures.append(f"{e.key}: {exc}")
+            log.error("janitor: %s: %s", e.key, exc)
+    return failures

@@ -1,0 +1,134 @@
+"""GKE v1 of the stand-in: clusters (create/get/list/delete) and their operations. Creating a cluster
+starts a ClusterBackend (the Kubernetes API stand-in); its endpoint and CA become the cluster's."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from meshvm.lab.gcloud.backing import ClusterBackend
+from meshvm.lab.gcloud.compute import World
+from meshvm.lab.gcloud.faults import ApiError, Faults, conflict, not_found
+from meshvm.lab.gcloud.operations import Operations
+
+log = logging.getLogger(__name__)
+PROVISIONING, RUNNING, STOPPING, ERROR = 1, 2, 3, 4  # Cluster.Status over REST (enum-encoding=int)
+CREATE_CLUSTER, DELETE_CLUSTER = 1, 2  # Operation.Type
+
+
+class Gke:
+    def __init__(self, world: World, ops: Operations, faults: Faults,
+                 backend: Callable[[str], ClusterBackend] | None, base_url: Callable[[], str],
+                 cluster_delay: float = 0.5) -> None:
+        self.w, self.ops, self.faults, self.backend_factory, self.base = world, ops, faults, backend, base_url
+        self.cluster_delay = cluster_delay
+        self.clusters: dict[tuple[str, str], dict] = {}
+        self.backends: dict[tuple[str, str], ClusterBackend] = {}
+
+    def create(self, project: str, location: str, body: dict) -> dict:
+        self._location(project, location)
+        cl = dict(body.get("cluster") or {})
+        name = cl.get("name", "")
+        if not name or not cl.get("nodePools"):
+            raise ApiError(400, "badRequest", "Cluster.name and Cluster.node_pools are required.")
+        with self.w.lock:
+            if (location, name) in self.clusters:
+                raise conflict(f"projects/{project}/locations/{location}/clusters/{name}")
+            cl.update(status=PROVISIONING, zone=location, location=location,
+                      selfLink=f"{self._link(project, location)}/clusters/{name}",
+                      clusterIpv4Cidr=self._pod_range(cl))
+            self.clusters[(location, name)] = cl
+        fail = self.faults.take("container.clusters.create", in_operation=True)
+
+        def work() -> None:
+            if fail is not None:  # GKE keeps a failed cluster in ERROR; it must be deleted
+                cl["status"] = ERROR
+                raise ApiError(fail.status, fail.reason, fail.message)
+            if self.backend_factory is None:
+                cl["status"] = ERROR
+                raise ApiError(500, "internalError", "the stand-in has no cluster backend")
+            backend = self.backend_factory(name)
+            self.backends[(location, name)] = backend
+            endpoint, ca = backend.start(name)
+            cl.update(endpoint=endpoint, status=RUNNING,
+                      masterAuth={"clusterCaCertificate": base64.b64encode(ca.encode()).decode()})
+
+        return self.ops.start("gke", self._op_fields(project, location, name, CREATE_CLUSTER), work,
+                              delay=self.cluster_delay).json()
+
+    def get(self, project: str, location: str, name: str) -> dict:
+        self._location(project, location)
+        cl = self.clusters.get((location, name))
+        if cl is None:
+            raise not_found(f"projects/{project}/locations/{location}/clusters/{name}")
+        return cl
+
+    def list(self, project: str, location: str) -> dict:
+        self._location(project, location)
+        return {"clusters": [c for (loc, _), c in list(self.clusters.items()) if location in ("-", loc)]}
+
+    def delete(self, project: str, location: str, name: str) -> dict:
+        cl = self.get(project, location, name)
+        busy = [o for o in self.ops.all() if o.style == "gke" and o.state != "DONE"
+                and o.fields.get("targetLink", "").endswith(f"/clusters/{name}")]
+        if busy:
+            raise ApiError(400, "failedPrecondition", f"Operation {busy[0].name} is currently "
+                           f"{'creating' if busy[0].fields['operationType'] == CREATE_CLUSTER else 'deleting'} "
+                           f"cluster {name}. Please wait and try again once it is done.")
+        cl["status"] = STOPPING
+
+        def work() -> None:
+            backend = self.backends.pop((location, name), None)
+            if backend is not None:
+                backend.stop()
+            self.clusters.pop((location, name), None)
+
+        return self.ops.start("gke", self._op_fields(project, location, name, DELETE_CLUSTER), work,
+                              delay=self.cluster_delay / 2).json()
+
+    def operation(self, project: str, location: str, name: str) -> dict:
+        self._location(project, location)
+        op = self.ops.get(name)
+        if op.style != "gke":
+            raise not_found(f"projects/{project}/locations/{location}/operations/{name}")
+        return op.json()
+
+    def operations(self, project: str, location: str) -> dict:
+        self._location(project, location)
+        return {"operations": [o.json() for o in self.ops.all()
+                               if o.style == "gke" and location in ("-", o.fields["zone"])]}
+
+    def stop(self) -> None:
+        for key in list(self.backends):
+            self.backends.pop(key).stop()
+
+    def _op_fields(self, project: str, location: str, name: str, kind: int) -> dict:
+        link = f"{self._link(project, location)}/clusters/{name}"
+        return {"zone": location, "location": location, "operationType": kind, "targetLink": link,
+                "selfLink": f"{self._link(project, location)}/operations"}
+
+    def _pod_range(self, cl: dict) -> str:
+        ip = cl.get("ipAllocationPolicy") or {}
+        if not ip.get("useIpAliases"):
+            raise ApiError(400, "badRequest", "Only VPC-native clusters (ipAllocationPolicy.useIpAliases) are modelled.")
+        if ip.get("clusterIpv4CidrBlock"):
+            return str(ipaddress.ip_network(ip["clusterIpv4CidrBlock"]))
+        wanted = ip.get("clusterSecondaryRangeName", "")
+        sub = cl.get("subnetwork", "")
+        with self.w.lock:
+            subs = [o for k, o in self.w.objects.items() if k.startswith("regions/") and f"/subnetworks/{sub}" in k]
+        for r in (subs[0].get("secondaryIpRanges", []) if subs else []):
+            if r.get("rangeName") == wanted:
+                return r["ipCidrRange"]
+        raise ApiError(400, "badRequest", f"Subnetwork '{sub}' has no secondary range named '{wanted}'.")
+
+    def _link(self, project: str, location: str) -> str:
+        return f"{self.base()}/v1/projects/{project}/locations/{location}"
+
+    def _location(self, project: str, location: str) -> None:
+        if project != self.w.project:
+            raise ApiError(403, "forbidden", f"Permission denied on resource project {project}.")
+        if location != "-" and location not in self.w.zones:
+            raise not_found(f"projects/{project}/locations/{location}")

@@ -1,0 +1,77 @@
+"""The GCP janitor deletes the suite's resources of expired runs (LB leftovers included) and never
+touches an unexpired run or anything that is not the suite's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.cloud import compute_v1
+
+from meshvm import janitor
+from meshvm.gcp.cloud import GcpCloud
+from meshvm.ledger import Ledger
+from tests.contract.gcp_fixtures import *  # noqa: F403
+from tests.contract.gcp_fixtures import deadline, make_cfg
+
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx5Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo tester"
+
+
+def _run(standin, tmp_path, token_file, now, name):
+    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="1")
+    cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
+    net = cloud.create_network(deadline())
+    cloud.create_firewall_rules(net, deadline())
+    return cloud, net
+
+
+def _lb_leftovers(cloud, net):
+    """What a LoadBalancer Service leaves after its cluster is gone (no labels; FACTS section 3)."""
+    c, fr = cloud.clients, compute_v1.ForwardingRulesClient
+    rule = compute_v1.ForwardingRule(name="a0123456789abcdef", network=net.network, region=net.region,
+                                     description='{"kubernetes.io/service-name":"istio-system/istio-eastwestgateway"}')
+    c.call("lb", c.compute(fr).insert, deadline(), project=c.project, region=net.region, forwarding_rule_resource=rule)
+    fw = compute_v1.Firewall(name="k8s-fw-a0123456789abcdef", network=net.network, source_ranges=["0.0.0.0/0"],
+                             target_tags=[f"gke-{cloud.cfg.names.cluster}-1234abcd-node"],
+                             allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["15443"])])
+    c.call("k8s-fw", c.firewalls.insert, deadline(), project=c.project, firewall_resource=fw)
+
+
+def _args(standin, token_file, *extra):
+    return ["--platform", "gcp", "--gcp-project", "meshvm-lab", "--compute-endpoint", standin.url,
+            "--container-endpoint", standin.url, "--gcp-access-token-file", str(token_file), *extra]
+
+
+def test_janitor_deletes_only_expired_suite_resources(standin, tmp_path, token_file, capsys):
+    old, old_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=3), "old")
+    old.create_cluster(old_net, deadline())
+    old.create_vm(old_net, "tester", PUB, deadline())
+    _lb_leftovers(old, old_net)
+    fresh, _ = _run(standin, tmp_path, token_file, datetime.now(UTC), "fresh")
+    before = set(standin.world.objects)
+    foreign = [k for k in before if fresh.cfg.run_id in k]
+
+    assert janitor.main(_args(standin, token_file)) == 1  # dry run: lists, deletes nothing
+    out = capsys.readouterr().out
+    assert f"run {old.cfg.run_id}" in out and fresh.cfg.run_id not in out
+    assert "forwarding-rule/" in out and "k8s-fw-a0123456789abcdef" in out
+    assert set(standin.world.objects) == before
+
+    assert janitor.main(_args(standin, token_file, "--yes")) == 0
+    assert sorted(standin.world.objects) == sorted(foreign)  # the unexpired run is intact
+    assert standin.gke.clusters == {} and standin.backing.vms == {}
+    assert fresh.teardown(fresh.cfg.artifacts_dir / "cleanup.json")["remaining"] == []
+
+
+def test_janitor_by_run_id_never_touches_an_unexpired_run(standin, tmp_path, token_file, capsys):
+    fresh, _ = _run(standin, tmp_path, token_file, datetime.now(UTC), "fresh")
+    before = set(standin.world.objects)
+    assert janitor.main(_args(standin, token_file, "--run-id", fresh.cfg.run_id, "--yes")) == 0
+    assert "0 expired suite resource(s)" in capsys.readouterr().out
+    assert set(standin.world.objects) == before
+    fresh.teardown(fresh.cfg.artifacts_dir / "cleanup.json")
+
+
+def test_janitor_gcp_needs_a_project(capsys):
+    assert janitor.main(["--platform", "gcp"]) == 2
+    assert "--gcp-project: required" in capsys.readouterr().err
+    assert janitor.main(["--platform", "gcp", "--gcp-project", "p", "--compute-endpoint", "http://example.com"]) == 2
