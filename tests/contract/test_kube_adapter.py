@@ -11,12 +11,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from meshvm import kube_waits, retry
+from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.kube import ApplyConflict, KubeClient, KubeError
 from meshvm.kube_auth import Token
 from meshvm.kube_errors import ExecTimeout
 from meshvm.lab.kubeapi import KubeApiStandIn, local_exec
+from meshvm.recipe import waits
 from tests.contract.kube_fixtures import *  # noqa: F403
 
 NET = "networking.istio.io/v1"
@@ -203,22 +204,21 @@ def test_exec_rc_stdout_stderr(standin: KubeApiStandIn, kube: KubeClient) -> Non
         kube.exec("default", "curl", ["sleep", "30"], timeout=1)
 
 
-def test_waits_on_rollout_load_balancer_and_presence(kube: KubeClient, raw: client.ApiClient) -> None:
+def test_recipe_waits_over_the_adapter(kube: KubeClient, raw: client.ApiClient) -> None:
     kube.apply(yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
         "name": "details", "namespace": "default"}, "spec": {"replicas": 1, "selector": {}, "template": {}}}))
-    with pytest.raises(retry.WaitFailed, match="available 0/1"):
-        kube_waits.rollout(kube, "default", "details", Deadline.after(1, "rollout"))
+    with pytest.raises(retry.WaitFailed, match="rolled out"):
+        waits.rollout(kube, "default", "details", Deadline.after(1, "rollout"))
     client.AppsV1Api(raw).patch_namespaced_deployment_status("details", "default", {"status": {
         "observedGeneration": 1, "replicas": 1, "availableReplicas": 1}}, _request_timeout=5)
-    assert kube_waits.rollout(kube, "default", "details", Deadline.after(5, "rollout"))["metadata"]["name"]
+    assert waits.rollout(kube, "default", "details", Deadline.after(5, "rollout"))["metadata"]["name"]
     kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {
         "name": "istio-eastwestgateway", "namespace": "default"}, "spec": {"type": "LoadBalancer"}}))
     client.CoreV1Api(raw).patch_namespaced_service_status("istio-eastwestgateway", "default", {
         "status": {"loadBalancer": {"ingress": [{"ip": "172.29.4.9"}]}}}, _request_timeout=5)
-    assert kube_waits.load_balancer_address(kube, "default", "istio-eastwestgateway",
-                                            Deadline.after(5, "lb")) == "172.29.4.9"
-    with pytest.raises(retry.WaitFailed, match="absent"):
-        kube_waits.present(kube, "v1", "ConfigMap", "istio-ca-root-cert", "default", Deadline.after(1, "cm"))
+    assert waits.lb_address(kube, "default", "istio-eastwestgateway", Deadline.after(5, "lb")) == "172.29.4.9"
+    with pytest.raises(retry.WaitFailed, match="istio-ca-root-cert"):
+        waits.present(kube, "v1", "ConfigMap", "default", "istio-ca-root-cert", Deadline.after(1, "cm"))
 
 
 def test_kubeconfig_is_private_and_carries_a_fresh_token(standin: KubeApiStandIn, kube: KubeClient,
