@@ -103,3 +103,25 @@ def test_bodies_build_offline(cfg):
     assert instance.body(cfg, net, "us-central1-b", "u", PUB).machine_type.startswith("zones/us-central1-b/")
     existing = cluster.body(cfg, net)  # no secondary range names: GKE makes ranges from the CIDRs
     assert existing.ip_allocation_policy.cluster_ipv4_cidr_block == cfg.pod_range
+
+
+def test_existing_network_is_read_only_and_its_reaching_rules_are_logged(standin, tmp_path, token_file, caplog):
+    from google.cloud import compute_v1
+
+    from meshvm.gcp.cloud import GcpCloud
+    from meshvm.ledger import Ledger
+    from tests.contract.gcp_fixtures import make_cfg
+
+    setup = make_cfg(standin, tmp_path / "setup", token_file)
+    c = GcpCloud(setup, Ledger(setup.artifacts_dir / "ledger.json"))
+    net = c.create_network(deadline())  # plays the user's own network
+    rule = compute_v1.Firewall(name="default-allow-ssh", network=net.network, source_ranges=["0.0.0.0/0"],
+                               allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["22"])])
+    c.clients.call("rule", c.clients.firewalls.insert, deadline(), project="meshvm-lab", firewall_resource=rule)
+    cfg = make_cfg(standin, tmp_path, token_file, network=setup.names.network, subnetwork=setup.names.subnetwork)
+    cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
+    before = set(standin.world.objects)
+    with caplog.at_level("WARNING"):
+        info = cloud.create_network(deadline())
+    assert not info.created and set(standin.world.objects) == before and cloud.ledger.entries() == []
+    assert "ingress rule default-allow-ssh reaches the VM: from 0.0.0.0/0 allow tcp:22" in caplog.text

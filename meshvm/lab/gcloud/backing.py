@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from meshvm.lab import addressing
 from meshvm.lab.router import FirewallRule, Router
 from meshvm.lab.vmhost import VmHost
 
@@ -77,6 +78,22 @@ class LabBacking:
         self._rules: list[Mapping] = []
         self._numbers = itertools.count(10)
         self._lock = threading.RLock()
+        self._owns_router = False
+
+    @classmethod
+    def up(cls, run_id: str, state_dir: str, **kwargs: float) -> LabBacking:
+        """A backing that owns its router: claims a lab block, brings the router up; close() undoes both."""
+        addrs = addressing.allocate(run_id)
+        router = Router(addrs)
+        try:
+            router.up()
+        except BaseException:
+            router.down()
+            addrs.release()
+            raise
+        backing = cls(router, state_dir, **kwargs)
+        backing._owns_router = True
+        return backing
 
     def boot(self, name: str, tags: Sequence[str], metadata: Mapping[str, str]) -> tuple[str, str]:
         ip = str(self.router.addrs.vm_ip(next(self._numbers)))
@@ -111,8 +128,13 @@ class LabBacking:
             self._apply()
 
     def close(self) -> None:
-        for name in list(self._vms):
-            self.halt(name)
+        try:
+            for name in list(self._vms):
+                self.halt(name)
+        finally:
+            if self._owns_router:
+                self.router.down()
+                self.router.addrs.release()
 
     def _apply(self) -> None:
         wanted = {r.name: r for r in (self._lab_rule(g) for g in self._rules) if r is not None}

@@ -1,0 +1,52 @@
+"""Preflight: read-only, before anything is created; every problem one line, all reported together."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshvm.gcp.cloud import GcpCloud
+from meshvm.gcp.preflight import PreflightFailed
+from meshvm.ledger import Ledger
+from tests.contract.gcp_fixtures import *  # noqa: F403
+from tests.contract.gcp_fixtures import deadline, make_cfg
+
+READS = {"compute.projects.get", "compute.zones.get", "compute.machineTypes.get", "compute.images.getFromFamily",
+         "compute.regions.get"}
+
+
+def test_preflight_passes_and_only_reads(cloud, standin):
+    cloud.preflight(deadline())
+    assert {r.method for r in standin.recorded} == READS
+    assert standin.world.objects == {}
+
+
+def test_preflight_reports_every_problem(standin, tmp_path, token_file):
+    standin.world.quotas["CPUS"] = (8.0, 4.0)
+    cfg = make_cfg(standin, tmp_path, token_file, vm_machine_type="n9-huge-2", vm_image_family="ubuntu-2110",
+                   zone=["us-central1-a", "us-central1-z"])
+    with pytest.raises(PreflightFailed) as e:
+        GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    text = "\n".join(e.value.problems)
+    assert "zone us-central1-z: not found (404)" in text
+    assert "VM machine type n9-huge-2 in us-central1-a: not found" in text
+    assert "image family ubuntu-os-cloud/ubuntu-2110: not found" in text
+    assert all("\n" not in p for p in e.value.problems) and len(e.value.problems) == 3
+
+
+def test_preflight_quota(standin, cloud):
+    standin.world.quotas["CPUS"] = (8.0, 4.0)  # the run needs 2 + 2 x 4
+    standin.world.quotas["IN_USE_ADDRESSES"] = (8.0, 6.0)
+    with pytest.raises(PreflightFailed) as e:
+        cloud.preflight(deadline())
+    assert e.value.problems == [
+        "quota CPUS in us-central1: the run needs 10, 4 free (limit 8, in use 4); raise it or use smaller "
+        "machines / fewer nodes",
+        "quota IN_USE_ADDRESSES in us-central1: the run needs 5, 2 free (limit 8, in use 6); raise it or use "
+        "smaller machines / fewer nodes"]
+
+
+def test_preflight_unreachable_project_stops_at_once(standin, cloud):
+    standin.faults.inject("compute.projects.get", "disabled")
+    with pytest.raises(PreflightFailed, match="gcloud services enable compute.googleapis.com") as e:
+        cloud.preflight(deadline())
+    assert len(e.value.problems) == 1
