@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from meshvm import manifests
+from meshvm.lab.kubeapi import schema
 
 # The oldest Kubernetes the default Istio (1.30) supports (FACTS.md section 1: 1.32-1.36).
 OLDEST_K8S = "1.32"
@@ -100,3 +101,24 @@ def test_expose_istiod_matches_facts():
                r["route"][0]["destination"]["port"]["number"]) for r in vs["spec"]["tls"]]
     assert routes == [(15012, ["*"], "istiod.istio-system.svc.cluster.local", 15012),
                       (15017, ["*"], "istiod.istio-system.svc.cluster.local", 443)]
+
+
+def istio_docs() -> list[tuple[str, dict]]:
+    group = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "WorkloadGroup",
+             "metadata": {"name": "ratings", "namespace": "ratings"},
+             "spec": {"metadata": {"labels": {"app": "ratings"}}, "template": {"serviceAccount": "bookinfo-ratings"}}}
+    docs = [(name, d) for name in ("expose-istiod", "bookinfo-gateway") for d in manifests.docs(name)]
+    return [*docs, ("workloadgroup+probe", manifests.merge(group, manifests.docs("workloadgroup-probe")[0]))]
+
+
+@pytest.mark.parametrize(("name", "doc"), istio_docs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_istio_kinds_validate_against_their_schemas(name, doc):
+    """The schemas are the Kubernetes API stand-in's (written from Istio's API reference)."""
+    assert schema.validate(doc["kind"], doc, prune=False) == ([], [])
+
+
+@pytest.mark.parametrize(("name", "doc"), istio_docs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_an_invalid_istio_edit_is_caught(name, doc):
+    broken = copy.deepcopy(doc)
+    broken["spec"]["selectr"] = {"istio": "x"}
+    assert schema.validate(broken["kind"], broken, prune=False)[1] == ["spec.selectr"]

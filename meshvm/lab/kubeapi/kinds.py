@@ -87,6 +87,10 @@ def resource_list(group: str, version: str) -> dict | None:
         if k.status:
             resources.append({"name": f"{k.plural}/status", "singularName": "", "verbs": ["get", "patch", "update"],
                               **base})
+        if k.plural == "serviceaccounts":
+            resources.append({"name": "serviceaccounts/token", "singularName": "", "verbs": ["create"],
+                              "namespaced": True, "kind": "TokenRequest", "group": "authentication.k8s.io",
+                              "version": "v1"})
         if k.plural == "pods":
             resources.append({"name": "pods/exec", "singularName": "", "verbs": ["create", "get"],
                               "namespaced": True, "kind": "PodExecOptions"})

@@ -24,6 +24,8 @@ def route(h: Any, method: str, path: str, q: dict[str, str], multi: dict[str, li
     store = h.server.owner.store
     if sub == "exec":
         return _exec(h, ns, name, multi)
+    if sub == "token" and method == "POST":
+        return h.send_json(201, _token_request(h, ns, name, body))
     if method == "GET" and not name:
         if q.get("watch") in ("1", "true"):
             return _watch(h, kind, version, ns, q)
@@ -89,9 +91,25 @@ def _resolve(parts: list[str]) -> tuple[Kind, str, str, str, str]:
     if kind is None or len(rest) > 3 or (kind.namespaced and len(rest) > 1 and not ns):
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     name, sub = (rest + ["", ""])[1:3]
-    if sub and not ((sub == "status" and kind.status) or (sub == "exec" and kind.plural == "pods")):
+    if sub and not ((sub == "status" and kind.status) or (sub == "exec" and kind.plural == "pods")
+                    or (sub == "token" and kind.plural == "serviceaccounts")):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource ({sub})")
     return kind, version, ns, name, sub
+
+
+def _token_request(h: Any, ns: str, name: str, body: bytes) -> dict:
+    """TokenRequest for an existing service account (audiences, expirationSeconds)."""
+    owner = h.server.owner
+    sa_kind = kinds.find("", "v1", "serviceaccounts")
+    assert sa_kind is not None
+    owner.store.get(sa_kind, ns, name)  # 404 when the service account does not exist
+    spec = (h.parse_body(body) or {}).get("spec") or {}
+    seconds = int(spec.get("expirationSeconds") or 3600)
+    issued = owner.service_account_tokens.issue(ns, name, list(spec.get("audiences") or []), seconds)
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued["claims"]["exp"]))
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns}, "spec": {**spec, "expirationSeconds": seconds},
+            "status": {"token": issued["token"], "expirationTimestamp": expires}}
 
 
 def _named(doc: dict, name: str) -> dict:

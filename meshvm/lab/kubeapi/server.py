@@ -26,6 +26,7 @@ from meshvm.lab.kubeapi import kinds
 from meshvm.lab.kubeapi.objects import ApiError, Store
 from meshvm.lab.kubeapi.routes import route
 from meshvm.lab.kubeapi.tls import make_server_tls
+from meshvm.lab.kubeapi.tokens import TokenIssuer
 from meshvm.lab.kubeapi.wsexec import ExecBackend
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class KubeApiStandIn:
         self.tls = make_server_tls(host)
         self.ca_pem = self.tls.ca_pem
         self._tokens: dict[str, float] = {}
+        self.service_account_tokens = TokenIssuer()
         self._exec: dict[tuple[str, str], ExecBackend] = {}
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
@@ -90,6 +92,10 @@ class KubeApiStandIn:
         with self._lock:
             self._tokens[token] = time.monotonic() + ttl_s
         return token
+
+    def review_token(self, token: str) -> dict | None:
+        """TokenReview: the claims of a live service-account token this API issued, else None."""
+        return self.service_account_tokens.review(token)
 
     def token_valid(self, token: str) -> bool:
         with self._lock:

@@ -1,0 +1,119 @@
+"""lab STAND-INS for the cluster's own controllers, over the Kubernetes API (not Kubernetes):
+
+- kubelet + Deployment controller: each Deployment gets its Pods, Running with an address from
+  the pod range, and an available status for its generation;
+- the cloud's load-balancer controller: each LoadBalancer Service gets an address from a pool
+  (the lab can hold one back, as GKE does for minutes, to exercise the empty `hosts` case);
+- istiod's namespace controller: once istiod exists, every namespace gets `istio-ca-root-cert`.
+
+They reconcile in one background thread at a short fixed pace until stopped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import client, dynamic
+from kubernetes.dynamic.exceptions import NotFoundError
+
+log = logging.getLogger(__name__)
+PACE_S = 0.2
+TIMEOUT = 10
+
+
+class ClusterControllers:
+    def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str):
+        self._dyn = dynamic.DynamicClient(api)
+        self._pod_ips: Iterator[ipaddress.IPv4Address] = iter(ipaddress.ip_network(pod_range).hosts())
+        self._lb_pool = list(lb_pool)
+        self._assigned: dict[str, str] = {}  # a Service keeps its address, as a reserved IP would
+        self._root_cert = root_cert_pem
+        self.hold_lb: set[str] = set()  # "namespace/name" of Services left without an address
+        self.hold_root_cert: set[str] = set()  # namespaces istiod has not reached yet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-controllers", daemon=True)
+        self.errors: list[str] = []
+
+    def start(self) -> ClusterControllers:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PACE_S):
+            try:
+                self.reconcile()
+            except Exception as e:  # a stand-in must not die silently: keep the error for the tests
+                self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("lab controllers: %s", e)
+
+    def _res(self, api_version: str, kind: str) -> Any:
+        return self._dyn.resources.get(api_version=api_version, kind=kind)
+
+    def reconcile(self) -> None:
+        for d in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items:
+            self._deployment(d.to_dict())
+        for s in self._res("v1", "Service").get(_request_timeout=TIMEOUT).items:
+            self._service(s.to_dict())
+        if self._exists("apps/v1", "Deployment", "istio-system", "istiod"):
+            self._root_certs()
+
+    @staticmethod
+    def _patch_status(res: Any, namespace: str, name: str, body: dict[str, Any]) -> None:
+        res.status.patch(namespace=namespace, name=name, body=body, _request_timeout=TIMEOUT,
+                         content_type="application/merge-patch+json")
+
+    def _exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self._res(api_version, kind).get(namespace=namespace, name=name, _request_timeout=TIMEOUT)
+            return True
+        except NotFoundError:
+            return False
+
+    def _deployment(self, d: dict[str, Any]) -> None:
+        meta, spec = d["metadata"], d["spec"]
+        ns, replicas = meta["namespace"], spec.get("replicas", 1)
+        labels = spec["template"]["metadata"].get("labels", {})
+        pods = self._res("v1", "Pod")
+        for i in range(replicas):
+            name = f"{meta['name']}-{i}"
+            if self._exists("v1", "Pod", ns, name):
+                continue
+            pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+                "spec": spec["template"]["spec"]})
+            self._patch_status(pods, ns, name, {"status": {"phase": "Running", "podIP": str(next(self._pod_ips))}})
+        status = d.get("status") or {}
+        if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != replicas:
+            self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {"observedGeneration": meta.get("generation"), "replicas": replicas,
+                                 "readyReplicas": replicas, "availableReplicas": replicas}})
+
+    def _service(self, s: dict[str, Any]) -> None:
+        meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"
+        if s["spec"].get("type") != "LoadBalancer" or key in self.hold_lb:
+            return
+        if ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return
+        if key not in self._assigned and not self._lb_pool:
+            raise RuntimeError(f"no load-balancer address left for {key}")
+        ip = self._assigned.setdefault(key, self._lb_pool[0])
+        if self._lb_pool and self._lb_pool[0] == ip:
+            self._lb_pool.pop(0)
+        self._patch_status(self._res("v1", "Service"), meta["namespace"], meta["name"], {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+        log.info("lab load balancer: %s gets %s", key, ip)
+
+    def _root_certs(self) -> None:
+        cms = self._res("v1", "ConfigMap")
+        for ns in self._res("v1", "Namespace").get(_request_timeout=TIMEOUT).items:
+            name = ns.metadata.name
+            if name not in self.hold_root_cert and not self._exists("v1", "ConfigMap", name, "istio-ca-root-cert"):
+                cms.create(namespace=name, _request_timeout=TIMEOUT, body={
+                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert"},
+                    "data": {"root-cert.pem": self._root_cert}})

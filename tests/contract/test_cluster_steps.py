@@ -1,0 +1,225 @@
+"""The cluster half of the recipe, step by step, against the Kubernetes API stand-in and the
+stand-in istioctl; after each step the objects are what the recipe requires."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from meshvm.deadlines import Deadline
+from meshvm.istioctl import IstioctlCli
+from meshvm.kube import KubeClient
+from meshvm.kube_auth import Token
+from meshvm.lab.controllers import ClusterControllers
+from meshvm.lab.istioctl_standin import install_istioctl_standin
+from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.recipe import bookinfo, eastwest, istio, workload
+from meshvm.seams import CommandFailed
+
+RUNNER = ["203.0.113.7/32"]
+VM_IP = "172.29.100.10"
+LB_POOL = ["172.29.101.10", "172.29.101.11", "172.29.101.12"]
+EW = "istio-system/istio-eastwestgateway"
+
+
+class Cluster:
+    def __init__(self, tmp: Path):
+        self.api = KubeApiStandIn()
+        self.api.start()
+        (tmp / "ca.crt").write_text(self.api.ca_pem)
+        self.kube = KubeClient(self.api.endpoint, tmp / "ca.crt",
+                               lambda: Token(self.api.issue_token(600), time.time() + 600), call_timeout=10)
+        cfg = client.Configuration()
+        cfg.host, cfg.ssl_ca_cert = self.api.endpoint, str(tmp / "ca.crt")
+        cfg.api_key, cfg.api_key_prefix = {"BearerToken": self.api.issue_token(3600)}, {"BearerToken": "Bearer"}
+        self.raw = client.ApiClient(cfg)
+        self.controllers = ClusterControllers(self.raw, "172.29.102.0/24", list(LB_POOL),
+                                              "-----BEGIN CERTIFICATE-----\nMIIlab\n-----END CERTIFICATE-----\n")
+        self.controllers.start()
+        self.calls: list[list[str]] = []
+        secrets = tmp / "secrets"
+        secrets.mkdir(mode=0o700)
+        binary = install_istioctl_standin("1.30.3", tmp / "bin")
+        self.istioctl = IstioctlCli(binary, lambda: self.kube.write_kubeconfig(secrets), {"PATH": "/usr/bin:/bin"})
+        self.tmp = tmp
+        self.state: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.controllers.stop()
+        self.raw.close()
+        self.kube.close()
+        self.api.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    assert c.controllers.errors == []
+    c.close()
+
+
+def deadline(s: float = 30) -> Deadline:
+    return Deadline.after(s, "test")
+
+
+def env_of(d: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+
+
+def test_vm_files_before_istio_is_a_hard_error(cluster: Cluster):
+    wg = cluster.tmp / "early.yaml"
+    wg.write_text(yaml.safe_dump({"apiVersion": "networking.istio.io/v1alpha3", "kind": "WorkloadGroup",
+                                  "metadata": {"name": "x", "namespace": "default"}, "spec": {}}))
+    with pytest.raises(CommandFailed, match="configmap istio was not found"):
+        cluster.istioctl.run(["x", "workload", "entry", "configure", "-f", str(wg), "-o", str(cluster.tmp / "o"),
+                              "--clusterID=Kubernetes"], step="early")
+
+
+def test_install_istio(cluster: Cluster):
+    cid = istio.install_istio(cluster.istioctl, cluster.kube, RUNNER, cluster.tmp, deadline())
+    istiod = cluster.kube.get("apps/v1", "Deployment", "istiod", "istio-system")
+    env = env_of(istiod)
+    assert env["PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION"] == "true"
+    assert env["PILOT_ENABLE_WORKLOAD_ENTRY_HEALTHCHECKS"] == "true"
+    assert cid == env["CLUSTER_ID"] == "Kubernetes"
+    ingress = cluster.kube.get("v1", "Service", "istio-ingressgateway", "istio-system")
+    assert ingress["spec"]["type"] == "LoadBalancer" and ingress["spec"]["loadBalancerSourceRanges"] == RUNNER
+    cluster.state["cluster_id"] = cid
+
+
+def test_cluster_id_prefers_istiod_env_then_injector_then_default(cluster: Cluster):
+    fake = FakeKube({"istiod": {"spec": {"template": {"spec": {"containers": [
+        {"env": [{"name": "CLUSTER_ID", "value": "c-env"}]}]}}}},
+        "istio-sidecar-injector": {"data": {"values": '{"global": {"multiCluster": {"clusterName": "c-inj"}}}'}}})
+    assert istio.cluster_id(fake) == "c-env"
+    del fake.objects["istiod"]
+    assert istio.cluster_id(fake) == "c-inj"
+    del fake.objects["istio-sidecar-injector"]
+    assert istio.cluster_id(fake) == "Kubernetes"
+
+
+class FakeKube:
+    """Only `get` by name, for the cluster-ID precedence rules."""
+
+    def __init__(self, objects: dict[str, dict]):
+        self.objects = objects
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        return self.objects.get(name)
+
+
+def test_deploy_bookinfo_sans_ratings(cluster: Cluster):
+    bookinfo.deploy_bookinfo(cluster.kube, "docker.io/istio/examples-bookinfo", "1.20.3", deadline())
+    ns = cluster.kube.get("v1", "Namespace", "default")
+    assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
+    for name in bookinfo.DEPLOYMENTS:
+        d = cluster.kube.get("apps/v1", "Deployment", name, "default")
+        image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"docker.io/istio/examples-bookinfo-{name}:1.20.3"
+        assert env_of(d).get("SERVICES_DOMAIN") == ("ratings" if name in ("reviews-v2", "reviews-v3") else None)
+    for svc in ("details", "productpage", "reviews"):
+        s = cluster.kube.get("v1", "Service", svc, "default")
+        assert s["spec"]["ports"][0]["port"] == 9080 and s["spec"]["ports"][0]["name"] == "http"
+    everything = cluster.kube.list("v1", "Service") + cluster.kube.list("apps/v1", "Deployment")
+    assert not [o for o in everything if o["metadata"]["name"].startswith("ratings")]
+
+
+def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):
+    address = eastwest.install_eastwest(cluster.istioctl, cluster.kube, "internal", None, cluster.tmp, deadline())
+    svc = cluster.kube.get("v1", "Service", "istio-eastwestgateway", "istio-system")
+    assert address == svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("status-port", 15021), ("tls", 15443), ("tls-istiod", 15012), ("tls-webhook", 15017)]
+    assert svc["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
+    assert svc["spec"]["selector"] == {"istio": "eastwestgateway", "app": "istio-eastwestgateway"}
+    assert cluster.kube.get("networking.istio.io/v1", "Gateway", "istiod-gateway", "istio-system")
+    assert cluster.kube.get("networking.istio.io/v1", "VirtualService", "istiod-vs", "istio-system")
+    cluster.state["eastwest"] = address
+
+
+def test_ratings_namespace_and_workloadgroup(cluster: Cluster):
+    workload.create_ratings_namespace(cluster.kube)
+    assert cluster.kube.get("v1", "ServiceAccount", "bookinfo-ratings", "ratings")
+    group = workload.create_workloadgroup(cluster.istioctl, cluster.kube, True, cluster.tmp / "workloadgroup.yaml")
+    stored = cluster.kube.get("networking.istio.io/v1", "WorkloadGroup", "ratings", "ratings")
+    assert stored["spec"]["metadata"]["labels"] == {"app": "ratings"}
+    assert stored["spec"]["template"]["serviceAccount"] == "bookinfo-ratings"
+    assert stored["spec"]["probe"]["httpGet"] == {"path": "/health", "port": 9080} == group["spec"]["probe"]["httpGet"]
+
+
+def test_a_printed_group_that_is_not_the_recipes_is_refused():
+    with pytest.raises(workload.WorkloadGroupInvalid, match="spec.template.serviceAccount: expected"):
+        workload.check_group({"kind": "WorkloadGroup", "metadata": {"name": "ratings", "namespace": "ratings"},
+                              "spec": {"metadata": {"labels": {"app": "ratings"}}, "template": {}}})
+
+
+def test_vm_files_wait_out_an_empty_hosts_file(cluster: Cluster):
+    """The east-west gateway loses its address (GKE re-provisioning): istioctl writes an empty hosts
+    file and exits 0; the step retries until hosts names the gateway again."""
+    ip = cluster.state["eastwest"]
+    cluster.controllers.hold_lb.add(EW)
+    client.CoreV1Api(cluster.raw).patch_namespaced_service_status(
+        "istio-eastwestgateway", "istio-system", {"status": {"loadBalancer": {"ingress": []}}}, _request_timeout=10)
+    out = cluster.tmp / "vm_files"
+    result: dict[str, object] = {}
+
+    def generate() -> None:
+        try:
+            result["dir"] = workload.generate_vm_files(
+                cluster.istioctl, cluster.kube, cluster.tmp / "workloadgroup.yaml", out,
+                cluster.state["cluster_id"], VM_IP, ip, 900, deadline(30))
+        except Exception as e:  # surfaced by the assertion below
+            result["error"] = e
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    try:
+        waited = Deadline.after(15, "empty hosts seen")
+        while not ((out / "hosts").is_file() and (out / "hosts").read_text() == "") and not waited.expired():
+            worker.join(0.1)
+        assert (out / "hosts").read_text() == "", "istioctl never wrote the empty hosts file"
+    finally:
+        cluster.controllers.hold_lb.discard(EW)
+        worker.join(40)
+    assert "error" not in result, result
+    env = dict(line.split("=", 1) for line in (out / "cluster.env").read_text().splitlines())
+    assert env["ISTIO_META_CLUSTER_ID"] == f"'{cluster.state['cluster_id']}'"
+    assert env["ISTIO_META_AUTO_REGISTER_GROUP"] == "'ratings'" and env["ISTIO_SVC_IP"] == f"'{VM_IP}'"
+    assert (out / "hosts").read_text() == f"{ip} istiod.istio-system.svc\n"
+    claims = cluster.api.review_token((out / "istio-token").read_text())
+    assert claims and claims["aud"] == ["istio-ca"] and claims["exp"] - claims["iat"] == 900
+    assert claims["sub"] == "system:serviceaccount:ratings:bookinfo-ratings"
+    mesh = yaml.safe_load((out / "mesh.yaml").read_text())["defaultConfig"]
+    assert mesh["readinessProbe"]["httpGet"] == {"path": "/health", "port": 9080}
+
+
+def test_exercise_pieces_ratings_service_client_and_gateway(cluster: Cluster):
+    bookinfo.expose_ratings(cluster.kube)
+    svc = cluster.kube.get("v1", "Service", "ratings", "ratings")
+    assert svc["spec"]["selector"] == {"app": "ratings"}
+    assert [(p["port"], p["name"]) for p in svc["spec"]["ports"]] == [(9080, "http")]
+    pod = bookinfo.deploy_client(cluster.kube, deadline())
+    assert pod.startswith("curl-")
+    address = bookinfo.expose_bookinfo(cluster.kube, deadline())
+    ingress = cluster.kube.get("v1", "Service", "istio-ingressgateway", "istio-system")
+    assert address == ingress["status"]["loadBalancer"]["ingress"][0]["ip"]
+    vs = cluster.kube.get("networking.istio.io/v1", "VirtualService", "bookinfo", "default")
+    assert vs["spec"]["gateways"] == ["bookinfo-gateway"]
+
+
+def test_vm_files_without_the_root_cert_are_a_hard_error(cluster: Cluster):
+    cluster.controllers.hold_root_cert.add("late")
+    cluster.kube.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: late}\n")
+    group = yaml.safe_load((cluster.tmp / "workloadgroup.yaml").read_text())
+    group["metadata"]["namespace"] = "late"
+    (cluster.tmp / "late.yaml").write_text(yaml.safe_dump(group))
+    with pytest.raises(CommandFailed, match="configmap istio-ca-root-cert was not found in namespace late"):
+        cluster.istioctl.run(["x", "workload", "entry", "configure", "-f", str(cluster.tmp / "late.yaml"),
+                              "-o", str(cluster.tmp / "late"), "--clusterID=Kubernetes"], step="late")
