@@ -65,12 +65,12 @@ class Clients:
             raise errors.clear(e, what, self.project) from e
 
     def call_retrying(self, what: str, fn: Callable[..., T], deadline: Deadline, *,
-                      stockout_final: bool = True, **kwargs: Any) -> T:
+                      stockout_final: bool = True, call_timeout: float = CALL_TIMEOUT, **kwargs: Any) -> T:
         """`call`, retrying transient errors until the deadline. A stock-out is final when the caller
         falls back to another zone instead (`stockout_final`)."""
         def attempt() -> T:
             try:
-                return fn(**kwargs, timeout=deadline.cap(CALL_TIMEOUT), retry=None)
+                return fn(**kwargs, timeout=deadline.cap(call_timeout), retry=None)
             except gexc.GoogleAPICallError as e:
                 if errors.transient(e) and not (stockout_final and errors.is_stockout(e)):
                     raise errors.Transient(errors.describe(e, what, self.project)) from e
@@ -78,6 +78,19 @@ class Clients:
 
         return retry.until(what, attempt, deadline, transient=(errors.Transient,), accept=lambda _: True,
                            initial=1.0, ceiling=20.0)
+
+
+def insert(c: Clients, what: str, fn: Callable[..., T], deadline: Deadline, record: Callable[[], object],
+           **kwargs: Any) -> T:
+    """A create call whose resource is recorded the moment the request is accepted (before any wait).
+
+    A 409 is NOT recorded: the name may belong to something that is not this run's (a chosen
+    --cluster-name); if it is the run's own (a retried insert whose first attempt went through), the
+    final label sweep of teardown reports it and the janitor removes it.
+    """
+    accepted = c.call_retrying(what, fn, deadline, **kwargs)
+    record()
+    return accepted
 
 
 def _options(endpoint: str | None) -> dict[str, str] | None:

@@ -11,7 +11,7 @@ from meshvm import retry
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import errors
-from meshvm.gcp.clients import Clients, not_found
+from meshvm.gcp.clients import Clients, insert, not_found
 from meshvm.gcp.firewall import node_tag
 from meshvm.gcp.operations import wait_gke
 from meshvm.ledger import Entry, Ledger
@@ -56,9 +56,9 @@ def body(cfg: Config, network: NetworkInfo) -> container_v1.Cluster:
 def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ledger: Ledger,
            deadline: Deadline) -> ClusterInfo:
     what = f"creating GKE cluster {cfg.names.cluster} in {zone}"
-    op = c.call_retrying(what, c.container.create_cluster, deadline, stockout_final=True,
-                         parent=_parent(c, zone), cluster=body(cfg, network))
-    ledger.record("cluster", cfg.names.cluster, f"{c.project}/{zone}")
+    op = insert(c, what, c.container.create_cluster, deadline,
+                lambda: ledger.record("cluster", cfg.names.cluster, f"{c.project}/{zone}"),
+                parent=_parent(c, zone), cluster=body(cfg, network))
     wait_gke(c, zone, op, what, deadline)
     return describe(c, cfg.names.cluster, zone, deadline)
 

@@ -14,7 +14,7 @@ from google.cloud import compute_v1
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import meta
-from meshvm.gcp.clients import Clients
+from meshvm.gcp.clients import Clients, insert
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
 from meshvm.seams import NetworkInfo
@@ -77,9 +77,9 @@ def create_all(c: Clients, cfg: Config, network: NetworkInfo, ledger: Ledger, de
     pending = []
     for rule in rules(cfg):
         fw = body(cfg, network, rule)
-        op = c.call_retrying(f"creating firewall rule {fw.name}", c.firewalls.insert, deadline,
-                             project=c.project, firewall_resource=fw)
-        ledger.record("firewall", fw.name, c.project)
+        op = insert(c, f"creating firewall rule {fw.name}", c.firewalls.insert, deadline,
+                    lambda name=fw.name: ledger.record("firewall", name, c.project),
+                    project=c.project, firewall_resource=fw)
         pending.append((fw.name, op))
     for name, op in pending:
         wait_compute(c, op, f"creating firewall rule {name}", deadline)

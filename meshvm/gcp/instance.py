@@ -9,7 +9,7 @@ from meshvm import retry
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import errors
-from meshvm.gcp.clients import Clients, not_found
+from meshvm.gcp.clients import Clients, insert, not_found
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
 from meshvm.seams import NetworkInfo, VmInfo
@@ -46,9 +46,9 @@ def body(cfg: Config, network: NetworkInfo, zone: str, ssh_user: str, ssh_public
 def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ssh_user: str, ssh_public_key: str,
            ledger: Ledger, deadline: Deadline) -> VmInfo:
     what = f"creating VM {cfg.names.vm} in {zone}"
-    op = c.call_retrying(what, c.instances.insert, deadline, project=c.project, zone=zone,
-                         instance_resource=body(cfg, network, zone, ssh_user, ssh_public_key))
-    ledger.record("instance", cfg.names.vm, f"{c.project}/{zone}")
+    op = insert(c, what, c.instances.insert, deadline,
+                lambda: ledger.record("instance", cfg.names.vm, f"{c.project}/{zone}"),
+                project=c.project, zone=zone, instance_resource=body(cfg, network, zone, ssh_user, ssh_public_key))
     wait_compute(c, op, what, deadline, zone=zone)
     return describe(c, cfg.names.vm, zone, deadline)
 

@@ -9,7 +9,7 @@ from google.cloud import compute_v1
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import meta
-from meshvm.gcp.clients import Clients
+from meshvm.gcp.clients import Clients, insert
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
 from meshvm.seams import NetworkInfo
@@ -28,9 +28,8 @@ def create(c: Clients, cfg: Config, ledger: Ledger, deadline: Deadline) -> Netwo
         net = compute_v1.Network(name=net_name, auto_create_subnetworks=False,
                                  routing_config=compute_v1.NetworkRoutingConfig(routing_mode="REGIONAL"),
                                  description=meta.description(cfg, "the run's VPC network"))
-        op = c.call_retrying(f"creating network {net_name}", c.compute(compute_v1.NetworksClient).insert,
-                             deadline, project=project, network_resource=net)
-        ledger.record("network", net_name, project)
+        op = insert(c, f"creating network {net_name}", c.compute(compute_v1.NetworksClient).insert, deadline,
+                    lambda: ledger.record("network", net_name, project), project=project, network_resource=net)
         wait_compute(c, op, f"creating network {net_name}", deadline)
     else:
         log_ingress_rules(c, cfg, deadline)
@@ -41,9 +40,9 @@ def create(c: Clients, cfg: Config, ledger: Ledger, deadline: Deadline) -> Netwo
         secondary_ip_ranges=[compute_v1.SubnetworkSecondaryRange(range_name=PODS, ip_cidr_range=cfg.pod_range),
                              compute_v1.SubnetworkSecondaryRange(range_name=SERVICES, ip_cidr_range=cfg.service_range)])
     what = f"creating subnetwork {sub.name} in {region}"
-    op = c.call_retrying(what, c.compute(compute_v1.SubnetworksClient).insert, deadline,
-                         project=project, region=region, subnetwork_resource=sub)
-    ledger.record("subnetwork", sub.name, f"{project}/{region}")
+    op = insert(c, what, c.compute(compute_v1.SubnetworksClient).insert, deadline,
+                lambda: ledger.record("subnetwork", sub.name, f"{project}/{region}"),
+                project=project, region=region, subnetwork_resource=sub)
     wait_compute(c, op, what, deadline, region=region)
     return NetworkInfo(net_link, f"projects/{project}/regions/{region}/subnetworks/{sub.name}", region,
                        created=not cfg.network, pods_range_name=PODS, services_range_name=SERVICES)

@@ -39,7 +39,7 @@ def wait_compute(c: Clients, op: compute_v1.Operation | object, what: str, deadl
 
     def poll() -> compute_v1.Operation:
         return c.call_retrying(f"{what}: waiting for {name}", client.wait, deadline, project=c.project,
-                               operation=name, **where)
+                               operation=name, call_timeout=WAIT_CALL + 30, **where)
 
     done = retry.until(what, poll, deadline, accept=lambda o: o.status == _DONE, initial=0.2, ceiling=2.0)
     failure = errors.from_compute_operation(done)

@@ -19,7 +19,7 @@ from meshvm.gcp import cluster, firewall, instance, meta, network
 from meshvm.gcp.clients import Clients
 from meshvm.gcp.operations import delete_and_wait
 from meshvm.ledger import Entry
-from meshvm.naming import PREFIX, SUITE
+from meshvm.naming import PREFIX, SUITE, Names
 
 log = logging.getLogger(__name__)
 ORDER = ("instance", "forwarding-rule", "cluster", "firewall", "subnetwork", "network")  # dependents first
@@ -56,7 +56,8 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
     out += [Entry("firewall", f.name, p, extra=meta.labels_of(f.description))
             for f in c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
             if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description)))
-            or _k8s_rule_of(f, names, {n.name for n in nets})]
+            or _k8s_rule_of(f, names, {n.name for n in nets})
+            or (run_id and not only_expired and f.name.startswith(Names.derive(run_id).firewall_prefix))]
     out += [Entry("subnetwork", s.name, f"{p}/{meta.location_of(s.region, 'regions')}",
                   extra=meta.labels_of(s.description))
             for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)

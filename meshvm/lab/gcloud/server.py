@@ -109,9 +109,17 @@ def _with_details(f: Fault, injected: Fault | None) -> Fault:
     return injected if injected is not None else f
 
 
+def _q(qs: dict, key: str) -> str:
+    return (qs.get(key) or [""])[0]
+
+
 def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]:
-    c, k, g = s.compute, s.kinds, s.gke
-    q = lambda qs, key: (qs.get(key) or [""])[0]  # noqa: E731
+    r = _compute_routes(s) + _gke_routes(s)
+    return [(verb, re.compile(regex), method, h) for verb, regex, method, h in r]
+
+
+def _compute_routes(s: GCloudStandIn) -> list:
+    c, k, q = s.compute, s.kinds, _q
     r = [
         ("GET", _P, "compute.projects.get", lambda m, qs, b: c.project(m["project"])),
         ("GET", _P + r"/zones/(?P<zone>[^/]+)", "compute.zones.get", lambda m, qs, b: c.zone(**m)),
@@ -150,7 +158,12 @@ def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]
         base = _P + "/" + scope_re + r"/operations/(?P<op>[^/]+)"
         r += [("GET", base, f"compute.{kind}.get", lambda m, qs, b: c.operation(m["project"], m["op"], False)),
               ("POST", base + "/wait", f"compute.{kind}.wait", lambda m, qs, b: c.operation(m["project"], m["op"], True))]
-    r += [
+    return r
+
+
+def _gke_routes(s: GCloudStandIn) -> list:
+    g = s.gke
+    return [
         ("POST", _G + "/clusters", "container.clusters.create", lambda m, qs, b: g.create(m["project"], m["location"], b)),
         ("GET", _G + "/clusters", "container.clusters.list", lambda m, qs, b: g.list(**m)),
         ("GET", _G + r"/clusters/(?P<name>[^/]+)", "container.clusters.get", lambda m, qs, b: g.get(**m)),
@@ -158,7 +171,6 @@ def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]
         ("GET", _G + r"/operations/(?P<name>[^/]+)", "container.operations.get", lambda m, qs, b: g.operation(**m)),
         ("GET", _G + "/operations", "container.operations.list", lambda m, qs, b: g.operations(**m)),
     ]
-    return [(verb, re.compile(regex), method, h) for verb, regex, method, h in r]
 
 
 def _collection_routes(c: Compute, coll: str, scope_re: str, work, check, q) -> list:  # noqa: ANN001
