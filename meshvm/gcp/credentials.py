@@ -50,6 +50,7 @@ class RedactedCredentials(ga_credentials.Credentials):
     def __init__(self, inner: ga_credentials.Credentials) -> None:
         super().__init__()
         self.inner = inner
+        self._quota_project_id = inner.quota_project_id  # user ADC bills quota to this project
 
     def refresh(self, request: Request) -> None:
         self.inner.refresh(request)

@@ -61,3 +61,20 @@ def test_the_gcp_code_never_uses_extended_operation_result():
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Attribute) and n.func.attr == "result"]
         assert not calls, f"{path.name}:{calls[0].lineno} calls .result()"
+
+
+def test_adc_tokens_are_redacted_and_the_quota_project_kept():
+    class FakeAdc(credentials.ga_credentials.Credentials):
+        def __init__(self):
+            super().__init__()
+            self._quota_project_id = "billing-project"
+
+        def refresh(self, request):
+            self.token = "ya29.adc-minted-token-42"
+
+    creds = credentials.RedactedCredentials(FakeAdc())
+    headers: dict = {}
+    creds.before_request(None, "GET", "http://127.0.0.1/", headers)
+    assert headers == {"authorization": "Bearer ya29.adc-minted-token-42", "x-goog-user-project": "billing-project"}
+    assert redact.MASK in redact.scrub("token ya29.adc-minted-token-42")
+    assert credentials.bearer_token(creds) == "ya29.adc-minted-token-42"
