@@ -1,3 +1,3 @@
 """The suite's pytest plugin lives in fixtures/; this file only loads it (and pytester for self-tests)."""
 
-pytest_plugins = ("fixtures.plugin", "pytester")
+pytest_plugins = ("fixtures.plugin", "fixtures.world", "fixtures.infra", "pytester")

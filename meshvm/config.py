@@ -19,7 +19,7 @@ from meshvm import validate as v
 from meshvm.checks import Problems
 from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
 from meshvm.settings import BY_FIELD, SETTINGS
-from meshvm.stages import BY_NAME, STAGE_NAMES, STAGES
+from meshvm.stages import ALIASES, BY_NAME, STAGE_NAMES, STAGES, WIRED
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
@@ -83,6 +83,10 @@ class Config:
     @property
     def region(self) -> str:
         return self.zones[0].rsplit("-", 1)[0]
+
+    def unwired(self) -> list[str]:
+        """Stages this run asks for that the suite does not implement yet."""
+        return [s for s in self.stages() if s not in WIRED]
 
     def stages(self) -> tuple[str, ...]:
         """The stages this run executes, honouring --until."""
@@ -161,16 +165,14 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         keep=p.choice("keep", raw["keep"]),
         labels=MappingProxyType(names.labels(
             expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
-        until=p.choice("until", raw["until"], STAGE_NAMES) if raw["until"] else None,
+        until=_until(p, raw["until"]),
         deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
         plan=bool(raw["plan"]),
         ci=bool(environ.get("CI")),
     )
     missing = _contradictions(p, cfg, raw, environ, os.geteuid() == 0 if is_root is None else is_root)
-    if p.problems:
-        raise ConfigError(p.problems)
-    if missing and not cfg.plan:
-        raise ConfigError(missing)
+    if p.problems or (missing and not cfg.plan):
+        raise ConfigError((missing if not cfg.plan else []) + p.problems)
     return replace(cfg, missing=tuple(missing))
 
 
@@ -236,6 +238,12 @@ def _artifacts(p: Problems, raw: Raw, run_id: str) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         p.add("artifacts_dir", str(path), f"is not writable ({existing} does not accept new files)")
     return path
+
+
+def _until(p: Problems, value: str | None) -> str | None:
+    if not value:
+        return None
+    return p.choice("until", ALIASES.get(value, value), STAGE_NAMES) if value not in ALIASES else ALIASES[value]
 
 
 def _deadlines(p: Problems, items: list[str]) -> dict[str, int]:

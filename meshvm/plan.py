@@ -35,6 +35,8 @@ def render(cfg: Config) -> str:
     ]
     if cfg.until:
         lines.append(f"Stops after stage {cfg.until} (--until).")
+    if cfg.unwired():
+        lines.append(f"Not wired into the suite yet (a run asking for them is refused): {', '.join(cfg.unwired())}.")
     if cfg.missing:
         lines += ["", "Required settings still missing:", *(f"  - {m}" for m in cfg.missing)]
     return "\n".join(lines)

@@ -57,9 +57,18 @@ def test_no_project_fails_fast_and_points_to_the_lab(tmp_path):
     ((), {"E2E_ISTIO_VERSION": "latest"}, "--istio-version / E2E_ISTIO_VERSION: 'latest'"),
 ])
 def test_a_bad_value_is_one_line_and_creates_nothing(tmp_path, args, env, named):
+    (tmp_path / "token").write_text("ya29.x")
     r = run_suite("--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
+                  "--gcp-access-token-file", str(tmp_path / "token"), "--until", "infra",
                   "--artifacts-dir", str(tmp_path / "out"), *args, env=env, home=tmp_path)
     assert r.returncode == 4
     assert r.stderr.splitlines() == [r.stderr.splitlines()[0]] and named in r.stderr, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_asking_for_stages_not_wired_yet_is_refused(tmp_path):
+    (tmp_path / "token").write_text("ya29.x")
+    r = run_suite("--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
+                  "--gcp-access-token-file", str(tmp_path / "token"), home=tmp_path)
+    assert r.returncode == 4 and "not wired into the suite yet (istioctl, ratings" in r.stderr

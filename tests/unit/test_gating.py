@@ -30,18 +30,18 @@ def network(book, cfg):
     yield "net"
 
 @pytest.fixture(scope="session")
-def istioctl(book, cfg, network):
-    with stage(book, cfg, "istioctl"):
+def firewall(book, cfg, network):
+    with stage(book, cfg, "firewall"):
         raise RuntimeError("download failed: HTTP 503")
     yield
 
 @pytest.fixture(scope="session")
-def cluster(book, cfg, istioctl):
+def cluster(book, cfg, firewall):
     with stage(book, cfg, "cluster"):
         pass
     yield
 
-@pytest.mark.parametrize("name", ["network", "istioctl", "cluster"])
+@pytest.mark.parametrize("name", ["network", "firewall", "cluster"])
 def test_stage(request, book, name):
     run_stage(request, book, name)
 
@@ -71,7 +71,8 @@ def args(out: Path, *extra: str) -> tuple[str, ...]:
     token = out.parent / "token"
     token.write_text("ya29.fake")
     return ("tests/e2e", "--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
-            "--gcp-access-token-file", str(token), "--artifacts-dir", str(out), "-rfs", *extra)
+            "--gcp-access-token-file", str(token), "--artifacts-dir", str(out), "-rfs",
+            *(extra if "--until" in extra else ("--until", "vm", *extra)))
 
 
 def test_a_failed_stage_fails_once_and_skips_its_dependents(suite, tmp_path):
@@ -79,21 +80,21 @@ def test_a_failed_stage_fails_once_and_skips_its_dependents(suite, tmp_path):
     result = suite.runpytest_subprocess(*args(out))
     result.assert_outcomes(passed=2, failed=1, skipped=2)
     result.stdout.fnmatch_lines([
-        "stage istioctl failed: RuntimeError: download failed: HTTP 503",
-        "FAILED*test_stage?istioctl?*",
-        "SKIPPED*needs stage istioctl, which failed: RuntimeError: download failed: HTTP 503",
+        "stage firewall failed: RuntimeError: download failed: HTTP 503",
+        "FAILED*test_stage?firewall?*",
+        "SKIPPED*needs stage firewall, which failed: RuntimeError: download failed: HTTP 503",
     ])
     phases = {p["name"]: p for p in json.loads((out / "phases.json").read_text())["phases"]}
-    assert phases["network"]["outcome"] == "passed" and phases["istioctl"]["outcome"] == "failed"
+    assert phases["network"]["outcome"] == "passed" and phases["firewall"]["outcome"] == "failed"
     assert "cluster" not in phases  # never started: the stage it needs failed
     junit = (out / "junit.xml").read_text()
-    assert 'name="test_stage[istioctl]"' in junit and 'name="test_stage[cluster]"' in junit
+    assert 'name="test_stage[firewall]"' in junit and 'name="test_stage[cluster]"' in junit
 
 
 def test_until_skips_later_stages_with_the_reason(suite, tmp_path):
     result = suite.runpytest_subprocess(*args(tmp_path / "out", "--until", "network"))
     result.assert_outcomes(passed=2, skipped=3)
-    result.stdout.fnmatch_lines(["SKIPPED*stage istioctl not run: the run stops after network (--until)"])
+    result.stdout.fnmatch_lines(["SKIPPED*stage firewall not run: the run stops after network (--until)"])
 
 
 def test_registered_secrets_reach_no_log_or_report(suite, tmp_path):

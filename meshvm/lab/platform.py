@@ -1,0 +1,149 @@
+"""`--platform lab`: start the local Google Cloud, then hand the gcp code path a Config pointed at it.
+
+What it starts (and stops): a lab network with its router (LabBacking), the Compute/GKE stand-in
+on loopback whose instances are lab VMs and whose clusters are Kubernetes API stand-ins with the
+controller stand-ins, and short-lived access tokens rotated in a token file (so the gcp path's
+token re-reading and the cluster client's refresh are exercised). Nothing here is imported by
+meshvm.gcp.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from kubernetes import client
+
+from meshvm import redact
+from meshvm.config import Config
+from meshvm.lab.controllers import ClusterControllers
+from meshvm.lab.gcloud.backing import LabBacking
+from meshvm.lab.gcloud.server import GCloudStandIn
+from meshvm.lab.kubeapi import KubeApiStandIn
+
+log = logging.getLogger(__name__)
+TOKEN_TTL_S = 120.0  # as short-lived as the lab can afford: a run outlives several
+ROTATE_S = 30.0
+
+
+class RotatingTokens:
+    """Access tokens for the local cloud and its clusters, rotated in a 0600 file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.rotate()
+        self._thread = threading.Thread(target=self._run, name="lab-tokens", daemon=True)
+        self._thread.start()
+
+    def rotate(self) -> None:
+        token = f"lab-{secrets.token_urlsafe(24)}"
+        redact.register(token)
+        with self._lock:
+            now = time.monotonic()
+            self._expiry = {t: e for t, e in self._expiry.items() if e > now}
+            self._expiry[token] = now + TOKEN_TTL_S
+        tmp = self.path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(token + "\n")
+        tmp.replace(self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(ROTATE_S):
+            self.rotate()
+
+    def __contains__(self, token: object) -> bool:
+        with self._lock:
+            return self._expiry.get(str(token), 0.0) > time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class KubeClusterBackend:
+    """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins."""
+
+    def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path):
+        self.tokens, self.pod_range, self.lb_pool, self.workdir = tokens, pod_range, lb_pool, workdir
+        self.api: KubeApiStandIn | None = None
+        self.controllers: ClusterControllers | None = None
+
+    def start(self, name: str) -> tuple[str, str]:
+        self.api = KubeApiStandIn(token_check=self.token_ok)
+        self.api.start()
+        ca_file = self.workdir / f"{name}-ca.crt"
+        ca_file.write_text(self.api.ca_pem)
+        cfg = client.Configuration()
+        cfg.host, cfg.ssl_ca_cert = self.api.endpoint, str(ca_file)
+        cfg.api_key, cfg.api_key_prefix = {"BearerToken": self.api.issue_token(24 * 3600)}, {"BearerToken": "Bearer"}
+        # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
+        self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
+                                              self.api.ca_pem).start()
+        return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
+
+    def stop(self) -> None:
+        if self.controllers:
+            self.controllers.stop()
+        if self.api:
+            self.api.stop()
+
+    def token_ok(self, token: str) -> bool:
+        return token in self.tokens
+
+
+class LabPlatform:
+    def __init__(self, cfg: Config, workdir: Path):
+        self.cfg, self.workdir = cfg, workdir
+        self.backing: LabBacking | None = None
+        self.server: GCloudStandIn | None = None
+        self.tokens: RotatingTokens | None = None
+        self.clusters: list[KubeClusterBackend] = []
+
+    def start(self) -> Config:
+        """Bring the local cloud up; the Config the gcp code path runs with."""
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.backing = LabBacking.up(self.cfg.run_id, str(self.workdir / "vms"))
+        addrs = self.backing.router.addrs
+        self.tokens = RotatingTokens(self.workdir / "access-token")
+        lb_pool = [str(addrs.service_range.network_address + 200 + i) for i in range(20)]
+
+        def cluster(name: str) -> KubeClusterBackend:
+            backend = KubeClusterBackend(self.tokens, str(addrs.pod_range), lb_pool, self.workdir)  # type: ignore[arg-type]
+            self.clusters.append(backend)
+            return backend
+
+        self.server = GCloudStandIn(self.cfg.gcp_project or "meshvm-lab", self.backing, cluster,
+                                    zones=self.cfg.zones).start()
+        self.server.tokens = self.tokens  # type: ignore[assignment]  # only current tokens are accepted
+        log.info("lab: local Google Cloud at %s, lab block %s", self.server.url, addrs.block)
+        return replace(self.cfg, compute_endpoint=self.server.url, container_endpoint=self.server.url,
+                       gcp_access_token_file=self.tokens.path, subnet_range=str(addrs.vm_subnet),
+                       pod_range=str(addrs.pod_range), service_range=str(addrs.service_range),
+                       ssh_source_ranges=(f"{self.backing.router.external_source}/32",))
+
+    def stop(self) -> None:
+        """Stop everything started here, each step even if an earlier one failed."""
+        for step in (*(c.stop for c in self.clusters), self._stop_server, self._close_backing, self._stop_tokens):
+            try:
+                step()
+            except Exception as e:  # keep going: the router and its claim must still go
+                log.error("lab platform stop: %s: %s", getattr(step, "__name__", step), e)
+
+    def _stop_server(self) -> None:
+        if self.server:
+            self.server.stop()
+
+    def _close_backing(self) -> None:
+        if self.backing:
+            self.backing.close()
+
+    def _stop_tokens(self) -> None:
+        if self.tokens:
+            self.tokens.stop()

@@ -1,0 +1,71 @@
+"""The suite itself, run as a user runs it, for the cloud part of the recipe (`--until infra`):
+on the lab, and on the gcp platform pointed at a server that speaks the Compute and GKE APIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshvm.config import gather, resolve
+from meshvm.lab.netsafety import run_ip
+from meshvm.lab.platform import LabPlatform
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    return subprocess.run([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
+                          cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=600)
+
+
+def lab_netns() -> set[str]:
+    return {line.split()[0] for line in run_ip("netns", "list").stdout.splitlines() if line.startswith("mv")}
+
+
+def check_reports(out: Path, secrets: list[str]) -> dict:
+    cleanup = json.loads((out / "cleanup.json").read_text())
+    assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
+    kinds = sorted({i["kind"] for i in cleanup["items"]})
+    assert kinds == ["cluster", "firewall", "instance", "network", "subnetwork"], kinds
+    phases = {p["name"]: p["outcome"] for p in json.loads((out / "phases.json").read_text())["phases"]}
+    assert phases == {"network": "passed", "firewall": "passed", "cluster": "passed", "vm": "passed"}
+    texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()]
+    assert not [s for s in secrets for t in texts if s in t], "a secret reached the artifacts"
+    assert all("PRIVATE KEY" not in t for t in texts)
+    return cleanup
+
+
+def test_lab_run_until_infra_provisions_and_leaves_nothing(tmp_path):
+    before = lab_netns()
+    r = suite("--platform", "lab", "--until", "infra", "--artifacts-dir", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    check_reports(tmp_path / "out", [])
+    assert lab_netns() == before
+
+
+def test_gcp_path_against_a_server_speaking_the_apis(tmp_path):
+    """E2E_GCP_ACCESS_TOKEN_FILE=F nox -s e2e -- --platform gcp --gcp-project P --compute-endpoint ...
+    --container-endpoint ... --until infra (the server here is the lab's, with rotating tokens)."""
+    raw = gather({"platform": "gcp", "gcp_project": "meshvm-lab", "ssh_source_ranges": ["203.0.113.7/32"],
+                  "run_id": "gcp-path-test", "artifacts_dir": str(tmp_path / "out")}, {})
+    lab = LabPlatform(resolve(raw, {"GOOGLE_APPLICATION_CREDENTIALS": __file__}), tmp_path / "lab")
+    try:
+        eff = lab.start()
+        r = suite("--platform", "gcp", "--gcp-project", "meshvm-lab", "--until", "infra",
+                  "--compute-endpoint", str(eff.compute_endpoint), "--container-endpoint", str(eff.container_endpoint),
+                  "--ssh-source-ranges", eff.ssh_source_ranges[0], "--subnet-range", eff.subnet_range,
+                  "--pod-range", eff.pod_range, "--service-range", eff.service_range,
+                  "--artifacts-dir", str(tmp_path / "out"),
+                  env={"E2E_GCP_ACCESS_TOKEN_FILE": str(eff.gcp_access_token_file)})
+        token = Path(str(eff.gcp_access_token_file)).read_text().strip()
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        check_reports(tmp_path / "out", [token])
+    finally:
+        lab.stop()
