@@ -14,6 +14,7 @@ import pytest
 from meshvm.config import gather, resolve
 from meshvm.lab.netsafety import run_ip
 from meshvm.lab.platform import LabPlatform
+from meshvm.stages import STAGE_NAMES
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,18 @@ def test_gcp_path_against_a_server_speaking_the_apis(tmp_path):
         check_reports(tmp_path / "out", [token])
     finally:
         lab.stop()
+
+
+def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
+    before = lab_netns()
+    out = tmp_path / "out"
+    r = suite("--platform", "lab", "--until", "bookinfo_gateway", "--artifacts-dir", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    phases = json.loads((out / "phases.json").read_text())["phases"]
+    assert [p["name"] for p in phases if p["outcome"] == "passed"] == list(STAGE_NAMES)
+    cleanup = json.loads((out / "cleanup.json").read_text())
+    assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
+    texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()] + [r.stdout, r.stderr]
+    # The stand-in's service-account tokens (the VM's istio-token) are HS256 JWTs.
+    assert not [t for t in texts if "eyJhbGciOiJIUzI1Ni" in t or "PRIVATE KEY" in t]
+    assert lab_netns() == before
