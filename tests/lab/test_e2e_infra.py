@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from meshvm.config import gather, resolve
-from meshvm.lab.netsafety import run_ip
+from meshvm.lab.leaks import find_leftovers
 from meshvm.lab.platform import LabPlatform
 from meshvm.stages import STAGE_NAMES
 
@@ -26,8 +27,11 @@ def suite(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
                           cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
-def lab_netns() -> set[str]:
-    return {line.split()[0] for line in run_ip("netns", "list").stdout.splitlines() if line.startswith("mv")}
+def no_lab_leftovers(out: Path) -> None:
+    """The run's own lab (found by its tag in run.log; other runs may share the machine) is gone."""
+    tags = set(re.findall(r"lab router (mv[0-9a-f]{6})-rt up", (out / "run.log").read_text()))
+    assert tags, "the run.log names no lab router"
+    assert [find_leftovers(t) for t in tags] == [[] for _ in tags]
 
 
 def check_reports(out: Path, secrets: list[str]) -> dict:
@@ -44,11 +48,10 @@ def check_reports(out: Path, secrets: list[str]) -> dict:
 
 
 def test_lab_run_until_infra_provisions_and_leaves_nothing(tmp_path):
-    before = lab_netns()
     r = suite("--platform", "lab", "--until", "infra", "--artifacts-dir", str(tmp_path / "out"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     check_reports(tmp_path / "out", [])
-    assert lab_netns() == before
+    no_lab_leftovers(tmp_path / "out")
 
 
 def test_gcp_path_against_a_server_speaking_the_apis(tmp_path):
@@ -73,7 +76,6 @@ def test_gcp_path_against_a_server_speaking_the_apis(tmp_path):
 
 
 def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
-    before = lab_netns()
     out = tmp_path / "out"
     r = suite("--platform", "lab", "--until", "bookinfo_gateway", "--artifacts-dir", str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -84,4 +86,4 @@ def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
     texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()] + [r.stdout, r.stderr]
     # The stand-in's service-account tokens (the VM's istio-token) are HS256 JWTs.
     assert not [t for t in texts if "eyJhbGciOiJIUzI1Ni" in t or "PRIVATE KEY" in t]
-    assert lab_netns() == before
+    no_lab_leftovers(out)
