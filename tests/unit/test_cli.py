@@ -66,9 +66,3 @@ def test_a_bad_value_is_one_line_and_creates_nothing(tmp_path, args, env, named)
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "out").exists()
 
-
-def test_a_full_run_without_the_exercises_is_refused_not_green(tmp_path):
-    (tmp_path / "token").write_text("ya29.x")
-    r = run_suite("--gcp-project", "demo-project", "--ssh-source-ranges", "203.0.113.7/32",
-                  "--gcp-access-token-file", str(tmp_path / "token"), home=tmp_path)
-    assert r.returncode == 4 and "a full run needs the exercises" in r.stderr, r.stderr

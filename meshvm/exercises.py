@@ -1,0 +1,179 @@
+"""The recipe's four exercises as checks over the seams. Each retries until its deadline and fails
+saying what was expected and what was last seen (through meshvm.retry)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshvm import productpage, retry
+from meshvm.deadlines import Deadline
+from meshvm.recipe import ratings
+from meshvm.seams import Kube, VmShell
+
+WE_API = "networking.istio.io/v1"
+DETAILS_PATH = "details.default.svc:9080/details/123"
+# Envoy's cluster stats for the calls the exercises make (the sidecar's admin port on the VM).
+DETAILS_STAT = "cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total"
+INBOUND_STAT = "cluster.inbound|9080||.upstream_rq_total"
+
+
+class ExerciseFailed(AssertionError):
+    pass
+
+
+# -- Exercise 1: the WorkloadEntry appears -------------------------------------------------------
+
+
+@dataclass
+class EntryWatch:
+    """Watches WorkloadEntries in `ratings` from before the agent starts (list + watch: no miss)."""
+
+    kube: Kube
+    deadline: Deadline
+    events: list[tuple[str, dict]]
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for event in self.kube.watch(WE_API, "WorkloadEntry", "ratings", deadline=self.deadline):
+                self.events.append(event)
+        except BaseException as e:  # the test reads it; a thread must not die silently
+            self.error = e
+
+
+def watch_entries(kube: Kube, deadline: Deadline) -> EntryWatch:
+    w = EntryWatch(kube, deadline, [])
+    threading.Thread(target=w.run, name="workloadentry-watch", daemon=True).start()
+    return w
+
+
+def entry_problems(entry: dict | None, vm_ip: str, probe: bool) -> list[str]:
+    """What is wrong with the auto-registered entry, against FACTS.md section 1."""
+    if entry is None:
+        return [f"no WorkloadEntry ratings-{vm_ip} in namespace ratings"]
+    meta, spec = entry.get("metadata") or {}, entry.get("spec") or {}
+    notes = meta.get("annotations") or {}
+    problems = []
+    if spec.get("address") != vm_ip:
+        problems.append(f"address {spec.get('address')!r}, expected the VM's {vm_ip}")
+    if (meta.get("labels") or {}).get("app") != "ratings":
+        problems.append(f"labels {meta.get('labels')!r} lack app=ratings")
+    if notes.get("istio.io/autoRegistrationGroup") != "ratings":
+        problems.append(f"annotation istio.io/autoRegistrationGroup is {notes.get('istio.io/autoRegistrationGroup')!r}")
+    if "istio.io/connectedAt" not in notes:
+        problems.append("annotation istio.io/connectedAt missing (agent not connected)")
+    if probe and healthy(entry) is not True:
+        problems.append(f"condition Healthy is {healthy(entry)!r}, expected True (probe on ratings /health)")
+    return problems
+
+
+def healthy(entry: dict) -> bool | None:
+    for c in (entry.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Healthy":
+            return c.get("status") == "True"
+    return None
+
+
+def wait_entry(watch: EntryWatch, vm_ip: str, probe: bool, deadline: Deadline) -> dict:
+    name = f"ratings-{vm_ip}"
+
+    def latest() -> tuple[list[str], dict | None]:
+        if watch.error:
+            raise watch.error
+        seen = [o for t, o in watch.events if o["metadata"]["name"] == name and t != "DELETED"]
+        entry = seen[-1] if seen else None
+        return entry_problems(entry, vm_ip, probe), entry
+
+    _, entry = retry.until(f"WorkloadEntry {name} registered", latest, deadline,
+                           accept=lambda r: not r[0], ceiling=3)
+    return entry  # type: ignore[return-value]
+
+
+# -- Exercise 2: the VM reaches details ----------------------------------------------------------
+
+
+def proxy_stat(vm: VmShell, name: str) -> int:
+    """One counter from the VM proxy's admin endpoint (localhost:15000); 0 when not there yet."""
+    r = vm.run(f"curl -sS -m 5 'http://localhost:15000/stats?filter=^{_re(name)}$'", step="proxy stats",
+               check=False, timeout=15)
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _re(name: str) -> str:
+    return "".join("\\" + c if c in ".|[]()*+?^$" else c for c in name)
+
+
+def vm_calls_details(vm: VmShell) -> object:
+    """`curl details.default.svc:9080/details/123` on the VM as the login user (not istio-proxy)."""
+    r = vm.run(f"curl -sS -m 10 -w '\\n%{{http_code}}' {DETAILS_PATH}", step="exercise 2: curl details",
+               check=False, timeout=20)
+    if not r.ok:
+        return f"curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+    body, _, code = r.stdout.rpartition("\n")
+    if code.strip() != "200":
+        return f"HTTP {code.strip()}: {body[:200]}"
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body[:200]
+
+
+def details_ok(answer: object) -> bool:
+    return isinstance(answer, dict) and answer.get("id") == 123 and answer.get("author") == "William Shakespeare"
+
+
+# -- Exercise 3: a pod reaches ratings on the VM -------------------------------------------------
+
+
+def pod_calls_ratings(kube: Kube, pod: str) -> object:
+    r = kube.exec("default", pod, ["curl", "-sS", "-m", "10", "ratings.ratings:9080/ratings/123"],
+                  container="curl", timeout=30)
+    if not r.ok:
+        return f"curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return r.stdout[:200]
+
+
+# -- Exercise 4: the product page shows stars from the VM ----------------------------------------
+
+
+def load_page(address: str, guard: Callable[[str], None] | None, timeout: float = 15) -> productpage.Reading:
+    if guard:
+        guard(address)
+    with urllib.request.urlopen(f"http://{address}/productpage", timeout=timeout) as r:  # noqa: S310
+        return productpage.read(r.read().decode(errors="replace"))
+
+
+def page_problems(readings: list[productpage.Reading], need_rated: int = 2) -> list[str]:
+    rated = [r for r in readings if r.version in ("v2", "v3")]
+    problems = [f"load {i}: title is not 'Simple Bookstore App'" for i, r in enumerate(readings) if not r.title_ok]
+    problems += [f"load {i}: '{productpage.UNAVAILABLE}'" for i, r in enumerate(readings) if r.unavailable]
+    problems += [f"load {i}: '{productpage.REVIEWS_ERROR}'" for i, r in enumerate(readings) if r.reviews_error]
+    problems += [f"load {i} ({r.version}): {r.full_stars} full stars, expected 9 (5 + 4)"
+                 for i, r in enumerate(readings) if r.version in ("v2", "v3") and r.full_stars != 9]
+    if len(rated) < need_rated:
+        problems.append(f"only {len(rated)} of {len(readings)} loads came from reviews v2/v3; expected >= {need_rated}")
+    return problems
+
+
+def ratings_gone_from_page(address: str, guard: Callable[[str], None] | None) -> bool:
+    r = load_page(address, guard)
+    return r.unavailable
+
+
+def stop_ratings_shows_unavailable(vm: VmShell, address: str, guard: Callable[[str], None] | None,
+                                   deadline: Deadline) -> None:
+    """The negative control: with ratings stopped on the VM the page says ratings are unavailable."""
+    ratings.stop_ratings(vm)
+    retry.until("the product page to say ratings are unavailable once ratings on the VM stopped",
+                lambda: ratings_gone_from_page(address, guard), deadline, transient=(OSError,), ceiling=3)

@@ -1,0 +1,46 @@
+"""Put it all together: the product page through the ingress gateway shows the VM's ratings."""
+
+import pytest
+
+from meshvm import exercises, retry
+from meshvm.deadlines import Deadline
+from meshvm.lab.netsafety import assert_local_route
+from meshvm.recipe import ratings
+
+LOADS = 12  # round robin over reviews v1-v3: v2/v3 answer about 2 loads in 3
+
+
+def guard(world):
+    """On the lab, an address is contacted only if it stays on this machine."""
+    return assert_local_route if world.cfg.platform == "lab" else None
+
+
+def loads(address, world):
+    return [exercises.load_page(address, guard(world)) for _ in range(LOADS)]
+
+
+@pytest.mark.order(4)
+def test_no_ratings_workload_outside_the_ratings_namespace(kube):
+    found = [f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}"
+             for o in kube.list("v1", "Service") + kube.list("apps/v1", "Deployment")
+             if o["metadata"]["name"].startswith("ratings") and o["metadata"]["namespace"] != "ratings"]
+    assert found == [], "stars could come from these instead of the VM"
+
+
+@pytest.mark.order(5)
+def test_product_page_shows_the_vms_stars(world, ingress, agent):
+    retry.until(f"{LOADS} loads of /productpage with 9 stars on every v2/v3 page",
+                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(180, "the page"),
+                transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)
+
+
+@pytest.mark.order(6)
+def test_stars_come_from_the_vm(world, ingress, vm, agent):
+    """Negative control: ratings stopped on the VM -> unavailable; restarted -> stars again."""
+    try:
+        exercises.stop_ratings_shows_unavailable(vm.shell, ingress, guard(world), Deadline.after(120, "stop"))
+    finally:
+        ratings.start_ratings(vm.shell, Deadline.after(60, "restart ratings"))
+    retry.until("the stars back after ratings restarted on the VM",
+                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(180, "stars back"),
+                transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)
