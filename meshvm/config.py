@@ -178,8 +178,6 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
 
 def _names(p: Problems, raw: Raw, now: datetime) -> Names:
     reuse, run_id = raw["reuse"], raw["run_id"]
-    if reuse and run_id and reuse != run_id:
-        p.add("reuse", reuse, f"contradicts --run-id {run_id}: a reused run keeps its own id")
     rid = reuse or run_id or new_run_id(now)
     ok = all(p.check(f, raw[f], v.matches(RUN_ID_RE, raw[f], "a run id: lowercase letters, digits "
                                           "and '-', at most 32 characters"))
@@ -205,9 +203,9 @@ def _ranges(p: Problems, raw: Raw) -> tuple[str, str, str]:
 def _ssh_ranges(p: Problems, raw: Raw) -> tuple[str, ...]:
     ranges = tuple(raw["ssh_source_ranges"] or ())
     for r in ranges:
-        if p.check("ssh_source_ranges", r, v.cidr(r)) and r.endswith("/0") \
+        if p.check("ssh_source_ranges", r, v.cidr(r)) and v.prefix_len(r) < 8 \
                 and not raw["allow_ssh_from_anywhere"]:
-            p.add("ssh_source_ranges", r, "opens SSH to the whole internet; pass "
+            p.add("ssh_source_ranges", r, "opens SSH to a large part of the internet (wider than /8); pass "
                   "--allow-ssh-from-anywhere / E2E_ALLOW_SSH_FROM_ANYWHERE=1 if you really mean it")
     return ranges
 
@@ -266,6 +264,9 @@ def _path(value: str | None) -> Path | None:
 def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, str],
                     is_root: bool) -> list[str]:
     """Checks across settings; returns required settings still missing (errors unless --plan)."""
+    if cfg.reuse:
+        p.add("reuse", raw["reuse"], "is not supported yet: a kept run is removed with "
+              "nox -s cleanup -- --platform gcp --run-id ID --yes")
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":

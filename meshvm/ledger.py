@@ -2,7 +2,8 @@
 before anything waits for it, and persisted under the artifacts dir (ledger.json).
 
 Teardown walks it in reverse, treats "not found" as done, continues past failures, reports every
-error, and writes cleanup.json. The janitor reads the same file after a killed run.
+error, and writes cleanup.json after each entry. After a killed run the janitor finds the same
+resources by their labels and name prefix (meshvm/gcp/sweep.py).
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ class Entry:
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, existing: bool = False):
+        """A new run's ledger; `existing=True` reads an earlier run's (for its cleanup only)."""
         self.path = path
         self._lock = threading.Lock()
         self._entries: list[Entry] = []
-        if path.is_file():
+        if existing:
             self._entries = [Entry(**e) for e in json.loads(path.read_text())["entries"]]
+        elif path.exists():
+            raise FileExistsError(f"{path} already holds a run's ledger: use a new --run-id or --artifacts-dir")
 
     def record(self, kind: str, name: str, where: str, **extra: str) -> Entry:
         entry = Entry(kind, name, where, datetime.now(UTC).isoformat(timespec="seconds"), dict(extra))
@@ -71,8 +75,9 @@ Checker = Callable[[Entry], bool]  # True while the thing still exists
 def teardown(ledger: Ledger, delete: Mapping[str, Deleter], exists: Mapping[str, Checker],
              report: Path) -> dict[str, object]:
     """Delete everything in reverse order of creation, verify, and write cleanup.json."""
-    results = []
-    for entry in reversed(ledger.entries()):
+    todo = list(reversed(ledger.entries()))
+    results: list[dict[str, object]] = []
+    for i, entry in enumerate(todo):
         outcome, error = "deleted", None
         try:
             delete[entry.kind](entry)
@@ -81,9 +86,21 @@ def teardown(ledger: Ledger, delete: Mapping[str, Deleter], exists: Mapping[str,
         except Exception as e:  # keep going: one failure must not strand the rest
             outcome, error = "error", f"{type(e).__name__}: {e}"
             log.error("teardown: %s: %s", entry.key, error)
-        results.append({"kind": entry.kind, "name": entry.name, "where": entry.where,
-                        "outcome": outcome, "error": error})
-    summary = {
+        except BaseException:  # a second Ctrl-C or SIGTERM: say exactly what is left, then stop
+            results += [_item(e, "interrupted", "teardown interrupted") for e in todo[i:]]
+            write_report(report, results)
+            raise
+        results.append(_item(entry, outcome, error))
+        write_report(report, results)  # a killed teardown still leaves an up-to-date report
+    return write_report(report, results)
+
+
+def _item(entry: Entry, outcome: str, error: str | None) -> dict[str, object]:
+    return {"kind": entry.kind, "name": entry.name, "where": entry.where, "outcome": outcome, "error": error}
+
+
+def write_report(report: Path, results: list[dict[str, object]]) -> dict[str, object]:
+    summary: dict[str, object] = {
         "created": len(results),
         "remaining": [r for r in results if r["outcome"] != "deleted"],
         "items": results,

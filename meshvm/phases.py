@@ -41,7 +41,7 @@ class StageBook:
         with self._lock:
             phase = self._phases[name]
             phase.duration_s = round(time.monotonic() - self._t0[name], 3)
-            phase.outcome, phase.error = outcome, error
+            phase.outcome, phase.error = outcome, redact.scrub(error) if error else None
             self._current = None
         self.write()
 

@@ -52,6 +52,8 @@ def install_log_scrubbing() -> None:
         record = previous(*args, **kwargs)
         if _secrets:
             record.msg, record.args = scrub(record.getMessage()), None
+            if record.exc_info:  # formatters reuse exc_text: render the traceback once, scrubbed
+                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         return record
 
     logging.setLogRecordFactory(factory)

@@ -25,10 +25,9 @@ from meshvm.seams import CommandFailed, Result
 
 log = logging.getLogger(__name__)
 OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is only logged
-# Errors that mean "sshd not (yet) there": retried until the connect deadline. Authentication and
-# host key errors are SSHExceptions too: they are turned into final errors before they get here.
-_NOT_UP = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError,
-           paramiko.SSHException)
+# Errors that mean "sshd not (yet) there": retried until the connect deadline. Other SSHExceptions
+# (no common algorithm, host key, authentication) are final, or turned into final errors.
+_NOT_UP = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
 
 
 class CommandTimeout(Exception):
@@ -82,6 +81,10 @@ class SshShell:
                     raise AuthFailed(f"{self.user}@{self.host}: key refused for {auth_window:.0f}s "
                                      "after sshd came up") from None
                 raise _AuthNotYet(f"{self.user}@{self.host}: key refused (user not created yet?)") from None
+            except paramiko.SSHException as e:  # after its subclasses above: only sshd still starting
+                if "banner" in str(e).lower() or "reset" in str(e).lower():
+                    raise _AuthNotYet(f"{self.host}: {e}") from None
+                raise
 
         self._client = retry.until(f"ssh to {self.user}@{self.host}", attempt, deadline,
                                    transient=(*_NOT_UP, _AuthNotYet), initial=0.2, ceiling=3)
@@ -139,7 +142,7 @@ class SshShell:
 
 
 class _AuthNotYet(Exception):
-    pass
+    """Transient while the VM boots: sshd not answering its banner yet, or the user not created yet."""
 
 
 def render(command: str | Sequence[str], *, sudo: bool = False, env: Mapping[str, str] | None = None) -> str:

@@ -67,6 +67,10 @@ def cidr(value: str, private: bool = False) -> str | None:
 _RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
+def prefix_len(value: str) -> int:
+    return ipaddress.ip_network(value, strict=False).prefixlen
+
+
 def overlap(a: str, b: str) -> bool:
     return ipaddress.ip_network(a).overlaps(ipaddress.ip_network(b))
 

@@ -93,6 +93,7 @@ class ClusterControllers:
         status = d.get("status") or {}
         if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != replicas:
             self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {"observedGeneration": meta.get("generation"), "replicas": replicas,
+                                 "updatedReplicas": replicas,
                                  "readyReplicas": replicas, "availableReplicas": replicas}})
 
     def _service(self, s: dict[str, Any]) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
+from meshvm.kube_errors import TransientKubeError
 from meshvm.seams import Kube
+
+# A 5xx or a dropped connection (a GKE control plane resizing itself) is waited out, not final.
+TRANSIENT = (TransientKubeError,)
 
 
 def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
@@ -16,10 +20,13 @@ def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
         if not d:
             return False
         status, spec = d.get("status") or {}, d.get("spec") or {}
+        replicas = spec.get("replicas", 1)
         return (status.get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
-                and status.get("availableReplicas", 0) == spec.get("replicas", 1))
+                and status.get("updatedReplicas", 0) == replicas and status.get("availableReplicas", 0) == replicas
+                and not status.get("unavailableReplicas"))
 
-    return retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done)  # type: ignore[return-value]
+    return retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done,
+                       transient=TRANSIENT)  # type: ignore[return-value]
 
 
 def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str:
@@ -29,9 +36,10 @@ def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str
         ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
         return ingress[0].get("ip") or ingress[0].get("hostname")
 
-    return retry.until(f"an address for Service {namespace}/{name}", seen, deadline, ceiling=15)  # type: ignore[return-value]
+    return retry.until(f"an address for Service {namespace}/{name}", seen, deadline, ceiling=15,
+                       transient=TRANSIENT)  # type: ignore[return-value]
 
 
 def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> dict:
     return retry.until(f"{kind} {namespace}/{name} to exist",  # type: ignore[return-value]
-                       lambda: kube.get(api_version, kind, name, namespace), deadline)
+                       lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT)

@@ -210,7 +210,7 @@ def test_recipe_waits_over_the_adapter(kube: KubeClient, raw: client.ApiClient) 
     with pytest.raises(retry.WaitFailed, match="rolled out"):
         waits.rollout(kube, "default", "details", Deadline.after(1, "rollout"))
     client.AppsV1Api(raw).patch_namespaced_deployment_status("details", "default", {"status": {
-        "observedGeneration": 1, "replicas": 1, "availableReplicas": 1}}, _request_timeout=5)
+        "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}, _request_timeout=5)
     assert waits.rollout(kube, "default", "details", Deadline.after(5, "rollout"))["metadata"]["name"]
     kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {
         "name": "istio-eastwestgateway", "namespace": "default"}, "spec": {"type": "LoadBalancer"}}))
