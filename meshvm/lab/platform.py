@@ -23,11 +23,16 @@ from meshvm.config import Config
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.server import GCloudStandIn
+from meshvm.lab.istiod_standin import IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.netsafety import run_ip
+from meshvm.lab.router import Router
 
 log = logging.getLogger(__name__)
 TOKEN_TTL_S = 120.0  # as short-lived as the lab can afford: a run outlives several
 ROTATE_S = 30.0
+NODE_HOST = 2  # the cluster node's host number in the VM subnet
+LB_PREFIX = 27  # the load-balancer range: the VM subnet's last /27
 
 
 class RotatingTokens:
@@ -67,13 +72,46 @@ class RotatingTokens:
         self._thread.join(5)
 
 
-class KubeClusterBackend:
-    """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins."""
+class ClusterNode:
+    """lab STAND-IN for a GKE cluster's node VM on the lab network (one host for the node pool).
 
-    def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path):
+    A host on the lab router carrying the node pool's network tags (the run's rules that target the
+    node tag apply to it) with two alias ranges routed to it: the pod range (pod IPs are the nodes'
+    alias IPs on GKE) and the load-balancer range, local on the node's `lo` (GCE's guest agent makes
+    a forwarding rule's address local on its backend VMs). So a VM reaches an east-west gateway
+    address through the router and its firewall, as it reaches a GKE node. GKE's generated node tag
+    (gke-<cluster>-<id>-node) is not put on it: only the run's own rules admit traffic to it.
+    """
+
+    def __init__(self, router: Router, name: str, ip: str, tags: tuple[str, ...], pod_range: str, lb_range: str):
+        self.router, self.name, self.ip, self.tags = router, name, ip, tags
+        self.pod_range, self.lb_range = pod_range, lb_range
+        self.netns: str | None = None
+
+    def up(self) -> None:
+        other = [h.name for h in self.router.hosts() if h.ip == self.ip]
+        if other:
+            raise RuntimeError(f"lab: {other[0]} still holds the node address {self.ip}; the lab models "
+                               "one cluster at a time (its pod and load-balancer ranges route to one node)")
+        att = self.router.attach(self.name, self.ip, self.tags, alias_ranges=(self.pod_range, self.lb_range))
+        self.netns = att.netns
+        run_ip("addr", "add", self.lb_range, "dev", "lo", netns=att.netns)  # every address of the range is local
+
+    def down(self) -> None:
+        self.router.detach(self.name)
+
+
+class KubeClusterBackend:
+    """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins, and,
+    given a node, that node on the lab network with istiod's VM-facing stand-in on it (port 15012)."""
+
+    def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path,
+                 node: ClusterNode | None = None):
         self.tokens, self.pod_range, self.lb_pool, self.workdir = tokens, pod_range, lb_pool, workdir
         self.api: KubeApiStandIn | None = None
         self.controllers: ClusterControllers | None = None
+        self.node = node
+        self.istiod: IstiodStandIn | None = None
 
     def start(self, name: str) -> tuple[str, str]:
         self.api = KubeApiStandIn(token_check=self.token_ok)
@@ -86,13 +124,21 @@ class KubeClusterBackend:
         # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.api.ca_pem).start()
+        if self.node is not None:
+            self.node.up()
+            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=self.node.netns).start()
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
 
     def stop(self) -> None:
+        """Idempotent: the platform and the cloud's GKE both stop their clusters."""
+        if self.istiod:
+            self.istiod.stop()
         if self.controllers:
             self.controllers.stop()
         if self.api:
             self.api.stop()
+        if self.node:
+            self.node.down()
 
     def token_ok(self, token: str) -> bool:
         return token in self.tokens
@@ -112,10 +158,17 @@ class LabPlatform:
         self.backing = LabBacking.up(self.cfg.run_id, str(self.workdir / "vms"))
         addrs = self.backing.router.addrs
         self.tokens = RotatingTokens(self.workdir / "access-token")
-        lb_pool = [str(addrs.service_range.network_address + 200 + i) for i in range(20)]
+        # Load-balancer addresses: the top /27 of the VM subnet, as an internal load balancer's address
+        # comes from the subnet's primary range; an alias range of the cluster's node, local there.
+        # Lab VMs are numbered up from .10 (LabBacking), the node takes .2: both stay below it.
+        lb_range = list(addrs.vm_subnet.subnets(new_prefix=LB_PREFIX))[-1]
+        lb_pool = [str(ip) for ip in lb_range.hosts()]
 
         def cluster(name: str) -> KubeClusterBackend:
-            backend = KubeClusterBackend(self.tokens, str(addrs.pod_range), lb_pool, self.workdir)  # type: ignore[arg-type]
+            node = ClusterNode(self.backing.router, f"{name}-node", str(addrs.vm_ip(NODE_HOST)),  # type: ignore[union-attr]
+                               self._node_tags(name), str(addrs.pod_range), str(lb_range))
+            backend = KubeClusterBackend(self.tokens, str(addrs.pod_range), lb_pool, self.workdir,  # type: ignore[arg-type]
+                                         node=node)
             self.clusters.append(backend)
             return backend
 
@@ -127,6 +180,13 @@ class LabPlatform:
                        gcp_access_token_file=self.tokens.path, subnet_range=str(addrs.vm_subnet),
                        pod_range=str(addrs.pod_range), service_range=str(addrs.service_range),
                        ssh_source_ranges=(f"{self.backing.router.external_source}/32",))
+
+    def _node_tags(self, cluster: str) -> tuple[str, ...]:
+        """The node pool's network tags, as the GKE create request that the local cloud got set them."""
+        assert self.server is not None
+        bodies = [body for (_, name), body in list(self.server.gke.clusters.items()) if name == cluster]
+        tags = [t for b in bodies[:1] for pool in b.get("nodePools") or [] for t in (pool.get("config") or {}).get("tags") or []]
+        return tuple(dict.fromkeys(tags))
 
     def stop(self) -> None:
         """Stop everything started here, each step even if an earlier one failed."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import http.server
 import json
 import logging
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,15 +163,46 @@ def test_stopped_ratings_is_seen_and_restarted(shell: SshShell):
 # -- VM configuration recipe --------------------------------------------------------------------------
 
 
+class _AcceptingIstiod(http.server.BaseHTTPRequestHandler):
+    """A test double of the lab istiod stand-in's wire (meshvm/lab/istiod_standin.py) that accepts every
+    proxy: the agent is ready only once istiod accepted it. This module is about the VM's recipe
+    steps; registration itself is tests/lab/test_registration_standin.py."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"accepted": True, "workloadEntry": None}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def istiod(lab_router: Router) -> Iterator[str]:
+    """The accepting double on the host machine's lab address, port 15012 (the hosts line below)."""
+    server = http.server.ThreadingHTTPServer((lab_router.external_source, 15012), _AcceptingIstiod)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    yield lab_router.external_source
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
-def vm_files(tmp_path: Path, vm: VmHost) -> Path:
+def vm_files(tmp_path: Path, vm: VmHost, istiod: str) -> Path:
     """Files shaped like `istioctl x workload entry configure` output (FACTS.md section 1)."""
     d = tmp_path / "vm_files"
     d.mkdir(mode=0o700)
     (d / "cluster.env").write_text("CANONICAL_SERVICE='ratings'\nPOD_NAMESPACE='ratings'\n"
                                    "SERVICE_ACCOUNT='bookinfo-ratings'\nISTIO_META_CLUSTER_ID='Kubernetes'\n")
     (d / "mesh.yaml").write_text("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n")
-    (d / "hosts").write_text(f"{vm.router.external_source} istiod.istio-system.svc\n")
+    (d / "hosts").write_text(f"{istiod} istiod.istio-system.svc\n")
     (d / "root-cert.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIBlab\n-----END CERTIFICATE-----\n")
     (d / "istio-token").write_text(TOKEN)
     return d
@@ -202,7 +235,7 @@ def test_sidecar_installs_configures_starts_and_is_ready(shell: SshShell, vm: Vm
     assert not Path("/var/lib/istio/envoy/cluster.env").exists()
 
 
-def test_without_the_ownership_step_the_agent_never_gets_ready(shell: SshShell, monkeypatch):
+def test_without_the_ownership_step_the_agent_never_gets_ready(shell: SshShell, istiod: str, monkeypatch):
     """Break one recipe step (chown of /var/run/secrets): the readiness wait must fail, not pass."""
     shell.run("systemctl stop istio && chown -R root /var/run/secrets", step="break", sudo=True)
     shell.run("systemctl start istio", step="sidecar: start", sudo=True)

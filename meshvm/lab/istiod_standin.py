@@ -1,0 +1,360 @@
+"""lab STAND-IN for istiod's VM-facing side (not Istio): WorkloadEntry auto-registration.
+
+It models FACTS.md section 1 and nothing more:
+
+- a VM proxy connects with its istio-token and its metadata (cluster ID, auto-register group,
+  namespace, service account, IP). The token must be one the cluster's API issued and still live
+  (the API stand-in's `review_token`, as istiod asks a TokenReview), for audience `istio-ca` and
+  subject `system:serviceaccount:<namespace>:<service account>` of the proxy's claims; the cluster
+  ID must be the one istiod uses (its Deployment's CLUSTER_ID env, else the injector's
+  `global.multiCluster.clusterName`, else `Kubernetes`: "client claims to be in cluster ...");
+  the WorkloadGroup must exist in the proxy's namespace ("cannot find WorkloadGroup").
+  Rejections are logged, kept in `rejections` and returned to the agent with the reason.
+- on accept it creates (or, on a reconnect within the grace period, re-annotates) the
+  WorkloadEntry `<group>-<ip>` in the group's namespace through the Kubernetes API: address, labels
+  from the group (spec.metadata.labels, then the proxy's labels), annotations
+  `istio.io/autoRegistrationGroup`, `istio.io/workloadController` (this stand-in's name),
+  `istio.io/connectedAt`, ownerReference to the group (controller: true); with a group probe also
+  `proxy.istio.io/health-checks-enabled: "true"` and the status condition `Healthy` from what the
+  agent reports;
+- when the proxy's connection ends (the agent stopped, or no heartbeat for IDLE_S) `connectedAt`
+  is replaced by `istio.io/disconnectedAt` and the entry is deleted after the grace period (10 s)
+  unless the proxy came back.
+
+What differs from the real istiod, on purpose: plain HTTP/1.1 on port 15012 instead of gRPC xDS
+over mTLS, no certificate is issued and no configuration is pushed. One proxy connection is one
+keep-alive HTTP connection: `POST /v1/connect` (Authorization: Bearer <istio-token>, JSON
+metadata), then `POST /v1/heartbeat` (JSON `{"health": {"healthy": bool|null, "message": str}}`)
+every second; the end of that connection is the end of the xDS stream. The lab starts it with the
+cluster, listening on 0.0.0.0:15012 inside the cluster node's network namespace, so every
+east-west gateway address on that node reaches it (the real path: gateway, then istiod).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from kubernetes import client, dynamic
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from meshvm.lab.hostsys import run_in_netns
+
+log = logging.getLogger(__name__)
+PORT = 15012
+GRACE_S = 10.0  # PILOT_WORKLOAD_ENTRY_GRACE_PERIOD's default
+IDLE_S = 5.0  # no request on a proxy's connection for this long ends it
+NAME = "lab-istiod-standin"
+NET = "networking.istio.io/v1"
+AUTO_GROUP, CONTROLLER = "istio.io/autoRegistrationGroup", "istio.io/workloadController"
+CONNECTED, DISCONNECTED = "istio.io/connectedAt", "istio.io/disconnectedAt"
+HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
+TIMEOUT = 10
+
+
+class Rejected(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+@dataclass
+class Session:
+    """One proxy connection; `entry` is None when the proxy asked for no auto-registration."""
+
+    namespace: str
+    ip: str
+    entry: str | None = None
+    health_checks: bool = False
+    health: tuple[bool, str] | None = field(default=None)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class IstiodStandIn:
+    """Serve proxies on `port` (inside `netns` if given); write WorkloadEntries through `api`."""
+
+    def __init__(self, api: client.ApiClient, review_token: Callable[[str], dict | None], *,
+                 netns: str | None = None, host: str = "0.0.0.0", port: int = PORT,  # noqa: S104
+                 grace_s: float = GRACE_S, name: str = NAME):
+        self._dyn = dynamic.DynamicClient(api)
+        self._review = review_token
+        self.netns, self.host, self.port, self.grace_s, self.name = netns, host, port, grace_s, name
+        self.rejections: list[str] = []  # for tests and diagnostics: "<ip>: <reason>"
+        self.accepted: list[str] = []  # "<ip> -> <entry or ->"
+        self._conns: dict[tuple[str, str], int] = {}
+        self._gone: dict[tuple[str, str], float] = {}  # disconnected entries: monotonic time
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: _Server | None = None
+
+    def start(self) -> IstiodStandIn:
+        def make() -> _Server:
+            return _Server((self.host, self.port), _Handler, self)
+
+        self._httpd = run_in_netns(self.netns, make) if self.netns else make()
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                         name=f"istiod-standin-{self.port}", daemon=True).start()
+        threading.Thread(target=self._reap, name="istiod-standin-grace", daemon=True).start()
+        log.info("istiod stand-in serving proxies on %s:%s (netns %s)", self.host, self.port, self.netns or "-")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd.close_connections()
+            self._httpd = None
+
+    # -- the proxy's connection --------------------------------------------------------------
+
+    def connect(self, token: str, meta: dict[str, Any], peer: str) -> Session:
+        """Authenticate and register the proxy, or raise Rejected."""
+        ns, sa = str(meta.get("namespace") or ""), str(meta.get("serviceAccount") or "")
+        ip = str(meta.get("ip") or peer)
+        try:
+            self._authenticate(token, ns, sa, str(meta.get("clusterID") or ""))
+            group = str(meta.get("autoRegisterGroup") or "")
+            if not group:  # connected, but nothing asked to be registered (--autoregister forgotten)
+                log.info("istiod stand-in: %s connected without an auto-registration group", ip)
+                session = Session(ns, ip)
+            else:
+                session = self._register(ns, group, ip, meta.get("labels") or {})
+            self.accepted.append(f"{ip} -> {session.entry or '-'}")
+            return session
+        except Rejected as e:
+            self.rejections.append(f"{ip}: {e.reason}")
+            log.warning("istiod stand-in: rejected proxy %s: %s", ip, e.reason)
+            raise
+
+    def heartbeat(self, s: Session, health: dict[str, Any] | None) -> None:
+        if not s.entry or not s.health_checks or not health or health.get("healthy") is None:
+            return
+        now = (bool(health["healthy"]), str(health.get("message") or ""))
+        if now == s.health:
+            return
+        condition = {"type": "Healthy", "status": "True" if now[0] else "False",
+                     "lastProbeTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}
+        if not now[0]:
+            condition["message"] = now[1]
+        self._res("WorkloadEntry").status.patch(
+            namespace=s.namespace, name=s.entry, body={"status": {"conditions": [condition]}},
+            content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        s.health = now
+        log.info("istiod stand-in: %s/%s Healthy=%s", s.namespace, s.entry, condition["status"])
+
+    def disconnect(self, s: Session) -> None:
+        if not s.entry or self._stop.is_set():
+            return
+        key = (s.namespace, s.entry)
+        with self._lock:
+            self._conns[key] = self._conns.get(key, 1) - 1
+            if self._conns[key] > 0:
+                return
+            del self._conns[key]
+            self._gone[key] = time.monotonic()
+        self._annotate(s.namespace, s.entry, {CONNECTED: None, DISCONNECTED: now_rfc3339()})
+        log.info("istiod stand-in: %s/%s disconnected; deleted in %.0f s unless it returns",
+                 s.namespace, s.entry, self.grace_s)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _authenticate(self, token: str, ns: str, sa: str, claimed_cluster: str) -> None:
+        claims = self._review(token) if token else None
+        if claims is None:
+            raise Rejected(401, "authentication failed: the istio-token is not valid (unknown, malformed or expired)")
+        aud = claims.get("aud") or []
+        if "istio-ca" not in (aud if isinstance(aud, list) else [aud]):
+            raise Rejected(401, f"authentication failed: token audiences {aud} do not include istio-ca")
+        want = f"system:serviceaccount:{ns}:{sa}"
+        if claims.get("sub") != want:
+            raise Rejected(401, f"authentication failed: the token is for {claims.get('sub')}, "
+                                f"the proxy claims {want}")
+        cluster = self._cluster_id()
+        if cluster is None:
+            raise Rejected(503, "istiod is not installed (no Deployment istio-system/istiod)")
+        if claimed_cluster != cluster:
+            raise Rejected(403, f'client claims to be in cluster "{claimed_cluster}", but we only know about '
+                                f'local cluster "{cluster}" and remote clusters []')
+
+    def _cluster_id(self) -> str | None:
+        """What istiod uses: its CLUSTER_ID env, else the injector's clusterName, else Kubernetes."""
+        istiod = self._get("apps/v1", "Deployment", "istio-system", "istiod")
+        if istiod is None:
+            return None
+        for c in istiod.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for env in c.get("env") or []:
+                if env.get("name") == "CLUSTER_ID" and env.get("value"):
+                    return str(env["value"])
+        injector = self._get("v1", "ConfigMap", "istio-system", "istio-sidecar-injector") or {}
+        values = json.loads((injector.get("data") or {}).get("values") or "{}")
+        return str(values.get("global", {}).get("multiCluster", {}).get("clusterName") or "Kubernetes")
+
+    def _register(self, ns: str, group: str, ip: str, proxy_labels: dict[str, str]) -> Session:
+        wg = self._get(NET, "WorkloadGroup", ns, group)
+        if wg is None:
+            raise Rejected(404, f"auto-registration of WorkloadEntry {group}-{ip} failed: "
+                                f"cannot find WorkloadGroup {ns}/{group}")
+        spec = wg.get("spec") or {}
+        checks = bool(spec.get("probe"))
+        name, key = f"{group}-{ip}", (ns, f"{group}-{ip}")
+        with self._lock:
+            self._conns[key] = self._conns.get(key, 0) + 1
+            self._gone.pop(key, None)  # back within the grace period: the entry stays
+        notes = {CONTROLLER: self.name, CONNECTED: now_rfc3339()}
+        try:
+            if self._get(NET, "WorkloadEntry", ns, name) is not None:
+                self._annotate(ns, name, {**notes, DISCONNECTED: None})
+            else:
+                self._res("WorkloadEntry").create(namespace=ns, body=self._entry(wg, name, ip, proxy_labels, notes),
+                                                  _request_timeout=TIMEOUT)
+        except BaseException:
+            with self._lock:
+                self._conns[key] -= 1
+                if not self._conns[key]:
+                    del self._conns[key]
+                    self._gone[key] = time.monotonic()  # an entry left behind still goes
+            raise
+        log.info("istiod stand-in: registered WorkloadEntry %s/%s (address %s)", ns, name, ip)
+        return Session(ns, ip, name, checks)
+
+    def _entry(self, wg: dict, name: str, ip: str, proxy_labels: dict[str, str], notes: dict[str, str]) -> dict:
+        """As istiod's workloadEntryFromGroup: the template, the VM's address, the group's labels."""
+        spec, meta = wg.get("spec") or {}, wg["metadata"]
+        labels = {**((spec.get("template") or {}).get("labels") or {}),
+                  **((spec.get("metadata") or {}).get("labels") or {}), **proxy_labels}
+        annotations = {**((spec.get("metadata") or {}).get("annotations") or {}), AUTO_GROUP: meta["name"], **notes}
+        if spec.get("probe"):
+            annotations[HEALTH_CHECKS] = "true"
+        owner = {"apiVersion": wg.get("apiVersion", NET), "kind": "WorkloadGroup", "name": meta["name"],
+                 "uid": meta.get("uid", ""), "controller": True}
+        return {"apiVersion": NET, "kind": "WorkloadEntry",
+                "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
+                             "annotations": annotations, "ownerReferences": [owner]},
+                "spec": {**(spec.get("template") or {}), "address": ip, "labels": labels}}
+
+    def _annotate(self, ns: str, name: str, notes: dict[str, str | None]) -> None:
+        try:
+            self._res("WorkloadEntry").patch(namespace=ns, name=name, body={"metadata": {"annotations": notes}},
+                                             content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        except NotFoundError:
+            log.info("istiod stand-in: WorkloadEntry %s/%s is gone already", ns, name)
+
+    def _reap(self) -> None:
+        """Delete entries whose proxy stayed away for the grace period."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            with self._lock:
+                due = [k for k, t in self._gone.items() if now - t >= self.grace_s]
+                for k in due:
+                    del self._gone[k]
+            for ns, name in due:
+                try:
+                    self._res("WorkloadEntry").delete(namespace=ns, name=name, _request_timeout=TIMEOUT)
+                    log.info("istiod stand-in: deleted WorkloadEntry %s/%s after the grace period", ns, name)
+                except NotFoundError:
+                    pass
+                except Exception as e:  # keep reaping the others
+                    log.warning("istiod stand-in: deleting %s/%s: %s", ns, name, e)
+
+    def _res(self, kind: str) -> Any:
+        return self._dyn.resources.get(api_version=NET, kind=kind)
+
+    def _get(self, api_version: str, kind: str, ns: str, name: str) -> dict | None:
+        try:
+            res = self._dyn.resources.get(api_version=api_version, kind=kind)
+            return res.get(namespace=ns, name=name, _request_timeout=TIMEOUT).to_dict()
+        except NotFoundError:
+            return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], handler: type, owner: IstiodStandIn):
+        self.owner = owner
+        self.open: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
+        super().__init__(addr, handler)
+
+    def close_connections(self) -> None:
+        with self.open_lock:
+            for sock in self.open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One proxy connection: connect once, then heartbeats; its end is the proxy's disconnect."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_S
+    server: _Server
+    session: Session | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.open_lock:
+            self.server.open.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.open_lock:
+                self.server.open.discard(self.connection)
+            if self.session is not None:
+                try:
+                    self.server.owner.disconnect(self.session)
+                except Exception as e:  # the API may be stopping with the lab
+                    log.warning("istiod stand-in: disconnect of %s: %s", self.session.ip, e)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a heartbeat a second would drown run.log; connects, rejections and changes are logged
+
+    def do_POST(self) -> None:
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            return self._send(400, {"error": "request body is not JSON"})
+        owner = self.server.owner
+        try:
+            if self.path == "/v1/connect" and self.session is None:
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+                self.session = owner.connect(token, body, self.client_address[0])
+                return self._send(200, {"accepted": True, "workloadEntry": self.session.entry})
+            if self.path == "/v1/heartbeat" and self.session is not None:
+                owner.heartbeat(self.session, body.get("health"))
+                return self._send(200, {"ok": True})
+            return self._send(404, {"error": f"no {self.path} on this connection"})
+        except Rejected as e:
+            self.close_connection = True
+            return self._send(e.code, {"error": e.reason})
+        except Exception as e:  # an API error: the proxy sees it and retries
+            log.warning("istiod stand-in: %s %s: %s", self.path, self.client_address[0], e)
+            self.close_connection = True
+            return self._send(500, {"error": f"istiod: {type(e).__name__}: {e}"})
+
+    def _send(self, code: int, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
