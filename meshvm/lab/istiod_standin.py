@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -74,7 +74,7 @@ class Session:
     ip: str
     entry: str | None = None
     health_checks: bool = False
-    health: tuple[bool, str] | None = field(default=None)
+    health: tuple[bool, str] | None = None
 
 
 def now_rfc3339() -> str:
