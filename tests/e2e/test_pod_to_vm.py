@@ -6,6 +6,8 @@ from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
 
+pytestmark = pytest.mark.exercise
+
 
 @pytest.mark.order(3)
 def test_pod_reaches_ratings_on_the_vm(kube, vm, agent, client_pod):

@@ -9,6 +9,8 @@ from meshvm.recipe import ratings
 
 LOADS = 12  # round robin over reviews v1-v3: v2/v3 answer about 2 loads in 3
 
+pytestmark = pytest.mark.exercise
+
 
 def guard(world):
     """On the lab, an address is contacted only if it stays on this machine."""

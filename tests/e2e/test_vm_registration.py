@@ -6,6 +6,8 @@ from meshvm import exercises
 from meshvm.deadlines import Deadline
 from meshvm.recipe import sidecar
 
+pytestmark = pytest.mark.exercise
+
 
 @pytest.mark.order(1)
 def test_workload_entry_appears_when_the_vm_agent_starts(world, kube, vm, sidecar_installed):

@@ -5,6 +5,8 @@ import pytest
 from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
 
+pytestmark = pytest.mark.exercise
+
 
 @pytest.mark.order(2)
 def test_vm_reaches_details_through_its_sidecar(vm, agent):

@@ -138,3 +138,11 @@ def test_sigterm_and_sighup_run_teardown_and_write_reports(suite, tmp_path, sig)
     assert proc.returncode == 2, output  # pytest: interrupted
     assert (suite.path / "torn-down").read_text() == "yes"
     assert (out / "junit.xml").is_file() and (out / "phases.json").is_file()
+
+
+def test_until_does_not_run_the_exercises(suite, tmp_path):
+    suite.path.joinpath("tests/e2e/test_exercise.py").write_text(
+        "import pytest\npytestmark = pytest.mark.exercise\n\ndef test_exercise(network):\n    assert False\n")
+    result = suite.runpytest_subprocess(*args(tmp_path / "out", "--until", "network"))
+    result.stdout.fnmatch_lines(["SKIPPED*exercise not run: the run stops after stage network (--until)"])
+    assert result.ret == 0
