@@ -71,6 +71,7 @@ class Config:
     keep: str
     labels: Mapping[str, str]
     until: str | None
+    fail_at: str | None
     deadlines: Mapping[str, int]
     plan: bool
     ci: bool
@@ -166,6 +167,7 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         labels=MappingProxyType(names.labels(
             expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
         until=_until(p, raw["until"]),
+        fail_at=p.choice("fail_at", raw["fail_at"], STAGE_NAMES) if raw["fail_at"] else None,
         deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
         plan=bool(raw["plan"]),
         ci=bool(environ.get("CI")),

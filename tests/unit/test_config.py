@@ -93,6 +93,7 @@ BAD = [
     ({"keep": "sometimes"}, "--keep", "not one of: never, on-failure, always"),
     ({"expires_hours": "0"}, "--expires-hours", "between 1 and 168"),
     ({"until": "install"}, "--until", "not one of: network"),
+    ({"fail_at": "everything"}, "--fail-at", "not one of: network"),
     ({"deadline": ["clusterr=60"]}, "--deadline", "names no stage"),
     ({"deadline": ["cluster=forever"]}, "--deadline", "whole number"),
     ({"reuse": "20260101t000000-abcd"}, "--reuse", "not supported yet"),
