@@ -51,6 +51,8 @@ def test_lab_run_until_infra_provisions_and_leaves_nothing(tmp_path):
     r = suite("--platform", "lab", "--until", "infra", "--artifacts-dir", str(tmp_path / "out"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     check_reports(tmp_path / "out", [])
+    texts = [p.read_text(errors="replace") for p in (tmp_path / "out").iterdir()] + [r.stdout, r.stderr]
+    assert not [m for t in texts for m in re.findall(r"lab-[A-Za-z0-9_-]{32}", t)], "an access token leaked"
     no_lab_leftovers(tmp_path / "out")
 
 
@@ -84,6 +86,8 @@ def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
     cleanup = json.loads((out / "cleanup.json").read_text())
     assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
     texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()] + [r.stdout, r.stderr]
-    # The stand-in's service-account tokens (the VM's istio-token) are HS256 JWTs.
+    # The stand-in's service-account tokens (the VM's istio-token) are HS256 JWTs; the local cloud's
+    # access tokens are lab-<32 chars> (meshvm/lab/platform.py RotatingTokens).
     assert not [t for t in texts if "eyJhbGciOiJIUzI1Ni" in t or "PRIVATE KEY" in t]
+    assert not [m for t in texts for m in re.findall(r"lab-[A-Za-z0-9_-]{32}", t)]
     no_lab_leftovers(out)
