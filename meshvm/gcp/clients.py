@@ -57,40 +57,80 @@ class Clients:
         return self.compute(compute_v1.FirewallsClient)
 
     def call(self, what: str, fn: Callable[..., T], deadline: Deadline | None = None, **kwargs: Any) -> T:
-        """One API call with a timeout and no library retry; API errors become CloudError."""
-        timeout = deadline.cap(CALL_TIMEOUT) if deadline else CALL_TIMEOUT
-        try:
-            return fn(**kwargs, timeout=timeout, retry=None)
-        except gexc.GoogleAPICallError as e:
-            raise errors.clear(e, what, self.project) from e
+        """A READ-ONLY call (get/list) with a timeout and no library retry: transient errors
+        (`errors.transient`) are retried until the deadline, API errors become CloudError."""
+        deadline = deadline or Deadline.after(CALL_TIMEOUT, what)
+        return self.call_retrying(what, fn, deadline, **kwargs)
 
     def call_retrying(self, what: str, fn: Callable[..., T], deadline: Deadline, *,
                       stockout_final: bool = True, call_timeout: float = CALL_TIMEOUT, **kwargs: Any) -> T:
-        """`call`, retrying transient errors until the deadline. A stock-out is final when the caller
-        falls back to another zone instead (`stockout_final`)."""
+        """`call`, retrying transient errors until the deadline: for reads, waits, polls and deletes
+        (a repeated delete answers NotFound, which deleters take as done). Never for a create: that is
+        `insert`. A stock-out is final when the caller falls back to another zone (`stockout_final`)."""
         def attempt() -> T:
             try:
                 return fn(**kwargs, timeout=deadline.cap(call_timeout), retry=None)
-            except gexc.GoogleAPICallError as e:
-                if errors.transient(e) and not (stockout_final and errors.is_stockout(e)):
-                    raise errors.Transient(errors.describe(e, what, self.project)) from e
-                raise errors.clear(e, what, self.project) from e
+            except Exception as e:
+                raise self._retryable(e, what, stockout_final)  # noqa: B904 - chained in _retryable
 
         return retry.until(what, attempt, deadline, transient=(errors.Transient,), accept=lambda _: True,
                            initial=1.0, ceiling=20.0)
 
+    def _retryable(self, e: Exception, what: str, stockout_final: bool = True) -> BaseException:
+        """What to raise for `e` inside a retry loop: Transient (retried) or the final error, chained to `e`."""
+        if errors.transient(e) and not (stockout_final and errors.is_stockout(e)):
+            out: BaseException = errors.Transient(errors.describe_any(e, what, self.project))
+        else:
+            out = errors.clear(e, what, self.project)
+        if out is not e:
+            out.__cause__ = e
+        return out
+
 
 def insert(c: Clients, what: str, fn: Callable[..., T], deadline: Deadline, record: Callable[[], object],
            **kwargs: Any) -> T:
-    """A create call whose resource is recorded the moment the request is accepted (before any wait).
+    """A create call whose resource is in the ledger (`record`, idempotent) before anyone waits for it.
 
-    A 409 is NOT recorded: the name may belong to something that is not this run's (a chosen
-    --cluster-name); if it is the run's own (a retried insert whose first attempt went through), the
-    final label sweep of teardown reports it and the janitor removes it.
+    Recorded when the request is accepted, and also the moment it MAY have been accepted: a transport
+    error (ConnectionError, ReadTimeout: the response was lost, not the request), a 5xx, an interrupt
+    in the middle of the request. That happens BEFORE a retry is sent or the error propagates; nothing
+    is ever un-recorded (deleters treat NotFound as done). Transient errors are retried until the
+    deadline, like any call.
+
+    A 409 on the FIRST attempt is not recorded: the name may belong to something that is not this
+    run's (a chosen --cluster-name or --vm-name). A 409 on a RETRY is this run's own earlier attempt
+    having gone through: it is recorded, and the create fails with a clear line (the operation that
+    made it was lost with the response; teardown deletes it).
     """
-    accepted = c.call_retrying(what, fn, deadline, **kwargs)
+    attempts: list[BaseException] = []
+
+    def attempt() -> T:
+        try:
+            return fn(**kwargs, timeout=deadline.cap(CALL_TIMEOUT), retry=None)
+        except gexc.Conflict as e:
+            if not attempts:
+                raise errors.clear(e, what, c.project) from e
+            record()
+            raise errors.CloudError("conflict", f"{what}: it exists after a retried request: the first "
+                                    f"attempt ({_short(attempts[0])}) went through; recorded as this run's "
+                                    "for teardown", e) from e
+        except BaseException as e:
+            if errors.maybe_accepted(e):
+                record()
+            if not isinstance(e, Exception):
+                raise  # an interrupt: recorded above, now let it stop the run
+            attempts.append(e)
+            raise c._retryable(e, what)  # noqa: B904 - chained in _retryable
+
+    accepted = retry.until(what, attempt, deadline, transient=(errors.Transient,), accept=lambda _: True,
+                           initial=1.0, ceiling=20.0)
     record()
     return accepted
+
+
+def _short(exc: BaseException) -> str:
+    text = errors.describe_any(exc, "", "PROJECT").removeprefix(": ")
+    return text if len(text) <= 120 else text[:120] + "..."
 
 
 def _options(endpoint: str | None) -> dict[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 
 from google.cloud import container_v1
 
@@ -86,11 +87,15 @@ def delete(c: Clients, entry: Entry, deadline: Deadline) -> None:
 
 
 def wait_in_flight(c: Clients, name: str, zone: str, deadline: Deadline) -> None:
+    """Wait until no operation runs on the cluster or on one of its node pools (GKE refuses a delete
+    meanwhile: targetLink `.../clusters/<name>` or `.../clusters/<name>/nodePools/<pool>`)."""
+    target = re.compile(rf"/clusters/{re.escape(name)}(?:/nodePools/[^/]+)?$")
+
     def running() -> list[str]:
         ops = c.call_retrying(f"listing operations of {name}", c.container.list_operations, deadline,
                               parent=_parent(c, zone)).operations
         return [o.name for o in ops if o.status in (_RUNNING, _PENDING)
-                and o.target_link.rstrip("/").endswith(f"/clusters/{name}")]
+                and target.search(o.target_link.rstrip("/"))]
 
     busy = running()
     if busy:

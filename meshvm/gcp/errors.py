@@ -1,7 +1,8 @@
 """Google API errors as one clear line, and the one answer to "is this worth retrying?".
 
 Over REST every error is an HTTP status (FACTS section 3): 400 BadRequest, 403 Forbidden (quota or
-a disabled API), 404, 409, 412 (org policy), 429, 503. Failed long-running operations carry the
+a disabled API), 404, 409, 412 (org policy), 429, 500/502/503/504. A request can also fail below
+HTTP (connection refused or reset, read timeout): requests raises those, never a GoogleAPICallError. Failed long-running operations carry the
 same information in their error list; `from_compute_operation` / `from_gke_operation` turn them
 into the same exception types so one mapping serves both.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import re
 
+import requests
 from google.api_core import exceptions as gexc
 
 STOCKOUT_REASONS = ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS")
 _API_NAMES = {"compute.googleapis.com": "Compute Engine API", "container.googleapis.com": "Kubernetes Engine API"}
 _URL_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ")
 _IN_PROGRESS = re.compile(r"operation .* is currently|incompatible operation|another operation", re.I)
+_SERVER_ERRORS = {500: "server-error", 502: "server-error", 503: "unavailable", 504: "server-error"}
 
 
 class CloudError(Exception):
@@ -65,16 +68,32 @@ def kind(exc: gexc.GoogleAPICallError) -> str:
     if is_in_progress(exc):
         return "in-progress"
     return {400: "bad-request", 401: "unauthenticated", 403: "permission-denied", 404: "not-found",
-            409: "conflict", 412: "org-policy", 503: "unavailable"}.get(int(exc.code or 0), "error")
+            409: "conflict", 412: "org-policy", **_SERVER_ERRORS}.get(int(exc.code or 0), "error")
+
+
+def is_transport(exc: BaseException) -> bool:
+    """The request failed below HTTP: connection refused/reset/dropped, connect or read timeout."""
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
 
 
 def transient(exc: BaseException) -> bool:
-    """Worth retrying: stock-out (in another zone), rate limits, 503, an operation in progress."""
-    if isinstance(exc, Transient):
+    """Worth retrying: a transport error, stock-out (in another zone), rate limits, 500/502/503/504,
+    an operation in progress. THE answer for every call; a create retries only through
+    `clients.insert`, which records the resource first (`maybe_accepted`)."""
+    if isinstance(exc, Transient) or is_transport(exc):
         return True
     if not isinstance(exc, gexc.GoogleAPICallError):
         return False
-    return kind(exc) in ("stockout", "rate-limited", "unavailable", "in-progress")
+    return kind(exc) in ("stockout", "rate-limited", "unavailable", "server-error", "in-progress")
+
+
+def maybe_accepted(exc: BaseException) -> bool:
+    """After a create request failed this way, may Google still have accepted it? Yes unless the
+    server answered with a refusal: a transport error (the response was lost), a 5xx other than a
+    stock-out, an interrupt in the middle of the request."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return int(exc.code or 0) >= 500 and not is_stockout(exc)
+    return True
 
 
 def describe(exc: gexc.GoogleAPICallError, what: str, project: str = "PROJECT") -> str:
@@ -93,6 +112,7 @@ def describe(exc: gexc.GoogleAPICallError, what: str, project: str = "PROJECT") 
         "org-policy": "refused by an organization policy (412), e.g. external IPs forbidden; "
                       "ask the org admin or use another project",
         "unavailable": "service unavailable (503)",
+        "server-error": f"server error ({exc.code})",
     }.get(k, f"failed ({exc.code})")
     if k == "api-disabled":
         service = _service(exc, msg)
@@ -109,6 +129,13 @@ def _service(exc: gexc.GoogleAPICallError, msg: str) -> str:
         if title.lower() in msg.lower() or name in msg:
             return name
     return "compute.googleapis.com"
+
+
+def describe_any(exc: BaseException, what: str, project: str = "PROJECT") -> str:
+    """`describe` for API errors; one line for a transport error too (no request line, no traceback)."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return describe(exc, what, project)
+    return f"{what}: no answer from the API ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def clear(exc: BaseException, what: str, project: str = "PROJECT") -> BaseException:
