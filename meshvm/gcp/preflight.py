@@ -1,9 +1,12 @@
-"""Read-only checks before anything is created: project, zones, machine types, image family, quotas.
-Every problem is one line; all of them are reported together."""
+"""Read-only checks before anything is created: project, zones, machine types, image family, quotas,
+the Kubernetes Engine API and the --cluster-version in the chosen release channel. Every problem is
+one line; all of them are reported together."""
 
 from __future__ import annotations
 
-from google.cloud import compute_v1
+from collections.abc import Callable
+
+from google.cloud import compute_v1, container_v1
 
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
@@ -12,6 +15,8 @@ from meshvm.gcp.clients import Clients
 from meshvm.gcp.instance import IMAGE_PROJECT
 
 LB_ADDRESSES = 2  # the ingress and east-west gateways' LoadBalancer IPs
+_CHANNEL_NAMES = {"rapid": "RAPID", "regular": "REGULAR", "stable": "STABLE"}
+Probe = Callable[..., object]
 
 
 class PreflightFailed(Exception):
@@ -33,8 +38,8 @@ def check(c: Clients, cfg: Config, deadline: Deadline) -> None:
     p, zone = c.project, cfg.zones[0]
     if probe(f"project {p}", c.compute(compute_v1.ProjectsClient).get, project=p) is None:
         raise PreflightFailed(problems)  # nothing else can be read
-    for z in cfg.zones:
-        probe(f"zone {z}", c.compute(compute_v1.ZonesClient).get, project=p, zone=z)
+    zones = [z for z in cfg.zones
+             if probe(f"zone {z}", c.compute(compute_v1.ZonesClient).get, project=p, zone=z) is not None]
     types = c.compute(compute_v1.MachineTypesClient)
     vm = probe(f"VM machine type {cfg.vm_machine_type} in {zone}", types.get, project=p, zone=zone,
                machine_type=cfg.vm_machine_type)
@@ -45,8 +50,39 @@ def check(c: Clients, cfg: Config, deadline: Deadline) -> None:
     region = probe(f"region {cfg.region}", c.compute(compute_v1.RegionsClient).get, project=p, region=cfg.region)
     if region is not None and vm is not None and node is not None:
         problems += quota_problems(cfg, region, vm, node)  # type: ignore[arg-type]
+    problems += gke_problems(c, cfg, zones, probe)
     if problems:
         raise PreflightFailed(problems)
+
+
+def gke_problems(c: Clients, cfg: Config, zones: list[str], probe: Probe) -> list[str]:
+    """The Kubernetes Engine API answers (a disabled API is one line naming the service to enable),
+    and a --cluster-version is offered in the release channel in every (existing) zone the cluster
+    may use."""
+    if not zones or probe(f"Kubernetes Engine API in {zones[0]}", c.container.list_clusters,
+                          parent=f"projects/{c.project}/locations/{zones[0]}") is None:
+        return []  # a problem with the API is already reported by probe
+    out: list[str] = []
+    for z in zones if cfg.cluster_version else []:
+        got = probe(f"GKE versions in {z}", c.container.get_server_config, name=f"projects/{c.project}/locations/{z}")
+        if got is not None:
+            out += version_problems(cfg, z, got)  # type: ignore[arg-type]
+    return out
+
+
+def version_problems(cfg: Config, zone: str, server: container_v1.ServerConfig) -> list[str]:
+    """--cluster-version (exact, or a prefix such as 1.33) among the versions the channel offers."""
+    want, channel = str(cfg.cluster_version), cfg.release_channel
+    if channel in _CHANNEL_NAMES:
+        offered = [v for ch in server.channels if ch.channel.name == _CHANNEL_NAMES[channel] for v in ch.valid_versions]
+        where = f"the {channel} release channel"
+    else:
+        offered, where = list(server.valid_master_versions), "GKE without a release channel"
+    if any(v == want or v.startswith((want + ".", want + "-")) for v in offered):
+        return []
+    shown = ", ".join(offered[:6]) + (", ..." if len(offered) > 6 else "") if offered else "none"
+    return [f"--cluster-version {want}: not offered by {where} in {zone} (offered: {shown}); "
+            "pick one of those, or another --release-channel"]
 
 
 def needs(cfg: Config, vm: compute_v1.MachineType, node: compute_v1.MachineType) -> dict[str, float]:

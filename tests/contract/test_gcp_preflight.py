@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from meshvm.gcp.cloud import GcpCloud
 from meshvm.gcp.preflight import PreflightFailed
+from meshvm.lab.gcloud import gke
 from meshvm.ledger import Ledger
 from tests.contract.gcp_fixtures import *  # noqa: F403
 from tests.contract.gcp_fixtures import deadline, make_cfg
 
 READS = {"compute.projects.get", "compute.zones.get", "compute.machineTypes.get", "compute.images.getFromFamily",
-         "compute.regions.get"}
+         "compute.regions.get", "container.clusters.list"}
+SERVER_CONFIG = "container.projects.locations.getServerConfig"
+
+
+def serve_server_config(standin):
+    """The stand-in's getServerConfig (meshvm.lab.gcloud.gke.server_config), routed here until its
+    server routes it itself (then this adds nothing)."""
+    if not any(method == SERVER_CONFIG for _, _, method, _ in standin.routes):
+        standin.routes.append(("GET", re.compile(r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+                                                 r"/serverConfig"), SERVER_CONFIG,
+                               lambda m, qs, b: gke.server_config(standin.gke, **m)))
 
 
 def test_preflight_passes_and_only_reads(cloud, standin):
@@ -50,3 +63,35 @@ def test_preflight_unreachable_project_stops_at_once(standin, cloud):
     with pytest.raises(PreflightFailed, match="gcloud services enable compute.googleapis.com") as e:
         cloud.preflight(deadline())
     assert len(e.value.problems) == 1
+
+
+def test_preflight_disabled_gke_api_is_one_line_before_anything_is_created(standin, cloud):
+    standin.faults.inject("container.clusters.list", "disabled")
+    with pytest.raises(PreflightFailed) as e:
+        cloud.preflight(deadline())
+    assert e.value.problems == [
+        "Kubernetes Engine API in us-central1-a: the Kubernetes Engine API is disabled on the project; enable it: "
+        "gcloud services enable container.googleapis.com --project meshvm-lab: Kubernetes Engine API has not "
+        "been used in project 123 before or it is disabled."]
+    assert standin.world.objects == {} and standin.gke.clusters == {}
+
+
+@pytest.mark.parametrize(("channel", "version"), [("regular", "1.33"), ("stable", "1.32.9-gke.1100000"),
+                                                  ("rapid", "1.35"), ("none", "1.34.2-gke.1100000")])
+def test_preflight_accepts_a_cluster_version_the_channel_offers(standin, tmp_path, token_file, channel, version):
+    serve_server_config(standin)
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel=channel, cluster_version=version)
+    GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    assert len(standin.calls(SERVER_CONFIG)) == 2  # every zone the cluster may fall back to
+
+
+def test_preflight_refuses_a_cluster_version_not_in_the_channel(standin, tmp_path, token_file):
+    serve_server_config(standin)
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel="stable", cluster_version="1.35",
+                   zone=["us-central1-a"])
+    with pytest.raises(PreflightFailed) as e:
+        GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    assert e.value.problems == [
+        "--cluster-version 1.35: not offered by the stable release channel in us-central1-a (offered: "
+        "1.33.4-gke.1000000, 1.32.9-gke.1100000); pick one of those, or another --release-channel"]
+    assert standin.world.objects == {} and standin.gke.clusters == {}

@@ -132,3 +132,18 @@ class Gke:
             raise ApiError(403, "forbidden", f"Permission denied on resource project {project}.")
         if location != "-" and location not in self.w.zones:
             raise not_found(f"projects/{project}/locations/{location}")
+
+
+# getServerConfig (GET .../locations/<zone>/serverConfig): the versions each release channel offers.
+# The stand-in's clusters run no real Kubernetes version; these only let preflight check --cluster-version.
+CHANNEL_VERSIONS = {1: ("1.35.1-gke.1000000", "1.34.3-gke.1200000"),  # RAPID
+                    2: ("1.34.2-gke.1100000", "1.33.5-gke.1300000"),  # REGULAR
+                    3: ("1.33.4-gke.1000000", "1.32.9-gke.1100000")}  # STABLE
+
+
+def server_config(gke: Gke, project: str, location: str) -> dict:
+    gke._location(project, location)
+    every = sorted({v for vs in CHANNEL_VERSIONS.values() for v in vs}, reverse=True)
+    return {"defaultClusterVersion": CHANNEL_VERSIONS[2][0], "validMasterVersions": every, "validNodeVersions": every,
+            "channels": [{"channel": ch, "defaultVersion": vs[0], "validVersions": list(vs)}
+                         for ch, vs in CHANNEL_VERSIONS.items()]}
