@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from google.cloud import compute_v1
 
 from meshvm import janitor
+from meshvm.gcp import firewall
 from meshvm.gcp.cloud import GcpCloud
-from meshvm.ledger import Ledger
+from meshvm.ledger import Entry, Ledger
 from tests.contract.gcp_fixtures import *  # noqa: F403
 from tests.contract.gcp_fixtures import deadline, make_cfg
 
@@ -62,10 +63,34 @@ def test_janitor_deletes_only_expired_suite_resources(standin, tmp_path, token_f
     assert fresh.teardown(fresh.cfg.artifacts_dir / "cleanup.json")["remaining"] == []
 
 
-def test_janitor_by_run_id_never_touches_an_unexpired_run(standin, tmp_path, token_file, capsys):
+def test_janitor_by_run_id_deletes_that_run_even_unexpired(standin, tmp_path, token_file, capsys):
+    """What a kept run's --keep message tells its user to run; another unexpired run stays."""
+    kept, kept_net = _run(standin, tmp_path, token_file, datetime.now(UTC), "kept")
+    kept.create_cluster(kept_net, deadline())
+    other, other_net = _run(standin, tmp_path, token_file, datetime.now(UTC), "other")
+    c = kept.clients  # a rule with the run's name prefix but without the suite's labels: not the suite's
+    stray = compute_v1.Firewall(name=kept.cfg.names.firewall("stray"), network=other_net.network,
+                                source_ranges=["10.0.0.0/8"], allowed=[compute_v1.Allowed(I_p_protocol="tcp")])
+    c.call("stray", c.firewalls.insert, deadline(), project=c.project, firewall_resource=stray)
+    others = sorted(k for k in standin.world.objects if other.cfg.run_id in k)
+    assert others
+
+    assert janitor.main(_args(standin, token_file, "--run-id", kept.cfg.run_id)) == 1  # dry run
+    out = capsys.readouterr().out
+    assert f"suite resource(s) of run {kept.cfg.run_id} (expired or not)" in out and "cluster/" in out
+    assert janitor.main(_args(standin, token_file, "--run-id", kept.cfg.run_id, "--yes")) == 0
+    assert standin.gke.clusters == {}
+    assert sorted(k for k in standin.world.objects if k.endswith(f"/{stray.name}") or k in others) == sorted(
+        standin.world.objects)  # only the other run and the unlabelled rule remain
+    assert any(k.endswith(f"/{stray.name}") for k in standin.world.objects)
+    firewall.delete(c, Entry("firewall", stray.name, c.project), deadline())
+    assert other.teardown(other.cfg.artifacts_dir / "cleanup.json")["remaining"] == []
+
+
+def test_janitor_without_run_id_never_touches_an_unexpired_run(standin, tmp_path, token_file, capsys):
     fresh, _ = _run(standin, tmp_path, token_file, datetime.now(UTC), "fresh")
     before = set(standin.world.objects)
-    assert janitor.main(_args(standin, token_file, "--run-id", fresh.cfg.run_id, "--yes")) == 0
+    assert janitor.main(_args(standin, token_file, "--yes")) == 0
     assert "0 expired suite resource(s)" in capsys.readouterr().out
     assert set(standin.world.objects) == before
     fresh.teardown(fresh.cfg.artifacts_dir / "cleanup.json")
