@@ -1,5 +1,10 @@
 """GcpCloud: the Cloud seam on Compute Engine + GKE. Records every create in the run's ledger,
-falls back across `cfg.zones` on a stock-out, and tears down through `ledger.teardown`."""
+falls back across `cfg.zones` on a stock-out, and tears down through `ledger.teardown`.
+
+Load balancers (meshvm.gcp.loadbalancers): GKE makes them for LoadBalancer Services and deleting the
+cluster does not delete them. `record_load_balancer` puts them in the ledger once a Service has an
+address; the e2e teardown calls `release_load_balancers` BEFORE `teardown`, which then deletes the
+cluster first and what GKE left behind after it."""
 
 from __future__ import annotations
 
@@ -15,14 +20,25 @@ from meshvm import ledger as ledger_mod
 from meshvm import redact
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import cluster, credentials, errors, firewall, instance, network, preflight, sweep
+from meshvm.gcp import (
+    cluster,
+    credentials,
+    errors,
+    firewall,
+    instance,
+    loadbalancers,
+    network,
+    preflight,
+    sweep,
+)
 from meshvm.gcp.clients import Clients
 from meshvm.ledger import Entry, Ledger
-from meshvm.seams import ClusterInfo, NetworkInfo, VmInfo
+from meshvm.seams import ClusterInfo, Kube, NetworkInfo, VmInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DELETE_SECONDS = {"instance": 600, "cluster": 1800, "firewall": 300, "subnetwork": 600, "network": 600}
+LB_KINDS = frozenset(loadbalancers.KINDS)
 
 
 class GcpCloud:
@@ -47,6 +63,20 @@ class GcpCloud:
         return self._in_zones("VM", lambda z: instance.create(
             self.clients, self.cfg, net, z, ssh_user, ssh_public_key, self.ledger, deadline))
 
+    def record_load_balancer(self, namespace: str, name: str, address: str, deadline: Deadline) -> list[Entry]:
+        """Record in the ledger what GKE made for the LoadBalancer Service `namespace/name` of the run's
+        cluster, now that it has `address` (forwarding rule, pool or backend service, health checks,
+        `k8s-fw-*` rules, address reservation). Returns the entries."""
+        svc = loadbalancers.Service(namespace, name, address, self.cfg.names.cluster)
+        return loadbalancers.record(self.clients, self.ledger, self.cfg.region, svc, deadline)
+
+    def release_load_balancers(self, kube: Kube, deadline: Deadline) -> bool:
+        """Delete every LoadBalancer Service of the cluster and wait until each is gone (GKE clears the
+        finalizer once it deleted the load balancer). Call it from the e2e teardown BEFORE `teardown`:
+        the cluster must still exist. False if they did not all go in time (then `teardown` deletes
+        what `record_load_balancer` recorded); never raises for that."""
+        return loadbalancers.release(kube, deadline)
+
     def _in_zones(self, what: str, create: Callable[[str], T]) -> T:
         """Try each zone in order; only a stock-out moves on to the next one."""
         stockouts = []
@@ -66,14 +96,16 @@ class GcpCloud:
 
     def checkers(self) -> dict[str, ledger_mod.Checker]:
         c, d = self.clients, _deadline_for
-        return {"instance": lambda e: instance.instance_exists(c, e, d(e)),
+        lb = {kind: (lambda e: loadbalancers.exists(c, e, d(e))) for kind in LB_KINDS}
+        return {**lb, "instance": lambda e: instance.instance_exists(c, e, d(e)),
                 "cluster": lambda e: cluster.exists(c, e, d(e)),
                 "firewall": lambda e: firewall.rule_exists(c, e, d(e)),
                 "subnetwork": lambda e: network.subnetwork_exists(c, e, d(e)),
                 "network": lambda e: network.network_exists(c, e, d(e))}
 
     def teardown(self, report: Path) -> dict[str, object]:
-        summary = ledger_mod.teardown(self.ledger, self.deleters(), self.checkers(), report)
+        summary = ledger_mod.teardown(_ClusterBeforeItsLoadBalancers(self.ledger), self.deleters(), self.checkers(),
+                                      report)
         left = self.leftovers()
         if left:
             log.error("teardown: still present with the run's labels/prefix: %s", left)
@@ -85,6 +117,24 @@ class GcpCloud:
         found = sweep.find(self.clients, self.cfg.region, run_id=self.cfg.run_id,
                            deadline=Deadline.after(300, "listing the run's leftovers"))
         return [f.key for f in found]
+
+
+class _ClusterBeforeItsLoadBalancers:
+    """The ledger as teardown walks it (in reverse): load-balancer entries are moved to just before the
+    cluster's, so the cluster goes first; once it is gone nothing recreates what GKE made."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def entries(self) -> list[Entry]:
+        entries = self.ledger.entries()
+        clusters = [i for i, e in enumerate(entries) if e.kind == "cluster"]
+        if not clusters:
+            return entries
+        lbs = [e for e in entries[clusters[0]:] if e.kind in LB_KINDS]
+        rest = [e for e in entries if e not in lbs]
+        at = rest.index(entries[clusters[0]])
+        return rest[:at] + lbs + rest[at:]
 
 
 def _deadline_for(entry: Entry) -> Deadline:

@@ -1,9 +1,11 @@
 """Finding and deleting the suite's resources by label: the teardown's final check (one run, any
 expiry) and the janitor (runs whose `e2e-expires` has passed; never an unexpired run).
 
-Load-balancer leftovers carry no labels (FACTS section 3): forwarding rules and `k8s-fw-*` firewall
-rules are matched to a run through its cluster name (node tags `gke-<cluster>-...`, descriptions)
-or its network.
+Load-balancer leftovers carry no labels (FACTS section 3): `k8s-*` firewall rules are matched to a
+run through its cluster name (node tags `gke-<cluster>-...`; a deleted cluster's name is derived from
+the run id) or its network; forwarding rules through those rules' names (`k8s-fw-<rule>`), their
+network or the cluster name; pools, backend services, health checks and addresses through the
+forwarding rules (meshvm.gcp.loadbalancers).
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from datetime import UTC, datetime
 from google.cloud import compute_v1
 
 from meshvm.deadlines import Deadline
-from meshvm.gcp import cluster, firewall, instance, meta, network
+from meshvm.gcp import cluster, firewall, instance, loadbalancers, meta, network
 from meshvm.gcp.clients import Clients
-from meshvm.gcp.operations import delete_and_wait
 from meshvm.ledger import Entry
 from meshvm.naming import PREFIX, SUITE, Names
 
 log = logging.getLogger(__name__)
-ORDER = ("instance", "forwarding-rule", "cluster", "firewall", "subnetwork", "network")  # dependents first
+# Dependents first. The cluster goes before its load balancers: once it is gone nothing recreates them.
+ORDER = ("instance", "cluster", "forwarding-rule", "target-pool", "backend-service", "http-health-check",
+         "health-check", "address", "firewall", "subnetwork", "network")
 
 
 def now_label() -> str:
@@ -47,16 +50,18 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
                                     parent=f"projects/{p}/locations/-").clusters if keep(cl.resource_labels)]
     nets = [n for n in c.call("listing networks", c.compute(compute_v1.NetworksClient).list, deadline, project=p)
             if keep(meta.labels_of(n.description))]
-    names = {cl.name for cl in clusters}
     runs = {cl.resource_labels.get("e2e-run", "") for cl in clusters} | {
         meta.labels_of(n.description).get("e2e-run", "") for n in nets}
-    out += _lb_leftovers(c, deadline, names, {n.name for n in nets})
+    names = {cl.name for cl in clusters} | {Names.derive(r).cluster for r in runs if r}
+    net_names = {n.name for n in nets}
+    rules = c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
+    k8s = {f.name for f in rules if _k8s_rule_of(f, names, net_names)}
     out += [Entry("cluster", cl.name, f"{p}/{cl.zone or cl.location}", extra=dict(cl.resource_labels))
             for cl in clusters]
+    out += _lb_leftovers(c, deadline, names, net_names, {n.removeprefix("k8s-fw-") for n in k8s})
     out += [Entry("firewall", f.name, p, extra=meta.labels_of(f.description))
-            for f in c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
-            if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description)))
-            or _k8s_rule_of(f, names, {n.name for n in nets})
+            for f in rules
+            if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description))) or f.name in k8s
             or (run_id and not only_expired and f.name.startswith(Names.derive(run_id).firewall_prefix))]
     out += [Entry("subnetwork", s.name, f"{p}/{meta.location_of(s.region, 'regions')}",
                   extra=meta.labels_of(s.description))
@@ -88,26 +93,21 @@ def _k8s_rule_of(f: compute_v1.Firewall, clusters: set[str], nets: set[str]) -> 
         t.startswith(f"gke-{c}-") for t in f.target_tags for c in clusters)
 
 
-def _lb_leftovers(c: Clients, deadline: Deadline, clusters: set[str], nets: set[str]) -> list[Entry]:
+def _lb_leftovers(c: Clients, deadline: Deadline, clusters: set[str], nets: set[str], lbs: set[str]) -> list[Entry]:
     out = []
     for fr in _aggregated(c, compute_v1.ForwardingRulesClient, deadline):
         text = f"{fr.name} {fr.description}"
-        if fr.network.rsplit("/", 1)[-1] in nets or any(cl in text for cl in clusters):
-            out.append(Entry("forwarding-rule", fr.name, f"{c.project}/{meta.location_of(fr.region, 'regions')}"))
-    return out
-
-
-def delete_forwarding_rule(c: Clients, entry: Entry, deadline: Deadline) -> None:
-    delete_and_wait(c, f"deleting forwarding rule {entry.name}", c.compute(compute_v1.ForwardingRulesClient).delete,
-                    deadline, region=entry.where.split("/")[1], forwarding_rule=entry.name)
+        if fr.name in lbs or fr.network.rsplit("/", 1)[-1] in nets or any(cl in text for cl in clusters):
+            out += loadbalancers.resources_of(c, fr, {}, deadline)
+    return list({e.key: e for e in out}.values())
 
 
 def deleters(c: Clients) -> dict[str, Callable[[Entry, Deadline], None]]:
+    lb = {kind: (lambda e, d: loadbalancers.delete(c, e, d)) for kind in loadbalancers.KINDS}
     return {"instance": lambda e, d: instance.delete(c, e, d), "cluster": lambda e, d: cluster.delete(c, e, d),
             "firewall": lambda e, d: firewall.delete(c, e, d),
             "subnetwork": lambda e, d: network.delete_subnetwork(c, e, d),
-            "network": lambda e, d: network.delete_network(c, e, d),
-            "forwarding-rule": lambda e, d: delete_forwarding_rule(c, e, d)}
+            "network": lambda e, d: network.delete_network(c, e, d), **lb}
 
 
 def delete_all(c: Clients, entries: list[Entry], deadline: Deadline) -> list[str]:

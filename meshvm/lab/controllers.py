@@ -3,7 +3,9 @@
 - kubelet + Deployment controller: each Deployment gets its Pods, Running with an address from
   the pod range, and an available status for its generation;
 - the cloud's load-balancer controller: each LoadBalancer Service gets an address from a pool
-  (the lab can hold one back, as GKE does for minutes, to exercise the empty `hosts` case);
+  (the lab can hold one back, as GKE does for minutes, to exercise the empty `hosts` case) and the
+  finalizer `service.kubernetes.io/load-balancer-cleanup`, which it clears once the Service is
+  being deleted; optional hooks make and delete the cloud's resources of it (`on_lb`, `on_lb_deleted`);
 - istiod's namespace controller: once istiod exists, every namespace gets `istio-ca-root-cert`.
 
 They reconcile in one background thread at a short fixed pace until stopped.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubernetes import client, dynamic
@@ -23,10 +25,16 @@ from kubernetes.dynamic.exceptions import NotFoundError
 log = logging.getLogger(__name__)
 PACE_S = 0.2
 TIMEOUT = 10
+LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+# on_lb(namespace, name, ip, loadBalancerSourceRanges, ((protocol, port), ...)); on_lb_deleted(namespace, name)
+OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]]], None]
+OnLbDeleted = Callable[[str, str], None]
 
 
 class ClusterControllers:
-    def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str):
+    def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str,
+                 on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None):
+        self._on_lb, self._on_lb_deleted = on_lb, on_lb_deleted
         self._dyn = dynamic.DynamicClient(api)
         self._pod_ips: Iterator[ipaddress.IPv4Address] = iter(ipaddress.ip_network(pod_range).hosts())
         self._lb_pool = list(lb_pool)
@@ -98,6 +106,13 @@ class ClusterControllers:
 
     def _service(self, s: dict[str, Any]) -> None:
         meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"
+        finalizers = meta.get("finalizers") or []
+        if meta.get("deletionTimestamp"):  # the cloud's resources go first, then the finalizer
+            if LB_FINALIZER in finalizers:
+                if self._on_lb_deleted:
+                    self._on_lb_deleted(meta["namespace"], meta["name"])
+                self._finalizers(meta, [f for f in finalizers if f != LB_FINALIZER])
+            return
         if s["spec"].get("type") != "LoadBalancer" or key in self.hold_lb:
             return
         if ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
@@ -107,8 +122,18 @@ class ClusterControllers:
         ip = self._assigned.setdefault(key, self._lb_pool[0])
         if self._lb_pool and self._lb_pool[0] == ip:
             self._lb_pool.pop(0)
+        if LB_FINALIZER not in finalizers:
+            self._finalizers(meta, [*finalizers, LB_FINALIZER])
+        if self._on_lb:
+            ports = [(p.get("protocol", "TCP"), p["port"]) for p in s["spec"].get("ports") or []]
+            self._on_lb(meta["namespace"], meta["name"], ip, s["spec"].get("loadBalancerSourceRanges") or [], ports)
         self._patch_status(self._res("v1", "Service"), meta["namespace"], meta["name"], {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
         log.info("lab load balancer: %s gets %s", key, ip)
+
+    def _finalizers(self, meta: dict[str, Any], finalizers: list[str]) -> None:
+        self._res("v1", "Service").patch(namespace=meta["namespace"], name=meta["name"], _request_timeout=TIMEOUT,
+                                         body={"metadata": {"finalizers": finalizers}},
+                                         content_type="application/merge-patch+json")
 
     def _root_certs(self) -> None:
         cms = self._res("v1", "ConfigMap")

@@ -22,6 +22,7 @@ from meshvm import redact
 from meshvm.config import Config
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.gcloud.backing import LabBacking
+from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
 from meshvm.lab.istiod_standin import IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
@@ -112,6 +113,11 @@ class KubeClusterBackend:
         self.controllers: ClusterControllers | None = None
         self.node = node
         self.istiod: IstiodStandIn | None = None
+        self.load_balancers: ClusterLoadBalancers | None = None
+
+    def attach_load_balancers(self, lbs: ClusterLoadBalancers) -> None:
+        """The local cloud's side of this cluster's LoadBalancer Services (called before start)."""
+        self.load_balancers = lbs
 
     def start(self, name: str) -> tuple[str, str]:
         self.api = KubeApiStandIn(token_check=self.token_ok)
@@ -122,8 +128,10 @@ class KubeClusterBackend:
         cfg.host, cfg.ssl_ca_cert = self.api.endpoint, str(ca_file)
         cfg.api_key, cfg.api_key_prefix = {"BearerToken": self.api.issue_token(24 * 3600)}, {"BearerToken": "Bearer"}
         # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
+        lbs = self.load_balancers
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
-                                              self.api.ca_pem).start()
+                                              self.api.ca_pem, on_lb=lbs.created if lbs else None,
+                                              on_lb_deleted=lbs.deleted if lbs else None).start()
         if self.node is not None:
             self.node.up()
             self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=self.node.netns).start()

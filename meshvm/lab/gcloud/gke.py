@@ -1,5 +1,7 @@
 """GKE v1 of the stand-in: clusters (create/get/list/delete) and their operations. Creating a cluster
-starts a ClusterBackend (the Kubernetes API stand-in); its endpoint and CA become the cluster's."""
+starts a ClusterBackend (the Kubernetes API stand-in); its endpoint and CA become the cluster's.
+A backend with `attach_load_balancers` gets the cluster's Compute side of its LoadBalancer Services
+(loadbalancers.py); deleting the cluster leaves what they made, as on GKE."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from meshvm.lab.gcloud.backing import ClusterBackend
 from meshvm.lab.gcloud.compute import World
 from meshvm.lab.gcloud.faults import ApiError, Faults, conflict, not_found
+from meshvm.lab.gcloud.loadbalancers import LoadBalancers
 from meshvm.lab.gcloud.operations import Operations
 
 log = logging.getLogger(__name__)
@@ -21,9 +24,10 @@ CREATE_CLUSTER, DELETE_CLUSTER = 1, 2  # Operation.Type
 class Gke:
     def __init__(self, world: World, ops: Operations, faults: Faults,
                  backend: Callable[[str], ClusterBackend] | None, base_url: Callable[[], str],
-                 cluster_delay: float = 0.5) -> None:
+                 cluster_delay: float = 0.5, load_balancers: LoadBalancers | None = None) -> None:
         self.w, self.ops, self.faults, self.backend_factory, self.base = world, ops, faults, backend, base_url
         self.cluster_delay = cluster_delay
+        self.load_balancers = load_balancers
         self.clusters: dict[tuple[str, str], dict] = {}
         self.backends: dict[tuple[str, str], ClusterBackend] = {}
 
@@ -50,6 +54,9 @@ class Gke:
                 cl["status"] = ERROR
                 raise ApiError(500, "internalError", "the stand-in has no cluster backend")
             backend = self.backend_factory(name)
+            attach = getattr(backend, "attach_load_balancers", None)  # optional: backends with Services
+            if attach is not None and self.load_balancers is not None:
+                attach(self.load_balancers.for_cluster(cl))
             self.backends[(location, name)] = backend
             endpoint, ca = backend.start(name)
             cl.update(endpoint=endpoint, status=RUNNING,

@@ -20,6 +20,7 @@ from meshvm.lab.gcloud.backing import ClusterBackend, ComputeBacking
 from meshvm.lab.gcloud.compute import Compute, World
 from meshvm.lab.gcloud.faults import ApiError, Fault, Faults, error_body
 from meshvm.lab.gcloud.gke import Gke
+from meshvm.lab.gcloud.loadbalancers import LoadBalancers
 from meshvm.lab.gcloud.operations import Operations
 from meshvm.lab.gcloud.resources import Kinds
 
@@ -47,7 +48,9 @@ class GCloudStandIn:
         self.backing = backing
         self.compute = Compute(self.world, self.ops, self.faults, backing, lambda: self.url)
         self.kinds = Kinds(self.compute)
-        self.gke = Gke(self.world, self.ops, self.faults, cluster_backend, lambda: self.url, cluster_delay)
+        self.load_balancers = LoadBalancers(self.compute, self.kinds)  # what clusters' LB Services make
+        self.gke = Gke(self.world, self.ops, self.faults, cluster_backend, lambda: self.url, cluster_delay,
+                       load_balancers=self.load_balancers)
         self.tokens: set[str] | None = None  # None: any caller (AnonymousCredentials) is accepted
         self.recorded: list[Recorded] = []
         self.routes = _routes(self)
@@ -119,7 +122,7 @@ def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]
 
 
 def _compute_routes(s: GCloudStandIn) -> list:
-    c, k, q = s.compute, s.kinds, _q
+    c, k, q, lb = s.compute, s.kinds, _q, s.load_balancers
     r = [
         ("GET", _P, "compute.projects.get", lambda m, qs, b: c.project(m["project"])),
         ("GET", _P + r"/zones/(?P<zone>[^/]+)", "compute.zones.get", lambda m, qs, b: c.zone(**m)),
@@ -150,6 +153,12 @@ def _compute_routes(s: GCloudStandIn) -> list:
              ("subnetworks", "regions/(?P<region>[^/]+)", None, k.check_subnetwork_delete),
              ("firewalls", "global", k.delete_firewall, None),
              ("forwardingRules", "regions/(?P<region>[^/]+)", None, None),
+             # made by GKE for LoadBalancer Services (loadbalancers.py), read and deleted by the suite
+             ("targetPools", "regions/(?P<region>[^/]+)", None, lb.check_target_pool_delete),
+             ("httpHealthChecks", "global", None, lb.check_http_health_check_delete),
+             ("addresses", "regions/(?P<region>[^/]+)", None, None),
+             ("backendServices", "regions/(?P<region>[^/]+)", None, None),
+             ("healthChecks", "global", None, None),
              ("instances", "zones/(?P<zone>[^/]+)", k.halt_instance, None)]
     for coll, scope_re, work, check in colls:
         r += _collection_routes(c, coll, scope_re, work, check, q)

@@ -1,0 +1,189 @@
+"""Load balancers of LoadBalancer Services (FACTS section 3), through the real google clients against
+the local Google Cloud whose clusters are Kubernetes API stand-ins with the controller stand-ins:
+recorded once a Service has an address, released before the cluster goes, left behind (as on GKE)
+when the cluster goes first and then deleted from the ledger, and found by the janitor."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meshvm import janitor
+from meshvm.config import Config
+from meshvm.gcp.cloud import GcpCloud
+from meshvm.gcp.credentials import bearer_token
+from meshvm.kube import KubeClient
+from meshvm.kube_auth import Token
+from meshvm.lab.controllers import LB_FINALIZER
+from meshvm.lab.gcloud.server import GCloudStandIn
+from meshvm.lab.platform import KubeClusterBackend
+from meshvm.ledger import Ledger
+from meshvm.recipe import waits
+from meshvm.seams import NetworkInfo
+from tests.contract.gcp_fixtures import *  # noqa: F403
+from tests.contract.gcp_fixtures import PROJECT, PaperBacking, deadline, make_cfg
+
+INGRESS, EASTWEST = ("istio-system", "istio-ingressgateway"), ("istio-system", "istio-eastwestgateway")
+RUNNER = "203.0.113.7/32"
+LB_KINDS = {"forwarding-rule", "target-pool", "http-health-check", "firewall"}
+
+
+@pytest.fixture
+def standin(tmp_path: Path, token_file: Path) -> Iterator[GCloudStandIn]:
+    """The local Google Cloud whose clusters run the API and controller stand-ins (own LB pools)."""
+    tokens, pools = {token_file.read_text().strip()}, itertools.count(10)
+
+    def cluster(name: str) -> KubeClusterBackend:
+        block = next(pools)
+        pool = [f"198.18.{block}.{i}" for i in range(1, 5)]
+        return KubeClusterBackend(tokens, "10.44.0.0/16", pool, tmp_path)  # type: ignore[arg-type]
+
+    server = GCloudStandIn(PROJECT, PaperBacking(), cluster, op_delay=0.05, wait_cap=0.5, cluster_delay=0.3)
+    with server:
+        yield server
+
+
+class Run:
+    """One run: its network and cluster, its kube client, the two gateways' addresses."""
+
+    def __init__(self, cfg: Config, tmp: Path):
+        self.cfg, self.cloud = cfg, GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
+        self.net: NetworkInfo = self.cloud.create_network(deadline())
+        self.cloud.create_firewall_rules(self.net, deadline())
+        info = self.cloud.create_cluster(self.net, deadline())
+        (tmp / "ca.crt").write_text(info.ca_pem)
+        creds = self.cloud.clients.creds
+        self.kube = KubeClient(f"https://{info.endpoint}", tmp / "ca.crt",
+                               lambda: Token(bearer_token(creds), time.time() + 60), call_timeout=10)
+        self.kube.ensure_namespace("istio-system")
+        for (ns, name), extra in ((INGRESS, {"loadBalancerSourceRanges": [RUNNER]}), (EASTWEST, {})):
+            self.kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {
+                "name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "ports": [
+                    {"name": "tls", "port": 15443, "protocol": "TCP"}], **extra}}))
+        self.ips = {svc: waits.lb_address(self.kube, *svc, deadline(20)) for svc in (INGRESS, EASTWEST)}
+
+    def record(self) -> list:
+        return [e for svc in (INGRESS, EASTWEST)
+                for e in self.cloud.record_load_balancer(*svc, self.ips[svc], deadline())]
+
+    def teardown(self) -> dict:
+        self.kube.close()
+        return self.cloud.teardown(self.cfg.artifacts_dir / "cleanup.json")
+
+
+def _lb_objects(standin: GCloudStandIn) -> list[str]:
+    return sorted(k for k in standin.world.objects if re.search(r"/(a[0-9a-f]{31}|k8s-[^/]*)$", k))
+
+
+def test_recorded_once_the_service_has_an_address(standin, cfg, tmp_path):
+    run = Run(cfg, tmp_path)
+    try:
+        entries = run.record()
+        assert {e.kind for e in entries} == LB_KINDS
+        ledger = {e.key for e in run.cloud.ledger.entries()}
+        assert {e.key for e in entries} <= ledger
+        objs = standin.world.objects
+        for svc, ranges in ((INGRESS, [RUNNER]), (EASTWEST, ["0.0.0.0/0"])):
+            fr = [e for e in entries if e.kind == "forwarding-rule" and e.extra["service"] == "/".join(svc)]
+            assert len(fr) == 1 and re.fullmatch(r"a[0-9a-f]{31}", fr[0].name)
+            body = objs[f"regions/{cfg.region}/forwardingRules/{fr[0].name}"]
+            assert body["IPAddress"] == run.ips[svc]
+            assert json.loads(body["description"]) == {"kubernetes.io/service-name": "/".join(svc)}
+            assert f"target-pool/{PROJECT}/{cfg.region}/{fr[0].name}" in ledger
+            fw = objs[f"global/firewalls/k8s-fw-{fr[0].name}"]
+            assert fw["sourceRanges"] == ranges and fw["allowed"] == [{"IPProtocol": "tcp", "ports": ["15443"]}]
+            assert f"firewall/{PROJECT}/k8s-fw-{fr[0].name}" in ledger
+            assert LB_FINALIZER in run.kube.get("v1", "Service", svc[1], svc[0])["metadata"]["finalizers"]
+        kinds = [e.kind for e in run.cloud.ledger.entries()]
+        assert kinds.count("http-health-check") == 1  # shared by the cluster's pools: recorded once
+        assert {r["name"] for r in standin.backing.rules} >= {f"k8s-fw-{e.name}" for e in entries
+                                                               if e.kind == "forwarding-rule"}  # on the router
+    finally:
+        run.cloud.release_load_balancers(run.kube, deadline(20))
+        run.teardown()
+
+
+def test_only_this_clusters_load_balancers_are_recorded(standin, cfg, tmp_path, token_file):
+    mine = Run(cfg, tmp_path)
+    other_cfg = make_cfg(standin, tmp_path / "other", token_file)
+    other = Run(other_cfg, tmp_path / "other")  # the same Service names in another run's cluster
+    try:
+        entries = mine.record()
+        others = {e.key for e in other.record()}
+        assert entries and not others & {e.key for e in entries if e.kind != "http-health-check"}
+        # A Service name alone names a load balancer of every cluster: with no address to go by,
+        # only the one whose k8s-fw rule targets this cluster's nodes is found.
+        from meshvm.gcp import loadbalancers
+        found = loadbalancers.find(mine.cloud.clients, cfg.region,
+                                   loadbalancers.Service(*INGRESS, "", cfg.names.cluster), deadline())
+        assert [e.name for e in found if e.kind == "forwarding-rule"] == [
+            e.name for e in entries if e.kind == "forwarding-rule" and e.extra["service"] == "/".join(INGRESS)]
+    finally:
+        for run in (mine, other):
+            run.cloud.release_load_balancers(run.kube, deadline(20))
+            run.teardown()
+
+
+def test_release_waits_for_the_finalizer_then_teardown_leaves_nothing(standin, cfg, tmp_path):
+    run = Run(cfg, tmp_path)
+    run.record()
+    assert _lb_objects(standin)
+    assert run.cloud.release_load_balancers(run.kube, deadline(20)) is True
+    assert run.kube.get("v1", "Service", INGRESS[1], INGRESS[0]) is None
+    assert _lb_objects(standin) == []  # GKE's resources went before the finalizer cleared
+    assert not [r for r in standin.backing.rules if r["name"].startswith("k8s-")]
+    summary = run.teardown()
+    assert summary["remaining"] == [] and summary["leftovers"] == []
+    report = json.loads((cfg.artifacts_dir / "cleanup.json").read_text())
+    assert report["remaining"] == [] and LB_KINDS <= {i["kind"] for i in report["items"]}
+    assert standin.world.objects == {} and standin.gke.clusters == {}
+
+
+def test_cluster_deleted_first_leaves_them_and_the_ledger_deletes_them(standin, cfg, tmp_path):
+    run = Run(cfg, tmp_path)
+    run.record()
+    for backend in standin.gke.backends.values():
+        backend.controllers.stop()  # GKE's controller never gets to it: the finalizer stays
+    started = time.monotonic()
+    assert run.cloud.release_load_balancers(run.kube, deadline(2)) is False
+    assert time.monotonic() - started < 10
+    cluster = next(e for e in run.cloud.ledger.entries() if e.kind == "cluster")
+    run.cloud.deleters()["cluster"](cluster)
+    assert standin.gke.clusters == {}
+    left = _lb_objects(standin)  # as on GKE: deleting the cluster deletes none of them
+    assert any("/forwardingRules/" in k for k in left) and any("/firewalls/k8s-fw-" in k for k in left)
+    summary = run.teardown()
+    assert summary["remaining"] == [] and summary["leftovers"] == []
+    assert _lb_objects(standin) == [] and standin.world.objects == {}
+    kinds = [i["kind"] for i in summary["items"]]
+    assert kinds.index("cluster") < kinds.index("forwarding-rule")  # nothing recreates them after it
+
+
+def test_janitor_finds_lb_leftovers_of_a_deleted_cluster_of_an_expired_run(standin, tmp_path, token_file, capsys):
+    cfg = make_cfg(standin, tmp_path / "old", token_file, now=datetime.now(UTC) - timedelta(hours=3),
+                   expires_hours="1")
+    run = Run(cfg, tmp_path)
+    run.kube.close()
+    cluster = next(e for e in run.cloud.ledger.entries() if e.kind == "cluster")
+    run.cloud.deleters()["cluster"](cluster)  # a killed run: its cluster went, its load balancers stayed
+    left = _lb_objects(standin)
+    assert len([k for k in left if "/forwardingRules/" in k]) == 2
+    args = ["--platform", "gcp", "--gcp-project", PROJECT, "--compute-endpoint", standin.url,
+            "--container-endpoint", standin.url, "--gcp-access-token-file", str(token_file)]
+
+    assert janitor.main(args) == 1
+    out = capsys.readouterr().out
+    for kind in LB_KINDS:
+        assert f"{kind}/" in out, out
+    assert all(k.rsplit("/", 1)[-1] in out for k in left), (left, out)
+
+    assert janitor.main([*args, "--yes"]) == 0, capsys.readouterr().out
+    assert _lb_objects(standin) == [] and standin.world.objects == {}
