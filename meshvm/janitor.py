@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform", choices=("lab", "gcp"), default="lab")
     parser.add_argument("--run-id", help="only this run (default: every run whose process is gone)")
     parser.add_argument("--yes", action="store_true", help="delete (default: only list)")
-    gcp_args = parser.add_argument_group("gcp (only runs whose e2e-expires label has passed)")
+    gcp_args = parser.add_argument_group("gcp (runs whose e2e-expires label has passed; --run-id: that run "
+                                         "whatever its expiry)")
     gcp_args.add_argument("--gcp-project")
     gcp_args.add_argument("--gcp-access-token-file", type=Path, help="default: Application Default Credentials")
     gcp_args.add_argument("--compute-endpoint")

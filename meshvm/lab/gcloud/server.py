@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from meshvm.lab.gcloud.backing import ClusterBackend, ComputeBacking
 from meshvm.lab.gcloud.compute import Compute, World
 from meshvm.lab.gcloud.faults import ApiError, Fault, Faults, error_body
-from meshvm.lab.gcloud.gke import Gke
+from meshvm.lab.gcloud.gke import Gke, server_config
 from meshvm.lab.gcloud.loadbalancers import LoadBalancers
 from meshvm.lab.gcloud.operations import Operations
 from meshvm.lab.gcloud.resources import Kinds
@@ -179,6 +179,8 @@ def _gke_routes(s: GCloudStandIn) -> list:
         ("DELETE", _G + r"/clusters/(?P<name>[^/]+)", "container.clusters.delete", lambda m, qs, b: g.delete(**m)),
         ("GET", _G + r"/operations/(?P<name>[^/]+)", "container.operations.get", lambda m, qs, b: g.operation(**m)),
         ("GET", _G + "/operations", "container.operations.list", lambda m, qs, b: g.operations(**m)),
+        ("GET", _G + "/serverConfig", "container.projects.locations.getServerConfig",
+         lambda m, qs, b: server_config(g, **m)),
     ]
 
 
