@@ -34,6 +34,7 @@ from meshvm.gcp import (
 from meshvm.gcp.clients import Clients
 from meshvm.ledger import Entry, Ledger
 from meshvm.seams import ClusterInfo, Kube, NetworkInfo, VmInfo
+from meshvm.stages import TEARDOWN_DEADLINE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +45,7 @@ LB_KINDS = frozenset(loadbalancers.KINDS)
 class GcpCloud:
     def __init__(self, cfg: Config, ledger: Ledger, creds: ga_credentials.Credentials | None = None) -> None:
         self.cfg, self.ledger = cfg, ledger
+        self._teardown_deadline: Deadline | None = None
         self.clients = Clients(cfg, creds or credentials.load(cfg))
 
     def preflight(self, deadline: Deadline) -> None:
@@ -92,10 +94,10 @@ class GcpCloud:
                                 "add zones with --zone: " + " | ".join(stockouts))
 
     def deleters(self) -> dict[str, ledger_mod.Deleter]:
-        return {kind: (lambda e, f=f: f(e, _deadline_for(e))) for kind, f in sweep.deleters(self.clients).items()}
+        return {kind: (lambda e, f=f: f(e, self._deadline_for(e))) for kind, f in sweep.deleters(self.clients).items()}
 
     def checkers(self) -> dict[str, ledger_mod.Checker]:
-        c, d = self.clients, _deadline_for
+        c, d = self.clients, self._deadline_for
         lb = {kind: (lambda e: loadbalancers.exists(c, e, d(e))) for kind in LB_KINDS}
         return {**lb, "instance": lambda e: instance.instance_exists(c, e, d(e)),
                 "cluster": lambda e: cluster.exists(c, e, d(e)),
@@ -103,7 +105,16 @@ class GcpCloud:
                 "subnetwork": lambda e: network.subnetwork_exists(c, e, d(e)),
                 "network": lambda e: network.network_exists(c, e, d(e))}
 
-    def teardown(self, report: Path) -> dict[str, object]:
+    def _deadline_for(self, entry: Entry) -> Deadline:
+        """Each delete's own budget, never past the whole teardown's (it must end inside nox's grace)."""
+        own = Deadline.after(DELETE_SECONDS.get(entry.kind, 600), f"deleting {entry.kind} {entry.name}")
+        overall = self._teardown_deadline
+        return own if overall is None or own.at <= overall.at else Deadline(overall.at, own.what)
+
+    def teardown(self, report: Path, seconds: float = TEARDOWN_DEADLINE) -> dict[str, object]:
+        """Delete what the ledger holds (in reverse, the cluster before its load balancers), verify,
+        write the report; everything within `seconds`."""
+        self._teardown_deadline = Deadline.after(seconds, "teardown")
         summary = ledger_mod.teardown(_ClusterBeforeItsLoadBalancers(self.ledger), self.deleters(), self.checkers(),
                                       report)
         left = self.leftovers()
@@ -137,5 +148,3 @@ class _ClusterBeforeItsLoadBalancers:
         return rest[:at] + lbs + rest[at:]
 
 
-def _deadline_for(entry: Entry) -> Deadline:
-    return Deadline.after(DELETE_SECONDS.get(entry.kind, 600), f"deleting {entry.kind} {entry.name}")
