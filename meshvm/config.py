@@ -54,6 +54,7 @@ class Config:
     cluster_machine_type: str
     node_count: int
     node_disk_gb: int
+    node_service_account: str | None
     vm_machine_type: str
     vm_image_family: str
     istio_version: str
@@ -146,6 +147,8 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
                                        v.MACHINE_TYPE, "a machine type such as e2-standard-4"),
         node_count=p.integer("node_count", raw["node_count"], 1, 20),
         node_disk_gb=p.integer("node_disk_gb", raw["node_disk_gb"], 10, 2000),
+        node_service_account=p.pattern("node_service_account", raw["node_service_account"], v.SA_EMAIL,
+                                       "a service account email (name@project.iam.gserviceaccount.com)") or None,
         vm_machine_type=p.pattern("vm_machine_type", raw["vm_machine_type"], v.MACHINE_TYPE,
                                   "a machine type such as n1-standard-2"),
         vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
@@ -269,6 +272,8 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
     if cfg.reuse:
         p.add("reuse", raw["reuse"], "is not supported yet: a kept run is removed with "
               "nox -s cleanup -- --platform gcp --run-id ID --yes")
+    if cfg.cluster_version and not p.problems:
+        _kubernetes_supported(p, cfg)
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":
@@ -281,6 +286,15 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
             p.add("platform", "lab", "needs root (network namespaces, systemd VMs); run as root")
         return []
     return _gcp_missing(p, cfg, environ)
+
+
+def _kubernetes_supported(p: Problems, cfg: Config) -> None:
+    """--cluster-version against the Kubernetes range the chosen Istio supports, where it is known."""
+    span = v.ISTIO_KUBERNETES.get(v.istio_minor(cfg.istio_version))
+    minor = int(str(cfg.cluster_version).split(".")[1])
+    if span and not span[0] <= minor <= span[1]:
+        p.add("cluster_version", cfg.cluster_version, f"is outside the Kubernetes versions Istio "
+              f"{cfg.istio_version} supports (1.{span[0]}-1.{span[1]})")
 
 
 def _gcp_missing(p: Problems, cfg: Config, environ: Mapping[str, str]) -> list[str]:

@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster-machine-type", "node machine type", "e2-standard-4"),
     Setting("node-count", "nodes in the node pool", "2", kind="int"),
     Setting("node-disk-gb", "node boot disk size in GB", "50", kind="int"),
+    Setting("node-service-account", "a minimal service account email for the nodes (default: GKE's default)"),
     # the VM
     Setting("vm-name", "VM name (default: derived from the run id)"),
     Setting("vm-machine-type", "VM machine type (the recipe's)", "n1-standard-2"),

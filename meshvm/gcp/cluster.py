@@ -43,7 +43,9 @@ def body(cfg: Config, network: NetworkInfo) -> container_v1.Cluster:
                                              services_ipv4_cidr_block=cfg.service_range)
     node_config = container_v1.NodeConfig(
         machine_type=cfg.cluster_machine_type, disk_size_gb=cfg.node_disk_gb, oauth_scopes=list(NODE_SCOPES),
-        tags=[node_tag(cfg)], labels=dict(cfg.labels), resource_labels=dict(cfg.labels))
+        tags=[node_tag(cfg)], labels=dict(cfg.labels), resource_labels=dict(cfg.labels),
+        # A minimal node service account when given; else GKE's default (the Compute default account).
+        **({"service_account": cfg.node_service_account} if cfg.node_service_account else {}))
     return container_v1.Cluster(
         name=cfg.names.cluster, description=f"meshvm e2e run {cfg.run_id}",
         network=network.network.rsplit("/", 1)[-1], subnetwork=network.subnetwork.rsplit("/", 1)[-1],

@@ -83,6 +83,8 @@ BAD = [
     ({"istio_release_url": "http://mirror.example.com"}, "--istio-release-url", "use https"),
     ({"release_channel": "beta"}, "--release-channel", "not one of"),
     ({"cluster_version": "latest"}, "--cluster-version", "GKE version"),
+    ({"cluster_version": "1.31"}, "--cluster-version", "Istio 1.30.3 supports (1.32-1.36)"),
+    ({"node_service_account": "nodes@"}, "--node-service-account", "service account email"),
     ({"node_count": "0"}, "--node-count", "between 1 and 20"),
     ({"node_disk_gb": "lots"}, "--node-disk-gb", "whole number"),
     ({"vm_machine_type": "N1_STANDARD"}, "--vm-machine-type", "machine type"),
