@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from meshvm import retry
+from meshvm.deadlines import Deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "tok-3f9c1e0b7a6d5c4b"  # a stand-in for an istio-token the run would hold
@@ -127,10 +129,11 @@ def test_sigterm_and_sighup_run_teardown_and_write_reports(suite, tmp_path, sig)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (suite.path / "ready").exists():
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
-            time.sleep(0.05)
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            return (suite.path / "ready").exists()
+
+        retry.until("the run's test to start", ready, Deadline.after(30, "ready"), initial=0.05, ceiling=0.2)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)
     finally:
