@@ -32,6 +32,12 @@ def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], work
     return cluster_id(kube)
 
 
+def istiod_image(kube: Kube) -> str:
+    istiod = kube.get("apps/v1", "Deployment", "istiod", "istio-system") or {}
+    containers = istiod.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    return str(containers[0].get("image", "")) if containers else ""
+
+
 def cluster_id(kube: Kube) -> str:
     """istiod's CLUSTER_ID env; else the injector's global.multiCluster.clusterName; else Kubernetes."""
     istiod = kube.get("apps/v1", "Deployment", "istiod", "istio-system") or {}

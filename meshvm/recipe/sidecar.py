@@ -69,6 +69,10 @@ def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -
     root("ownership", f"chown -R istio-proxy {' '.join(OWNED_BY_PROXY)}")
 
 
+def package_version(vm: VmShell) -> str:
+    return vm.run("dpkg-query -W -f '${Version}' istio-sidecar", step="sidecar: package version").stdout.strip()
+
+
 def restart_count(vm: VmShell) -> int:
     out = vm.run("systemctl show -p NRestarts --value istio", step="sidecar: restarts").stdout.strip()
     return int(out or 0)
