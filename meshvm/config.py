@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 from meshvm import validate as v
-from meshvm.checks import Problems
 from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
+from meshvm.problems import Problems
 from meshvm.settings import BY_FIELD, SETTINGS
 from meshvm.stages import ALIASES, BY_NAME, STAGE_NAMES, STAGES, WIRED
 

@@ -13,7 +13,6 @@ import logging
 import shlex
 import socket
 import stat
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -212,9 +211,3 @@ def _put(sftp: paramiko.SFTPClient, local: Path, remote: str, mode: int | None) 
     sftp.put(str(local), remote)
     sftp.chmod(remote, mode if mode is not None else local.stat().st_mode & 0o777)
 
-
-def wait_for_boot(shell: SshShell, deadline: Deadline) -> float:
-    """Connect and return the seconds it took (for the boot-to-SSH figure)."""
-    started = time.monotonic()
-    shell.connect(deadline)
-    return time.monotonic() - started
