@@ -75,7 +75,6 @@ class Config:
     fail_at: str | None
     deadlines: Mapping[str, int]
     plan: bool
-    ci: bool
     missing: tuple[str, ...] = field(default=())  # required settings not given (listed by --plan)
 
     @property
@@ -173,7 +172,6 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         fail_at=p.choice("fail_at", raw["fail_at"], STAGE_NAMES) if raw["fail_at"] else None,
         deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
         plan=bool(raw["plan"]),
-        ci=bool(environ.get("CI")),
     )
     missing = _contradictions(p, cfg, raw, environ, os.geteuid() == 0 if is_root is None else is_root)
     if p.problems or (missing and not cfg.plan):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+    def answer(self) -> object:
+        """A curl's JSON answer, or what came instead (for "last seen" in a failed wait)."""
+        if not self.ok:
+            return f"curl exited {self.rc}: {self.stderr.strip()[-200:]}"
+        try:
+            return json.loads(self.stdout)
+        except ValueError:
+            return self.stdout[:200]
 
 
 class CommandFailed(Exception):

@@ -44,7 +44,6 @@ from meshvm.seams import Kube
 
 log = logging.getLogger(__name__)
 SERVICE_KEY = "kubernetes.io/service-name"
-FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 # kind -> (regional client, global client, request field). `where` is "project/region" or "project".
 KINDS: dict[str, tuple[type | None, type | None, str]] = {
     "forwarding-rule": (compute_v1.ForwardingRulesClient, compute_v1.GlobalForwardingRulesClient, "forwarding_rule"),
