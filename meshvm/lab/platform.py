@@ -81,7 +81,8 @@ class ClusterNode:
     alias IPs on GKE) and the load-balancer range, local on the node's `lo` (GCE's guest agent makes
     a forwarding rule's address local on its backend VMs). So a VM reaches an east-west gateway
     address through the router and its firewall, as it reaches a GKE node. GKE's generated node tag
-    (gke-<cluster>-<id>-node) is not put on it: only the run's own rules admit traffic to it.
+    (gke-<cluster>-<id>-node) is added once the cluster's load-balancer side is known, so GKE's own
+    `k8s-fw-*` rules of its LoadBalancer Services admit their source ranges to it, as on GKE.
     """
 
     def __init__(self, router: Router, name: str, ip: str, tags: tuple[str, ...], pod_range: str, lb_range: str):
@@ -133,6 +134,8 @@ class KubeClusterBackend:
                                               self.api.ca_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None).start()
         if self.node is not None:
+            if lbs:
+                self.node.tags = (*self.node.tags, lbs.node_tag)
             self.node.up()
             self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=self.node.netns).start()
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem

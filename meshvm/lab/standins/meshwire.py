@@ -1,0 +1,201 @@
+"""lab STAND-IN data-plane pieces shared by the VM's agent stand-in and the cluster node's pod
+sidecars (not Envoy). Standard library only: it is also shipped inside the stand-in sidecar package.
+
+- the mesh table istiod pushes (the lab's small xDS): services with a virtual IP, ports and
+  endpoints; `names()` gives the DNS names a proxy answers for it;
+- DNS: A answers from that table, as Istio's DNS proxy (and kube-dns) give a Service's VIP;
+- capture: the original destination of a REDIRECTed connection (SO_ORIGINAL_DST);
+- proxying: round robin over a port's endpoints, byte splicing, and counters under the names Envoy
+  uses (`cluster.outbound|<port>||<host>.upstream_rq_total`, `cluster.inbound|<port>||.upstream_rq_total`).
+  A counter counts connections: every call the exercises make is one request on its own connection.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+SO_ORIGINAL_DST = 80
+DOMAIN = "svc.cluster.local"
+IDLE_S = 30.0  # a spliced connection with no byte either way for this long is closed
+
+
+# -- the mesh table ------------------------------------------------------------------------------
+# {"services": [{"name", "namespace", "host" (FQDN), "vip", "ports": [{"port", "targetPort",
+#   "endpoints": ["ip:port", ...]}]}]}
+
+
+def names(svc: dict, own_namespace: str = "") -> list[str]:
+    """The names a Service answers to: FQDN, <name>.<ns>.svc, <name>.<ns>, and <name> in its namespace."""
+    n, ns = svc["name"], svc["namespace"]
+    out = [f"{n}.{ns}.{DOMAIN}", f"{n}.{ns}.svc", f"{n}.{ns}"]
+    return out + [n] if ns == own_namespace else out
+
+
+def name_table(table: dict, own_namespace: str = "") -> dict[str, str]:
+    return {name.lower(): s["vip"] for s in table.get("services") or [] for name in names(s, own_namespace)}
+
+
+def route(table: dict, ip: str, port: int) -> tuple[str, list[str]] | None:
+    """(Envoy's outbound stat prefix, endpoints) for a connection to a Service VIP and port."""
+    for s in table.get("services") or []:
+        if s["vip"] != ip:
+            continue
+        for p in s["ports"]:
+            if p["port"] == port:
+                return f"cluster.outbound|{port}||{s['host']}", list(p["endpoints"])
+    return None
+
+
+# -- DNS -----------------------------------------------------------------------------------------
+
+_A, _AAAA, _IN = 1, 28, 1
+
+
+def dns_answer(query: bytes, lookup: Callable[[str], str | None]) -> bytes | None:
+    """The reply to one DNS query: A from `lookup`; a known name's other types get no records;
+    an unknown name NXDOMAIN. None for a packet that is not a standard query."""
+    if len(query) < 12:
+        return None
+    qid, flags, qdcount = struct.unpack("!HHH", query[:6])
+    if flags & 0x8000 or qdcount != 1:
+        return None
+    labels, i = [], 12
+    while i < len(query) and query[i]:
+        n = query[i]
+        labels.append(query[i + 1:i + 1 + n].decode(errors="replace"))
+        i += 1 + n
+    if i + 5 > len(query):
+        return None
+    qtype, qclass = struct.unpack("!HH", query[i + 1:i + 5])
+    question = query[12:i + 5]
+    ip = lookup(".".join(labels).lower().rstrip("."))
+    rcode = 3 if ip is None else 0
+    answers = b""
+    if ip is not None and qtype == _A and qclass == _IN:
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", _A, _IN, 5, 4) + socket.inet_aton(ip)
+    head = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | rcode, 1, 1 if answers else 0, 0, 0)
+    return head + question + answers
+
+
+def serve_dns(sock: socket.socket, lookup: Callable[[str], str | None], stop: threading.Event) -> None:
+    """Answer queries on a bound UDP socket until `stop` is set."""
+    sock.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            query, peer = sock.recvfrom(1500)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        reply = dns_answer(query, lookup)
+        if reply:
+            sock.sendto(reply, peer)
+
+
+# -- capture and proxying ------------------------------------------------------------------------
+
+
+def original_dst(conn: socket.socket) -> tuple[str, int]:
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, packed = struct.unpack("!2xH4s8x", raw)
+    return socket.inet_ntoa(packed), port
+
+
+class Counters:
+    def __init__(self) -> None:
+        self._values: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + n
+
+    def text(self, pattern: str = "") -> str:
+        """Envoy's /stats text format (`name: value` lines), filtered by a regex as `?filter=` does."""
+        rx = re.compile(pattern)
+        with self._lock:
+            return "".join(f"{k}: {v}\n" for k, v in sorted(self._values.items()) if rx.search(k))
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def order(self, key: str, endpoints: list[str]) -> list[str]:
+        """The endpoints starting with this key's next one."""
+        if not endpoints:
+            return []
+        with self._lock:
+            i = self._next.get(key, 0) % len(endpoints)
+            self._next[key] = i + 1
+        return endpoints[i:] + endpoints[:i]
+
+
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until both sides closed; closes both."""
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            src.settimeout(IDLE_S)
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=pump, args=(b, a), daemon=True)
+    t.start()
+    pump(a, b)
+    t.join(IDLE_S)
+    a.close()
+    b.close()
+
+
+def serve_tcp(listener: socket.socket, handle: Callable[[socket.socket], None], stop: threading.Event) -> None:
+    """Accept on a listening socket until `stop`; each connection handled in its own thread."""
+    listener.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        conn.settimeout(None)
+        threading.Thread(target=_guarded, args=(handle, conn), daemon=True).start()
+
+
+def _guarded(handle: Callable[[socket.socket], None], conn: socket.socket) -> None:
+    try:
+        handle(conn)
+    except OSError:
+        conn.close()
+
+
+def forward(conn: socket.socket, endpoints: list[str], connect: Callable[[str, int], socket.socket],
+            counters: Counters, stat: str) -> bool:
+    """Splice `conn` to the first endpoint that accepts (Envoy retries connect failures elsewhere).
+    Counts `<stat>.upstream_rq_total` on success, `<stat>.upstream_cx_connect_fail` per failure and
+    closes `conn` when none accepts (no healthy upstream: the caller sees a reset)."""
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        try:
+            upstream = connect(host, int(port))
+        except OSError:
+            counters.add(f"{stat}.upstream_cx_connect_fail")
+            continue
+        counters.add(f"{stat}.upstream_rq_total")
+        splice(conn, upstream)
+        return True
+    counters.add(f"{stat}.upstream_cx_none_healthy")
+    conn.close()
+    return False
