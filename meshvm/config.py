@@ -61,6 +61,7 @@ class Config:
     eastwest_lb: str
     wg_probe: bool
     token_duration: int
+    exercise_deadline: int
     istio_release_url: str
     sidecar_base_url: str
     ratings_source: Path | None
@@ -155,6 +156,7 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         eastwest_lb=p.choice("eastwest_lb", raw["eastwest_lb"]),
         wg_probe=p.choice("wg_probe", raw["wg_probe"]) == "on",
         token_duration=p.integer("token_duration", raw["token_duration"], 600, 24 * 3600),
+        exercise_deadline=p.integer("exercise_deadline", raw["exercise_deadline"], 10, 3600),
         istio_release_url=p.url("istio_release_url", raw["istio_release_url"]) or "",
         sidecar_base_url=_sidecar_url(p, raw),
         ratings_source=_ratings_source(p, raw["ratings_source"]),

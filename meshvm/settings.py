@@ -93,6 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("expires-hours", "hours after which the janitor may delete a kept run", "6", kind="int"),
     Setting("until", "run the stages up to and including this one, then stop"),
     Setting("deadline", "per-stage deadline override, STAGE=SECONDS (repeatable)", kind="map"),
+    Setting("exercise-deadline", "seconds each exercise keeps retrying its check before it fails", "300",
+            kind="int"),
     Setting("fail-at", "testing: fail the run right after this stage (teardown must still leave nothing)"),
     Setting("plan", "print the run plan for these settings and exit, touching nothing", kind="flag"),
 )

@@ -10,10 +10,11 @@ pytestmark = pytest.mark.exercise
 
 
 @pytest.mark.order(3)
-def test_pod_reaches_ratings_on_the_vm(kube, vm, agent, client_pod):
+def test_pod_reaches_ratings_on_the_vm(world, kube, vm, agent, client_pod):
     before = exercises.proxy_stat(vm.shell, exercises.INBOUND_STAT)
     retry.until(f"ratings' answer {ratings.EXPECTED} from pod {client_pod}",
-                lambda: exercises.pod_calls_ratings(kube, client_pod), Deadline.after(120, "exercise 3"),
+                lambda: exercises.pod_calls_ratings(kube, client_pod),
+                Deadline.after(world.cfg.exercise_deadline, "exercise 3"),
                 accept=lambda answer: answer == ratings.EXPECTED, ceiling=5)
     after = exercises.proxy_stat(vm.shell, exercises.INBOUND_STAT)
     assert after > before, (f"the VM proxy's {exercises.INBOUND_STAT} stayed at {before}: "

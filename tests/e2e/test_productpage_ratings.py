@@ -32,17 +32,18 @@ def test_no_ratings_workload_outside_the_ratings_namespace(kube):
 @pytest.mark.order(5)
 def test_product_page_shows_the_vms_stars(world, ingress, agent):
     retry.until(f"{LOADS} loads of /productpage with 9 stars on every v2/v3 page",
-                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(180, "the page"),
+                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(world.cfg.exercise_deadline, "the page"),
                 transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)
 
 
 @pytest.mark.order(6)
 def test_stars_come_from_the_vm(world, ingress, vm, agent):
     """Negative control: ratings stopped on the VM -> unavailable; restarted -> stars again."""
+    wait = world.cfg.exercise_deadline
     try:
-        exercises.stop_ratings_shows_unavailable(vm.shell, ingress, guard(world), Deadline.after(120, "stop"))
+        exercises.stop_ratings_shows_unavailable(vm.shell, ingress, guard(world), Deadline.after(wait, "stop"))
     finally:
-        ratings.start_ratings(vm.shell, Deadline.after(60, "restart ratings"))
+        ratings.start_ratings(vm.shell, Deadline.after(wait, "restart ratings"))
     retry.until("the stars back after ratings restarted on the VM",
-                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(180, "stars back"),
+                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(wait, "stars back"),
                 transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)

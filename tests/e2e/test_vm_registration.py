@@ -11,7 +11,7 @@ pytestmark = pytest.mark.exercise
 
 @pytest.mark.order(1)
 def test_workload_entry_appears_when_the_vm_agent_starts(world, kube, vm, sidecar_installed):
-    deadline = Deadline.after(300, "exercise 1")
+    deadline = Deadline.after(world.cfg.exercise_deadline, "exercise 1")
     watch = exercises.watch_entries(kube, deadline)  # before the agent starts: nothing can be missed
     vm.shell.run("systemctl start istio", sudo=True, step="exercise 1: systemctl start istio")
     entry = exercises.wait_entry(watch, vm.info.internal_ip, world.cfg.wg_probe, deadline)
