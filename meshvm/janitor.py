@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
-
-from meshvm.lab import addressing, leaks, sweep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +51,20 @@ def gcp(args: argparse.Namespace) -> int:
         return 2
 
 
+def command(platform: str, run_id: str, gcp_project: str | None = None, compute_endpoint: str | None = None,
+            container_endpoint: str | None = None) -> str:
+    """The exact command that removes a run's resources (what a kept or interrupted run tells its user)."""
+    args = ["nox", "-s", "cleanup", "--"]
+    if platform == "gcp":
+        args += ["--platform", "gcp", "--gcp-project", str(gcp_project)]
+        args += [a for flag, url in (("--compute-endpoint", compute_endpoint),
+                                     ("--container-endpoint", container_endpoint)) if url for a in (flag, url)]
+    return shlex.join([*args, "--run-id", run_id, "--yes"])
+
+
 def lab(run_id: str | None, delete: bool) -> int:
+    from meshvm.lab import addressing, leaks, sweep  # the lab only: never loaded on the gcp path
+
     remaining = 0
     for claim in addressing.read_claims():
         if run_id and claim.get("run_id") != run_id:

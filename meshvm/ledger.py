@@ -87,15 +87,15 @@ def teardown(ledger: Ledger, delete: Mapping[str, Deleter], exists: Mapping[str,
             outcome, error = "error", f"{type(e).__name__}: {e}"
             log.error("teardown: %s: %s", entry.key, error)
         except BaseException:  # a second Ctrl-C or SIGTERM: say exactly what is left, then stop
-            results += [_item(e, "interrupted", "teardown interrupted") for e in todo[i:]]
+            results += [item(e, "interrupted", "teardown interrupted") for e in todo[i:]]
             write_report(report, results)
             raise
-        results.append(_item(entry, outcome, error))
+        results.append(item(entry, outcome, error))
         write_report(report, results)  # a killed teardown still leaves an up-to-date report
     return write_report(report, results)
 
 
-def _item(entry: Entry, outcome: str, error: str | None) -> dict[str, object]:
+def item(entry: Entry, outcome: str, error: str | None) -> dict[str, object]:
     return {"kind": entry.kind, "name": entry.name, "where": entry.where, "outcome": outcome, "error": error}
 
 
@@ -108,3 +108,29 @@ def write_report(report: Path, results: list[dict[str, object]]) -> dict[str, ob
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(redact.scrub(json.dumps(summary, indent=2)) + "\n")
     return summary
+
+
+def remaining(ledger: Ledger, report: Path) -> list[Entry]:
+    """What the ledger holds that the teardown report does not say was deleted (all of it, without one)."""
+    try:
+        items = json.loads(report.read_text())["items"]
+    except (OSError, ValueError, KeyError, TypeError):
+        items = []
+    gone = {(i["kind"], i["where"], i["name"]) for i in items if i.get("outcome") == "deleted"}
+    return [e for e in ledger.entries() if (e.kind, e.where, e.name) not in gone]
+
+
+def write_kept(ledger: Ledger, path: Path, run_id: str, keep: str, expires: str, command: str) -> dict[str, object]:
+    """kept.json: what a kept run left on purpose, its expiry label and the command that deletes it.
+    Kind, name, place and creation time only: never a ledger entry's extras, never key material."""
+    kept: dict[str, object] = {
+        "run_id": run_id,
+        "keep": keep,
+        "expires": expires,
+        "delete_command": command,
+        "resources": [{"kind": e.kind, "name": e.name, "where": e.where, "created": e.created,
+                       "e2e-expires": expires} for e in ledger.entries()],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(redact.scrub(json.dumps(kept, indent=2)) + "\n")
+    return kept

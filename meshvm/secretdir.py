@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from meshvm import redact
@@ -26,12 +27,14 @@ class SecretDir:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
-    def register_files(self, folder: Path) -> None:
-        """Register every file of a folder (e.g. the VM files with the token) as a secret, 0600 each."""
+    def register_files(self, folder: Path, names: Collection[str] | None = None) -> None:
+        """Make every file of a folder (e.g. the VM files) 0600 and register the content of those in
+        `names` (default: all) as a secret."""
         for f in folder.iterdir():
             if f.is_file():
                 f.chmod(0o600)
-                redact.register(f.read_text(errors="replace"))
+                if names is None or f.name in names:
+                    redact.register(f.read_text(errors="replace"))
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from meshvm import retry
@@ -114,3 +115,31 @@ def remove_sidecar(vm: VmShell, deadline: Deadline) -> None:
     """The inverse, for teardown: stop the agent and remove the package."""
     vm.run("systemctl stop istio || true", sudo=True, step="sidecar: stop")
     apt_get(vm, "remove istio-sidecar", deadline, "sidecar: remove package")
+
+
+# What to look at when a test failed, beside the cleanup above: file name -> (command, timeout).
+VM_DUMP = {
+    "systemctl-status-istio.txt": ("systemctl status istio --no-pager -l", 20),
+    "journal-istio.txt": ("journalctl -u istio --no-pager -n 500", 20),
+    "var-log-istio.txt": ("for f in /var/log/istio/*.log; do [ -e \"$f\" ] || { echo '(no /var/log/istio/*.log)'; "
+                          "continue; }; echo \"== $f\"; tail -c 200000 \"$f\"; done", 20),
+    "cluster.env": ("cat /var/lib/istio/envoy/cluster.env", 10),
+    "iptables-save.txt": ("iptables-save", 20),
+    "etc-hosts.txt": ("cat /etc/hosts", 10),
+    "agent-ready.txt": (f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {READY_URL}", 15),
+    "config_dump.json": ("curl -s -m 10 localhost:15000/config_dump", 20),
+    "stats.txt": ("curl -s -m 10 localhost:15000/stats", 20),
+}
+
+
+def vm_dump(vm: VmShell) -> dict[str, Callable[[], str]]:
+    """The VM's side of a failure dump (run as root): the agent's unit, journal and logs, its files,
+    the node's packet rules, readiness, the proxy's config dump and stats."""
+    def look(command: str, timeout: float) -> Callable[[], str]:
+        def run() -> str:
+            r = vm.run(command, sudo=True, step="diagnostics", check=False, timeout=timeout)
+            status = "" if r.ok else f"\n[exit {r.rc}] {r.stderr.strip()[-2000:]}\n"
+            return f"$ {command}\n{r.stdout}{status}"
+        return run
+
+    return {name: look(command, timeout) for name, (command, timeout) in VM_DUMP.items()}

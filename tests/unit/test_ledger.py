@@ -64,3 +64,41 @@ def test_an_interrupted_teardown_still_reports_what_is_left(tmp_path):
     assert [(r["name"], r["outcome"]) for r in report["items"]] == [
         ("vm", "deleted"), ("c", "interrupted"), ("net", "interrupted")]
     assert [r["name"] for r in report["remaining"]] == ["c", "net"]
+
+
+def test_remaining_is_what_the_report_does_not_say_was_deleted(tmp_path):
+    from meshvm.ledger import item, remaining, write_report
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    net, vm = ledger.record("network", "net", "g"), ledger.record("instance", "vm", "z")
+    report = tmp_path / "cleanup.json"
+    assert remaining(ledger, report) == [net, vm]  # no report yet: all of it
+    write_report(report, [item(vm, "deleted", None), item(net, "interrupted", "teardown interrupted")])
+    assert remaining(ledger, report) == [net]
+
+
+def test_kept_json_lists_resources_expiry_and_command_never_extras(tmp_path):
+    from meshvm import redact
+    from meshvm.ledger import write_kept
+
+    redact.register("super-secret-token-value")
+    try:
+        ledger = Ledger(tmp_path / "ledger.json")
+        ledger.record("instance", "vm", "p/z", key="super-secret-token-value")
+        kept = write_kept(ledger, tmp_path / "kept.json", "r1", "always", "2026-01-01t00-00z",
+                          "nox -s cleanup -- --run-id r1 --yes")
+    finally:
+        redact.clear()
+    on_disk = json.loads((tmp_path / "kept.json").read_text())
+    assert on_disk == kept and on_disk["delete_command"] == "nox -s cleanup -- --run-id r1 --yes"
+    assert on_disk["resources"] == [{"kind": "instance", "name": "vm", "where": "p/z", "created": ledger.entries()[0].created,
+                                     "e2e-expires": "2026-01-01t00-00z"}]
+    assert "super-secret" not in (tmp_path / "kept.json").read_text()
+
+
+def test_the_cleanup_command_is_exact_per_platform():
+    from meshvm.janitor import command
+
+    assert command("lab", "r1") == "nox -s cleanup -- --run-id r1 --yes"
+    assert command("gcp", "r1", "p", "http://127.0.0.1:1", None) == (
+        "nox -s cleanup -- --platform gcp --gcp-project p --compute-endpoint http://127.0.0.1:1 --run-id r1 --yes")

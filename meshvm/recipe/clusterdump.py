@@ -1,0 +1,57 @@
+"""The cluster's side of a failure dump, beside the cluster-side steps (workload.py, eastwest.py):
+WorkloadEntries and WorkloadGroups as YAML, pods and events, the control plane's pods, and
+`istioctl proxy-status`. Every collector returns text; meshvm.diagnostics writes it, capped and
+redacted, and turns an error into a line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import yaml
+
+from meshvm.recipe.eastwest import SERVICE as EASTWEST
+from meshvm.seams import Istioctl, Kube
+
+NET = "networking.istio.io/v1"
+# The Kube seam reads objects, not container logs: say so where the logs would be.
+NO_LOGS = "logs: not available from this API (the Kube seam reads objects, not pod logs)\n"
+
+
+def _yaml(objects: list[dict]) -> str:
+    for o in objects:
+        (o.get("metadata") or {}).pop("managedFields", None)
+    return yaml.safe_dump_all(objects, sort_keys=False) if objects else "# none\n"
+
+
+def _pods_of(kube: Kube, namespace: str, selector: str) -> Callable[[], str]:
+    def run() -> str:
+        pods = kube.list("v1", "Pod", namespace, label_selector=selector)
+        lines = [f"# pods in {namespace} with {selector}:"]
+        for p in pods:
+            status = p.get("status") or {}
+            lines.append(f"#   {p['metadata']['name']}: {status.get('phase')} "
+                         f"{[c.get('restartCount') for c in status.get('containerStatuses') or []]}")
+        return "\n".join(lines) + "\n" + NO_LOGS
+    return run
+
+
+def cluster_dump(kube: Kube) -> dict[str, Callable[[], str]]:
+    """What the cluster shows of the mesh: every namespace's WorkloadEntries, WorkloadGroups, pods
+    and events; istiod's and the east-west gateway's pods (their logs where the API gives them)."""
+    return {
+        "workloadentries.yaml": lambda: _yaml(kube.list(NET, "WorkloadEntry")),
+        "workloadgroups.yaml": lambda: _yaml(kube.list(NET, "WorkloadGroup")),
+        "pods.yaml": lambda: _yaml(kube.list("v1", "Pod")),
+        "events.yaml": lambda: _yaml(kube.list("v1", "Event")),
+        "istiod-logs.txt": _pods_of(kube, "istio-system", "app=istiod"),
+        "eastwest-logs.txt": _pods_of(kube, "istio-system", f"istio={EASTWEST.removeprefix('istio-')}"),
+    }
+
+
+def proxy_status(istioctl: Istioctl) -> dict[str, Callable[[], str]]:
+    """`istioctl proxy-status`: its failure is recorded, not raised."""
+    def run() -> str:
+        r = istioctl.run(["proxy-status"], step="diagnostics: proxy-status", timeout=30, check=False)
+        status = "" if r.ok else f"\n[istioctl proxy-status exited {r.rc}] {r.stderr.strip()[-2000:]}\n"
+        return f"$ istioctl proxy-status\n{r.stdout}{status}"
+    return {"proxy-status.txt": run}
