@@ -45,10 +45,20 @@ def gcp(args: argparse.Namespace) -> int:
         print("\n".join(f"meshvm janitor: {p}" for p in bad), file=sys.stderr)
         return 2
     try:
-        return gcp_janitor.run(target, args.run_id, args.yes)
+        rc = gcp_janitor.run(target, args.run_id, args.yes)
+        if rc == 0 and args.run_id and args.yes:
+            _secrets(args.run_id)
+        return rc
     except CredentialsMissing as e:
         print(f"meshvm janitor: {e}", file=sys.stderr)
         return 2
+
+
+def _secrets(run_id: str) -> None:
+    from meshvm.secretdir import remove_leftovers
+
+    for d in remove_leftovers(run_id):
+        print(f"  removed the run's secret dir {d}")
 
 
 def command(platform: str, run_id: str, gcp_project: str | None = None, compute_endpoint: str | None = None,
@@ -79,6 +89,8 @@ def lab(run_id: str | None, delete: bool) -> int:
             print(f"  {line}")
         if delete:
             left = sweep.sweep(tag) if tag else sweep.drop_claim(path)
+            if not left and claim.get("run_id"):
+                _secrets(str(claim["run_id"]))
             print(f"  removed; {len(left)} remain" + "".join(f"\n  still: {x}" for x in left))
             remaining += len(left)
         else:

@@ -15,9 +15,27 @@ from pathlib import Path
 from meshvm import redact
 
 
+def base_dir() -> Path:
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()).resolve()
+
+
+def remove_leftovers(run_id: str) -> list[Path]:
+    """For the janitor: a killed (or kept, now deleted) run's secret dirs, which its teardown never removed."""
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    # Never into a mount (a lab VM's root still mounted): only plain directories go.
+    found = [d for d in sorted(base_dir().glob(f"meshvm-{run_id}-*"))
+             if not any(m == str(d) or m.startswith(f"{d}/") for m in mounts)]
+    for d in found:
+        shutil.rmtree(d, ignore_errors=True)
+    return found
+
+
 class SecretDir:
     def __init__(self, run_id: str, artifacts_dir: Path):
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()).resolve()
+        base = base_dir()
         if artifacts_dir.resolve() in (base, *base.parents):
             raise ValueError(f"secrets would land inside the artifacts dir {artifacts_dir}")
         self.path = Path(tempfile.mkdtemp(prefix=f"meshvm-{run_id}-", dir=base))  # mkdtemp: mode 0700

@@ -1,10 +1,13 @@
 """SIGTERM at three points of a lab run (VM provisioning, the Istio install, the exercises): the
-run tears down, exits non-zero, writes its reports, and leaves nothing."""
+run tears down, exits non-zero, writes its reports, and leaves nothing. A second Ctrl-C during
+teardown stops it and says what remains and how to remove it; after SIGKILL the janitor removes
+everything (lab, and the gcp path against the local cloud)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +17,9 @@ import pytest
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
+from meshvm.secretdir import base_dir
 from tests.lab.test_e2e_infra import ROOT, no_lab_leftovers
+from tests.lab.test_keep import janitor, local_cloud, run_objects
 
 pytestmark = pytest.mark.lab
 
@@ -55,3 +60,104 @@ def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
     assert cleanup["remaining"] == [] and cleanup["leftovers"] == [] and cleanup["created"] > 0
     assert (out / "junit.xml").is_file()
     no_lab_leftovers(out)
+
+
+def start(out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "stderr.txt", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args,
+                                 "--artifacts-dir", str(out)], cwd=ROOT, env={**base, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def wait_for(proc: subprocess.Popen[bytes], what: str, check, seconds: float = 240) -> None:
+    def reached() -> bool:
+        assert proc.poll() is None, f"the run ended before {what}"
+        return bool(check())
+
+    retry.until(what, reached, Deadline.after(seconds, what), initial=0.02, ceiling=0.1)
+
+
+def run_log(out: Path) -> str:
+    try:
+        return (out / "run.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def lab_janitor(run_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshvm.janitor", "--run-id", run_id, "--yes"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_second_ctrl_c_stops_teardown_and_says_what_remains(tmp_path):
+    run_id, out = f"twoint-{secrets.token_hex(2)}", tmp_path / "out"
+    proc = start(out, "--platform", "lab", "--until", "bookinfo_gateway", "--run-id", run_id)
+    try:
+        wait_for(proc, "stage istio running", lambda: phases(out).get("istio") == "running")
+        proc.send_signal(signal.SIGINT)  # the first: teardown starts
+        wait_for(proc, "teardown started", lambda: "teardown: started" in run_log(out), 120)
+        proc.send_signal(signal.SIGINT)  # the second, during teardown: stop it
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
+    command = f"nox -s cleanup -- --run-id {run_id} --yes"
+    try:
+        assert rc == 2, f"exit {rc}: {stderr[-2000:]}"
+        assert "stopped by a second interrupt" in stderr and f"remove them with: {command}" in stderr
+        listed = [ln for ln in stderr.splitlines() if ln.startswith("meshvm:   ")]
+        assert listed and any("instance/" in ln or "network/" in ln for ln in listed), stderr[-2000:]
+        assert f"remove them with: {command}" in run_log(out)
+        cleanup = json.loads((out / "cleanup.json").read_text())
+        assert cleanup["remaining"] and cleanup["cleanup_command"] == command
+        assert (out / "junit.xml").is_file()
+    finally:
+        j = lab_janitor(run_id)
+    assert j.returncode == 0, j.stdout[-2000:] + j.stderr[-2000:]
+    no_lab_leftovers(out)
+
+
+def test_sigkill_during_the_vm_stage_then_the_janitor_leaves_nothing(tmp_path):
+    run_id, out = f"killed-{secrets.token_hex(2)}", tmp_path / "out"
+    proc = start(out, "--platform", "lab", "--until", "bookinfo_gateway", "--run-id", run_id)
+    try:
+        wait_for(proc, "stage vm running", lambda: phases(out).get("vm") == "running")
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    j = lab_janitor(run_id)
+    assert j.returncode == 0, j.stdout[-2000:] + j.stderr[-2000:]
+    assert f"run {run_id}" in j.stdout
+    no_lab_leftovers(out)
+    assert not list(base_dir().glob(f"meshvm-{run_id}-*")), "the killed run's secret dir (SSH key) is left"
+
+
+def test_sigkill_on_the_gcp_path_then_the_janitor_leaves_nothing(tmp_path):
+    """The gcp code path against the local cloud, killed while its VM is being created: the printed
+    `nox -s cleanup -- --platform gcp ... --run-id ID --yes` finds the run by its labels and prefix."""
+    run_id, out = f"gkill-{secrets.token_hex(2)}", tmp_path / "out"
+    with local_cloud(tmp_path, run_id) as (lab, args, env):
+        proc = start(out, *args, "--until", "infra", env=env)
+        try:
+            wait_for(proc, "stage vm running", lambda: phases(out).get("vm") == "running")
+            proc.kill()
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        assert run_objects(lab, run_id), "the killed run left nothing to clean: kill it earlier"
+        cfg_args = dict(zip(args[::2], args[1::2], strict=False))
+        command = (f"nox -s cleanup -- --platform gcp --gcp-project {cfg_args['--gcp-project']} --compute-endpoint "
+                   f"{cfg_args['--compute-endpoint']} --container-endpoint {cfg_args['--container-endpoint']} "
+                   f"--run-id {run_id} --yes")
+        j = janitor(command, env)
+        assert j.returncode == 0, j.stdout[-2000:] + j.stderr[-2000:]
+        assert run_objects(lab, run_id) == []
