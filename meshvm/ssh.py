@@ -164,7 +164,9 @@ def _collect(channel: paramiko.Channel, step: str, deadline: Deadline) -> Result
         while channel.recv_stderr_ready():
             err.feed(channel.recv_stderr(32768))
             progressed = True
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        # sshd may send the exit status before the last output: done only at EOF too.
+        if (channel.exit_status_ready() and channel.eof_received and not channel.recv_ready()
+                and not channel.recv_stderr_ready()):
             break
         if deadline.expired():
             raise CommandTimeout(f"{deadline.what}: no exit after its timeout; last output: "
