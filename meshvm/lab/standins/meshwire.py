@@ -61,7 +61,7 @@ def dns_answer(query: bytes, lookup: Callable[[str], str | None]) -> bytes | Non
     if len(query) < 12:
         return None
     qid, flags, qdcount = struct.unpack("!HHH", query[:6])
-    if flags & 0x8000 or qdcount != 1:
+    if flags & 0xF800 or qdcount != 1:  # a response, or an opcode other than QUERY
         return None
     labels, i = [], 12
     while i < len(query) and query[i]:
@@ -177,7 +177,7 @@ def serve_tcp(listener: socket.socket, handle: Callable[[socket.socket], None], 
 def _guarded(handle: Callable[[socket.socket], None], conn: socket.socket) -> None:
     try:
         handle(conn)
-    except OSError:
+    except Exception:  # noqa: BLE001 (one bad connection must not leave its socket open)
         conn.close()
 
 
