@@ -1,4 +1,5 @@
-"""lab STAND-IN for istiod's VM-facing side (not Istio): WorkloadEntry auto-registration.
+"""lab STAND-IN for istiod's VM-facing side (not Istio): WorkloadEntry auto-registration and the
+mesh table pushed to VM proxies.
 
 It models FACTS.md section 1 and nothing more:
 
@@ -19,13 +20,20 @@ It models FACTS.md section 1 and nothing more:
   agent reports;
 - when the proxy's connection ends (the agent stopped, or no heartbeat for IDLE_S) `connectedAt`
   is replaced by `istio.io/disconnectedAt` and the entry is deleted after the grace period (10 s)
-  unless the proxy came back.
+  unless the proxy came back;
+- configuration push, the lab's small xDS: the connect answer and every heartbeat answer carry the
+  mesh table as seen from a VM (`"mesh"`, meshwire's format: services with VIP, ports and
+  "ip:port" endpoints, healthy WorkloadEntries included), from the `mesh_table` function the
+  platform passes; without one, an empty table `{"services": []}`. A function that raises is
+  logged and its answer carries no "mesh" (the agent keeps the table it has).
 
 What differs from the real istiod, on purpose: plain HTTP/1.1 on port 15012 instead of gRPC xDS
-over mTLS, no certificate is issued and no configuration is pushed. One proxy connection is one
-keep-alive HTTP connection: `POST /v1/connect` (Authorization: Bearer <istio-token>, JSON
-metadata), then `POST /v1/heartbeat` (JSON `{"health": {"healthy": bool|null, "message": str}}`)
-every second; the end of that connection is the end of the xDS stream. The lab starts it with the
+over mTLS, no certificate is issued, and the whole table is sent every second instead of
+incremental xDS updates. One proxy connection is one keep-alive HTTP connection:
+`POST /v1/connect` (Authorization: Bearer <istio-token>, JSON metadata) answered
+`{"accepted": true, "workloadEntry": <name or null>, "mesh": <table>}`, then `POST /v1/heartbeat`
+(JSON `{"health": {"healthy": bool|null, "message": str}}`) every second answered
+`{"ok": true, "mesh": <table>}`; the end of that connection is the end of the xDS stream. The lab starts it with the
 cluster, listening on 0.0.0.0:15012 inside the cluster node's network namespace, so every
 east-west gateway address on that node reaches it (the real path: gateway, then istiod).
 """
@@ -86,8 +94,9 @@ class IstiodStandIn:
 
     def __init__(self, api: client.ApiClient, review_token: Callable[[str], dict | None], *,
                  netns: str | None = None, host: str = "0.0.0.0", port: int = PORT,  # noqa: S104
-                 grace_s: float = GRACE_S, name: str = NAME):
+                 grace_s: float = GRACE_S, name: str = NAME, mesh_table: Callable[[], dict] | None = None):
         self._dyn = dynamic.DynamicClient(api)
+        self.mesh_table = mesh_table  # what every answer pushes; a test may swap it while serving
         self._review = review_token
         self.netns, self.host, self.port, self.grace_s, self.name = netns, host, port, grace_s, name
         self.rejections: list[str] = []  # for tests and diagnostics: "<ip>: <reason>"
@@ -154,6 +163,16 @@ class IstiodStandIn:
             content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
         s.health = now
         log.info("istiod stand-in: %s/%s Healthy=%s", s.namespace, s.entry, condition["status"])
+
+    def push(self) -> dict[str, Any]:
+        """The `"mesh"` part of an answer: {} when the table function failed (nothing pushed)."""
+        if self.mesh_table is None:
+            return {"mesh": {"services": []}}
+        try:
+            return {"mesh": self.mesh_table()}
+        except Exception as e:  # a broken table must not cut every proxy off
+            log.warning("istiod stand-in: mesh table: %s: %s", type(e).__name__, e)
+            return {}
 
     def disconnect(self, s: Session) -> None:
         if not s.entry or self._stop.is_set():
@@ -336,10 +355,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self.path == "/v1/connect" and self.session is None:
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
                 self.session = owner.connect(token, body, self.client_address[0])
-                return self._send(200, {"accepted": True, "workloadEntry": self.session.entry})
+                return self._send(200, {"accepted": True, "workloadEntry": self.session.entry, **owner.push()})
             if self.path == "/v1/heartbeat" and self.session is not None:
                 owner.heartbeat(self.session, body.get("health"))
-                return self._send(200, {"ok": True})
+                return self._send(200, {"ok": True, **owner.push()})
             return self._send(404, {"error": f"no {self.path} on this connection"})
         except Rejected as e:
             self.close_connection = True
