@@ -1,4 +1,7 @@
-"""Builds the lab's STAND-IN istio-sidecar package (standins/sidecar) with dpkg-deb."""
+"""Builds the lab's STAND-IN istio-sidecar package (standins/sidecar) with dpkg-deb.
+
+The package also carries standins/meshwire.py (the data-plane pieces the node side shares) at
+/usr/local/lib/istio-standin/meshwire.py, where the agent stand-in imports it from."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 TREE = Path(__file__).resolve().parent / "standins" / "sidecar"
+MESHWIRE = TREE.parent / "meshwire.py"
+LIB_DIR = "usr/local/lib/istio-standin"  # the agent's sys.path entry (pilot-agent)
 
 
 def build_sidecar_deb(version: str, out_dir: Path) -> Path:
@@ -17,6 +22,11 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
     control = root / "DEBIAN" / "control.in"
     (root / "DEBIAN" / "control").write_text(control.read_text().replace("@VERSION@", version))
     control.unlink()
+    for part in ("usr/local/lib", LIB_DIR):
+        (root / part).mkdir(exist_ok=True)
+        (root / part).chmod(0o755)
+    shutil.copyfile(MESHWIRE, root / LIB_DIR / "meshwire.py")
+    (root / LIB_DIR / "meshwire.py").chmod(0o644)
     deb = out_dir / "istio-sidecar.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
                    check=True, capture_output=True, text=True, timeout=60)

@@ -1,0 +1,223 @@
+"""The VM sidecar stand-in's data plane on the lab: capture, DNS, outbound and inbound proxying.
+
+The recipe runs as in test_registration_standin (LabPlatform, GcpCloud, the recipe up to the
+installed sidecar). The istiod stand-in is handed a mesh table with one Service, `details.default`
+(a VIP from the run's service range), whose endpoint is a tiny details server on a lab host of its
+own, reached through the router and two firewall rules created through the local cloud's API.
+As a normal user on the VM, `curl details.default.svc:9080` resolves through the agent's DNS proxy
+and is proxied to that endpoint; a request from the details host to the VM's ratings on 9080 goes
+through the inbound listener; the agent's /stats counts both. Without DNS capture in cluster.env
+the name does not resolve; removing the package removes the capture rules.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from meshvm.config import gather, resolve
+from meshvm.deadlines import Deadline
+from meshvm.gcp import firewall
+from meshvm.gcp.clients import insert
+from meshvm.gcp.operations import delete_and_wait, wait_compute
+from meshvm.lab.hostsys import run_in_netns
+from meshvm.lab.netsafety import assert_local_route
+from meshvm.lab.platform import LabPlatform
+from meshvm.lab.router import Attachment
+from meshvm.recipe import sidecar
+from tests.lab._helpers import stop, wait_listening
+from tests.lab.test_registration_standin import Run, build, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
+PORT = 9080
+DETAILS_HOST_NUMBER = 200  # below the load-balancer /27, far above the VMs (numbered from .10)
+DETAILS_TAG = "dp-details"
+CLUSTER_ENV = "/var/lib/istio/envoy/cluster.env"
+OUTBOUND_STAT = "cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total"
+INBOUND_STAT = "cluster.inbound|9080||.upstream_rq_total"
+# The details server: BookInfo's answer for /details/<id> (FACTS.md section 2), 404 otherwise.
+DETAILS_SERVER = r"""
+import json, re, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        m = re.fullmatch(r"/details/(\d+)", self.path)
+        body = json.dumps({"id": int(m.group(1)), "author": "William Shakespeare", "year": 1595,
+                           "type": "paperback", "pages": 200, "publisher": "PublisherA", "language": "English",
+                           "ISBN-10": "1234567890", "ISBN-13": "123-1234567890"}).encode() if m else b"{}"
+        self.send_response(200 if m else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"""
+
+
+@dataclass
+class Scene:
+    run: Run
+    details: Attachment
+    vip: str
+
+    def user(self, command: str, step: str, check: bool = True) -> tuple[bool, str]:
+        """`command` on the VM as the normal (SSH) user: its traffic is captured."""
+        r = self.run.shell.run(command, step=step, check=check, timeout=20)
+        return r.ok, r.stdout + r.stderr
+
+    def stats(self, pattern: str) -> str:
+        _, out = self.user(f"curl -sS -m 5 {shlex.quote('localhost:15000/stats?filter=' + pattern)}", "agent stats")
+        return out
+
+    def table(self) -> dict:
+        return {"services": [{"name": "details", "namespace": "default",
+                              "host": "details.default.svc.cluster.local", "vip": self.vip,
+                              "ports": [{"port": PORT, "targetPort": PORT,
+                                         "endpoints": [f"{self.details.ip}:{PORT}"]}]}]}
+
+
+def d(seconds: float, what: str) -> Deadline:
+    return Deadline.after(seconds, what)
+
+
+def add_rule(run: Run, rule: firewall.Rule) -> str:
+    c, name = run.cloud.clients, run.cfg.names.firewall(rule.purpose)
+    op = insert(c, f"creating {name}", c.firewalls.insert, d(30, "rule"), lambda: None, project=c.project,
+                firewall_resource=firewall.body(run.cfg, run.net, rule))
+    wait_compute(c, op, f"creating {name}", d(30, "rule"))
+    return name
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    work = tmp_path_factory.mktemp("dataplane")
+    work.chmod(0o700)
+    cfg = resolve(gather({"platform": "lab", "run_id": f"dp-{os.getpid()}", "artifacts_dir": str(work / "out")}, {}), {})
+    lab = LabPlatform(cfg, work / "lab")
+    r, server, rules = None, None, []
+    try:
+        r = build(cfg, lab, work)
+        assert lab.backing is not None
+        router = lab.backing.router
+        addrs = router.addrs
+        details_ip = str(addrs.vm_ip(DETAILS_HOST_NUMBER))
+        vip = str(addrs.service_range.broadcast_address - 3)
+        held = {h.ip for h in router.hosts()}
+        assert details_ip not in held and ipaddress.ip_address(vip) in addrs.service_range
+        details = router.attach("dp-details", details_ip, tags=(DETAILS_TAG,))
+        server = subprocess.Popen(["ip", "netns", "exec", details.netns, sys.executable, "-c", DETAILS_SERVER,
+                                   details_ip, str(PORT)], stdin=subprocess.DEVNULL)
+        wait_listening(details.netns, details_ip, PORT, lambda: None)
+        vm_tag = cfg.names.vm_tag
+        rules.append(add_rule(r, firewall.Rule("dp-vm-to-details", "test: the VM to the details host",
+                                               (str(PORT),), source_tags=(vm_tag,), target_tags=(DETAILS_TAG,))))
+        rules.append(add_rule(r, firewall.Rule("dp-details-to-vm", "test: the details host to the VM",
+                                               (str(PORT),), source_ranges=(f"{details_ip}/32",),
+                                               target_tags=(vm_tag,))))
+        s = Scene(r, details, vip)
+        r.istiod.mesh_table = s.table
+        yield s
+    finally:
+        if r is not None:
+            c = r.cloud.clients
+            for name in rules:
+                delete_and_wait(c, f"deleting {name}", c.firewalls.delete, d(30, "delete rule"), firewall=name)
+            r.shell.close()
+            r.kube.close()
+        if server is not None:
+            stop(server)
+        if lab.backing is not None and any(h.name == "dp-details" for h in lab.backing.router.hosts()):
+            lab.backing.router.detach("dp-details")
+        lab.stop()
+
+
+def start_agent(s: Scene) -> None:
+    s.run.shell.run("systemctl restart istio", sudo=True, step="restart istio")
+    sidecar.wait_ready(s.run.shell, d(30, "agent ready"), settle=1)
+
+
+def test_details_by_name_through_dns_capture_and_the_outbound_listener(scene: Scene):
+    start_agent(scene)
+    ok, out = scene.user(f"curl -sS -m 5 details.default.svc:{PORT}/details/123", "curl details", check=False)
+    assert ok, out
+    assert json.loads(out) == {"id": 123, "author": "William Shakespeare", "year": 1595, "type": "paperback",
+                               "pages": 200, "publisher": "PublisherA", "language": "English",
+                               "ISBN-10": "1234567890", "ISBN-13": "123-1234567890"}
+    assert f"{OUTBOUND_STAT}: 1\n" in scene.stats("details"), scene.stats("")
+    # A destination outside the table is passed through to where it was going (ALLOW_ANY).
+    ok, out = scene.user(f"curl -sS -m 5 {scene.details.ip}:{PORT}/details/7", "curl the endpoint", check=False)
+    assert ok and json.loads(out)["id"] == 7, out
+    assert "cluster.PassthroughCluster.upstream_rq_total: 1\n" in scene.stats("Passthrough")
+    assert f"{OUTBOUND_STAT}: 1\n" in scene.stats("details")  # unchanged: that one did not go to the VIP
+    dump = json.loads(scene.user("curl -sS -m 5 localhost:15000/config_dump", "config_dump")[1])
+    assert dump["mesh"] == scene.table()
+
+
+def test_inbound_request_reaches_the_vm_app_through_the_inbound_listener(scene: Scene):
+    start_agent(scene)
+    vm_ip, src = scene.run.vm.internal_ip, scene.details.ip
+    assert_local_route(vm_ip)
+
+    def get() -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(vm_ip, PORT, timeout=5, source_address=(src, 0))
+        try:
+            conn.request("GET", "/ratings/1")
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    status, body = run_in_netns(scene.details.netns, get)
+    assert status == 200 and json.loads(body)["id"] == 1, body
+    assert f"{INBOUND_STAT}: 1\n" in scene.stats(r"inbound\|9080"), scene.stats("")
+
+
+def test_without_dns_capture_the_name_does_not_resolve(scene: Scene):
+    sh = scene.run.shell
+    sh.run(f"cp -p {CLUSTER_ENV} {CLUSTER_ENV}.good && "
+           f"sed -i \"s/^ISTIO_META_DNS_CAPTURE=.*/ISTIO_META_DNS_CAPTURE='false'/\" {CLUSTER_ENV}",
+           sudo=True, step="no dns capture")
+    try:
+        start_agent(scene)
+        nat = sh.run("iptables -t nat -S ISTIO_OUTPUT", sudo=True, step="nat rules").stdout
+        assert "ISTIO_DNS" not in nat and "ISTIO_REDIRECT" in nat, nat
+        ok, out = scene.user(f"curl -sS -m 5 details.default.svc:{PORT}/details/1", "curl by name", check=False)
+        assert not ok and "resolve" in out.lower(), out
+        ok, out = scene.user(f"curl -sS -m 5 {scene.vip}:{PORT}/details/2", "curl the VIP", check=False)
+        assert ok and json.loads(out)["id"] == 2, out  # the control: only the name is missing
+    finally:
+        sh.run(f"mv {CLUSTER_ENV}.good {CLUSTER_ENV}", sudo=True, step="restore cluster.env")
+    start_agent(scene)
+    ok, out = scene.user(f"curl -sS -m 5 details.default.svc:{PORT}/details/3", "curl by name again", check=False)
+    assert ok and json.loads(out)["id"] == 3, out
+
+
+def test_capture_rules_outlive_the_agent_and_go_with_the_package(scene: Scene):
+    sh = scene.run.shell
+
+    def chains() -> list[str]:
+        out = sh.run("iptables -t nat -S", sudo=True, step="nat rules").stdout
+        return [ln for ln in out.splitlines() if "ISTIO" in ln]
+
+    start_agent(scene)
+    sh.run("systemctl restart istio", sudo=True, step="restart istio")
+    sidecar.wait_ready(sh, d(30, "agent ready"), settle=1)
+    running = chains()
+    assert "-A OUTPUT -j ISTIO_OUTPUT" in running and "-A PREROUTING -p tcp -j ISTIO_INBOUND" in running
+    assert len(running) == len(set(running)), f"rules stacked on restart: {running}"
+    sh.run("systemctl stop istio", sudo=True, step="stop istio")
+    assert chains() == running, "the rules should stay when the agent stops (as the real ones do)"
+    sidecar.remove_sidecar(sh, d(60, "remove"))
+    assert wait_for("no ISTIO_* nat rules after removal", lambda: chains() == [], 10) is True
