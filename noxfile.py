@@ -1,4 +1,5 @@
-"""Sessions: tests (self-tests) and lint by default; e2e (the suite) and cleanup (the janitor) on demand."""
+"""Sessions: tests (self-tests) and lint by default; e2e (the suite), mutations (the exercises' own
+self-test) and cleanup (the janitor) on demand."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def e2e(session: nox.Session) -> None:
     """The conformance suite. Arguments go to pytest, e.g. `nox -s e2e -- --platform lab`."""
     session.install("-e", ".")
     session.run("pytest", "tests/e2e", *session.posargs,
+                interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
+
+
+@nox.session(python=PYTHON, default=False)
+def mutations(session: nox.Session) -> None:
+    """Self-test of the exercises: a clean lab run, then one lab run per broken recipe step (root)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.mutations.run", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
 
 

@@ -24,9 +24,12 @@ from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
+from meshvm.lab.ingress_standin import IngressGatewayStandIn
 from meshvm.lab.istiod_standin import IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.mesh_registry import MeshRegistry
 from meshvm.lab.netsafety import run_ip
+from meshvm.lab.pods import NodeRuntime
 from meshvm.lab.router import Router
 
 log = logging.getLogger(__name__)
@@ -105,7 +108,9 @@ class ClusterNode:
 
 class KubeClusterBackend:
     """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins, and,
-    given a node, that node on the lab network with istiod's VM-facing stand-in on it (port 15012)."""
+    given a node, that node on the lab network running, over one mesh registry: istiod's VM-facing
+    stand-in (port 15012), the pods with their sidecars and cluster DNS (pods.py), and the ingress
+    gateway (port 80)."""
 
     def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path,
                  node: ClusterNode | None = None):
@@ -114,6 +119,8 @@ class KubeClusterBackend:
         self.controllers: ClusterControllers | None = None
         self.node = node
         self.istiod: IstiodStandIn | None = None
+        self.runtime: NodeRuntime | None = None
+        self.ingress: IngressGatewayStandIn | None = None
         self.load_balancers: ClusterLoadBalancers | None = None
 
     def attach_load_balancers(self, lbs: ClusterLoadBalancers) -> None:
@@ -137,13 +144,27 @@ class KubeClusterBackend:
             if lbs:
                 self.node.tags = (*self.node.tags, lbs.node_tag)
             self.node.up()
-            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=self.node.netns).start()
+            netns, addrs = self.node.netns, self.node.router.addrs
+            assert netns is not None
+            registry = MeshRegistry(client.ApiClient(cfg), str(addrs.service_range))
+            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns,
+                                        mesh_table=registry.table).start()
+            self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
+                                       tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
+                                       workdir=self.workdir / f"{name}-pods").start()
+            self.ingress = IngressGatewayStandIn(client.ApiClient(cfg), registry.endpoints,
+                                                 lambda h, p: NodeRuntime.connect_from(netns, h, p), netns=netns)
+            self.ingress.start()
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
 
     def stop(self) -> None:
         """Idempotent: the platform and the cloud's GKE both stop their clusters."""
         if self.istiod:
             self.istiod.stop()
+        if self.ingress:
+            self.ingress.stop()
+        if self.runtime:
+            self.runtime.stop()
         if self.controllers:
             self.controllers.stop()
         if self.api:

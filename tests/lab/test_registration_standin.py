@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from google.cloud import compute_v1
 
 from meshvm import exercises, retry
 from meshvm.config import Config, gather, resolve
@@ -256,9 +257,14 @@ def test_expired_token_is_rejected(run: Run, tmp_path: Path):
         run.sudo(f"systemctl stop istio; mv {token}.good {token}; rm -f /tmp/expired-token", "restore token")
 
 
-def test_without_the_vm_to_eastwest_rule_the_agent_cannot_reach_istiod(run: Run):
+def test_without_a_rule_to_the_eastwest_gateway_the_agent_cannot_reach_istiod(run: Run):
+    """No firewall rule admits the VM to the east-west gateway: the run's `vm-to-eastwest`, and GKE's
+    own `k8s-fw-*` of the gateway's Service (which admits 0.0.0.0/0 without loadBalancerSourceRanges)."""
     c, name = run.cloud.clients, run.cfg.names.firewall("vm-to-eastwest")
-    delete_and_wait(c, f"deleting {name}", c.firewalls.delete, d(30, "delete rule"), firewall=name)
+    gke_rules = [f for f in c.firewalls.list(project=c.project, timeout=30) if f.name.startswith("k8s-fw-")]
+    assert gke_rules, "the east-west gateway's Service has no GKE firewall rule to take away"
+    for rule_name in [name, *(f.name for f in gke_rules)]:
+        delete_and_wait(c, f"deleting {rule_name}", c.firewalls.delete, d(30, "delete rule"), firewall=rule_name)
     try:
         since = restart_agent(run)
         logged = wait_for("the agent to say istiod is unreachable", lambda: "unreachable" in run.agent_log(since), 10)
@@ -271,6 +277,13 @@ def test_without_the_vm_to_eastwest_rule_the_agent_cannot_reach_istiod(run: Run)
         op = insert(c, f"creating {name}", c.firewalls.insert, d(30, "rule"), lambda: None, project=c.project,
                     firewall_resource=firewall.body(run.cfg, run.net, rule))
         wait_compute(c, op, f"creating {name}", d(30, "rule"))
+        for f in gke_rules:
+            back = compute_v1.Firewall(name=f.name, network=f.network, direction=f.direction, priority=f.priority,
+                                       description=f.description, source_ranges=list(f.source_ranges),
+                                       target_tags=list(f.target_tags), allowed=list(f.allowed))
+            op = insert(c, f"creating {f.name}", c.firewalls.insert, d(30, "rule"), lambda: None,
+                        project=c.project, firewall_resource=back)
+            wait_compute(c, op, f"creating {f.name}", d(30, "rule"))
     restart_agent(run)  # the control: with the rule back, the same agent registers
     wait_for("the entry once the rule is back", run.entry, 15)
     sidecar.wait_ready(run.shell, d(20, "agent ready"), settle=1)

@@ -1,0 +1,127 @@
+"""lab STAND-IN for the service registry that istiod (and kube-proxy) build from the Kubernetes API.
+
+The mesh table (meshwire's format) it derives, as FACTS.md section 1 describes Istio's behaviour:
+- every Service with a selector gets a virtual IP from the cluster's service range (the API stand-in
+  allocates no spec.clusterIP; this registry is the VIP's only user: the cluster DNS stand-in, the
+  proxies and the agent on the VM all ask it);
+- a Service port's endpoints are the Running Pods of its namespace whose labels match its selector,
+  and, for proxies of the mesh (`with_entries`), the WorkloadEntries of its namespace whose labels
+  match, those with health checks on (`proxy.istio.io/health-checks-enabled`) only while their
+  condition Healthy is True. kube-proxy (a pod without a sidecar) never sees WorkloadEntries.
+Without the WorkloadGroup, the VM's registration or its health, `ratings.ratings` has no endpoint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from typing import Any
+
+from kubernetes import client, dynamic
+
+from meshvm.lab.standins import meshwire
+
+CACHE_S = 0.5  # every proxy connection asks; the API is listed at most this often
+TIMEOUT = 10
+FIRST_HOST = 10  # VIPs from service-range host .10 up, as a cluster's first Services get low IPs
+
+
+class MeshRegistry:
+    def __init__(self, api: client.ApiClient, service_range: str, cache_s: float = CACHE_S):
+        self.cache_s = cache_s
+        self._dyn = dynamic.DynamicClient(api)
+        self._free = iter(list(ipaddress.ip_network(service_range).hosts())[FIRST_HOST - 1:])
+        self._vips: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[bool, tuple[float, dict]] = {}
+
+    def vip(self, namespace: str, name: str) -> str:
+        with self._lock:
+            key = (namespace, name)
+            if key not in self._vips:
+                self._vips[key] = str(next(self._free))
+            return self._vips[key]
+
+    def table(self, with_entries: bool = True) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(with_entries)
+            if hit and now - hit[0] < self.cache_s:
+                return hit[1]
+        table = self._build(with_entries)
+        with self._lock:
+            self._cache[with_entries] = (now, table)
+        return table
+
+    def lookup(self, name: str) -> str | None:
+        """The cluster DNS stand-in's answer: Service FQDNs only (pods' resolvers append the search
+        domains, as kube-dns expects)."""
+        if not name.endswith("." + meshwire.DOMAIN):
+            return None
+        return meshwire.name_table(self.table(with_entries=False)).get(name)
+
+    def endpoints(self, host: str, port: int) -> list[str]:
+        """The mesh's endpoints of `host` (FQDN) and a Service port (the ingress gateway's view)."""
+        for s in self.table()["services"]:
+            if s["host"] == host:
+                return next((list(p["endpoints"]) for p in s["ports"] if p["port"] == port), [])
+        return []
+
+    def _list(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        res = self._dyn.resources.get(api_version=api_version, kind=kind)
+        return [o.to_dict() for o in res.get(_request_timeout=TIMEOUT).items]
+
+    def _build(self, with_entries: bool) -> dict:
+        pods = [p for p in self._list("v1", "Pod")
+                if (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("podIP")
+                and not p["metadata"].get("deletionTimestamp")]
+        entries = self._list("networking.istio.io/v1", "WorkloadEntry") if with_entries else []
+        services = []
+        for svc in self._list("v1", "Service"):
+            meta, spec = svc["metadata"], svc.get("spec") or {}
+            selector = spec.get("selector") or {}
+            if not selector:
+                continue
+            ns = meta["namespace"]
+            ports = []
+            for p in spec.get("ports") or []:
+                target = p.get("targetPort") or p["port"]
+                eps = [f"{pod['status']['podIP']}:{_pod_port(pod, target)}" for pod in pods
+                       if pod["metadata"]["namespace"] == ns and _selects(selector, pod["metadata"].get("labels"))]
+                eps += [f"{e['spec']['address']}:{_entry_port(e, p, target)}" for e in entries
+                        if e["metadata"]["namespace"] == ns and _selects(selector, (e.get("spec") or {}).get("labels"))
+                        and (e.get("spec") or {}).get("address") and _ready(e)]
+                ports.append({"port": p["port"], "targetPort": target, "endpoints": eps})
+            services.append({"name": meta["name"], "namespace": ns, "host": f"{meta['name']}.{ns}.{meshwire.DOMAIN}",
+                             "vip": self.vip(ns, meta["name"]), "ports": ports})
+        return {"services": services}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _pod_port(pod: dict, target: int | str) -> int | str:
+    if isinstance(target, int):
+        return target
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for cp in c.get("ports") or []:
+            if cp.get("name") == target:
+                return int(cp["containerPort"])
+    return target
+
+
+def _entry_port(entry: dict, port: dict, target: int | str) -> int | str:
+    """A WorkloadEntry's `ports` map a Service port name to the workload's port; else targetPort."""
+    named = ((entry.get("spec") or {}).get("ports") or {}).get(port.get("name") or "")
+    return int(named) if named else target
+
+
+def _ready(entry: dict) -> bool:
+    notes = entry["metadata"].get("annotations") or {}
+    if notes.get("proxy.istio.io/health-checks-enabled") != "true":
+        return True
+    return any(c.get("type") == "Healthy" and c.get("status") == "True"
+               for c in (entry.get("status") or {}).get("conditions") or [])

@@ -1,0 +1,219 @@
+"""lab STAND-IN for the kubelet, the pods' sidecars, kube-proxy and cluster DNS on the cluster's node.
+
+What it models, and no more:
+- each Running Pod whose image has a lab stand-in (BookInfo's examples-bookinfo-<app>-v<n>, the
+  `curl` client) gets a sandbox: a network namespace with the pod IP on `eth0`, a veth to the node
+  (routed as GKE routes a node's alias range), and the pod's main process where there is one
+  (standins/bookinfo.py with the container's env; the curl client only sleeps, so nothing runs);
+  `kubectl exec` into it runs the command in that sandbox;
+- the pod's resolver is the cluster DNS (resolv.conf with the namespace's search path, ndots:5),
+  answered by a DNS stand-in on the node from the mesh registry (Service FQDN -> VIP);
+- TCP to the service range is captured in the pod (iptables REDIRECT, as istio-init does for the
+  whole range) and forwarded by the pod's proxy to one endpoint of the Service port, round robin,
+  from the pod's own address: the pod's sidecar when its namespace is labelled
+  `istio-injection=enabled` (endpoints include WorkloadEntries), kube-proxy otherwise (pods only);
+- the ingress gateway (ingress_standin) and istiod's VM-facing side run on the node too.
+Pods of images with no stand-in (istiod, the gateways: in-process stand-ins here) get no sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client, dynamic
+
+from meshvm.lab import hostsys
+from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.mesh_registry import MeshRegistry
+from meshvm.lab.netsafety import run_ip
+from meshvm.lab.standins import meshwire
+
+log = logging.getLogger(__name__)
+APPS = Path(__file__).resolve().parent / "standins" / "bookinfo.py"
+DNS_IP = "169.254.20.10"  # GKE's NodeLocal DNSCache address
+LINK_IP = "169.254.1.1"  # every pod's next hop: local on the node, so its veths answer ARP for it
+SIDECAR_PORT = 15001
+PACE_S = 0.3
+TIMEOUT = 10
+STOP_S = 3.0
+_IMAGE = re.compile(r"examples-bookinfo-(details|reviews|productpage)-(v\d+)")
+
+
+@dataclass
+class Sandbox:
+    namespace: str
+    pod: str
+    ip: str
+    netns: str
+    injected: bool
+    proc: subprocess.Popen[bytes] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    counters: meshwire.Counters = field(default_factory=meshwire.Counters)
+
+
+class NodeRuntime:
+    """Reconciles the node's pod sandboxes from the API until stopped."""
+
+    def __init__(self, api: client.ApiClient, kube: KubeApiStandIn, registry: MeshRegistry, *, node_netns: str,
+                 tag: str, block: str, service_range: str, workdir: Path):
+        self._dyn = dynamic.DynamicClient(api)
+        self.kube, self.registry = kube, registry
+        self.node_netns, self.tag, self.block, self.service_range = node_netns, tag, block, service_range
+        self.workdir = workdir
+        self.sandboxes: dict[tuple[str, str], Sandbox] = {}
+        self.errors: list[str] = []
+        self._n = 0
+        self._rr = meshwire.RoundRobin()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-kubelet", daemon=True)
+
+    def start(self) -> NodeRuntime:
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ns = self.node_netns
+        _sysctl(ns, "net.ipv4.ip_forward=1")
+        for ip in (DNS_IP, LINK_IP):
+            run_ip("addr", "add", f"{ip}/32", "dev", "lo", netns=ns)
+        dns = hostsys.run_in_netns(ns, lambda: _bound(socket.SOCK_DGRAM, DNS_IP, 53))
+        threading.Thread(target=meshwire.serve_dns, args=(dns, self.registry.lookup, self._stop),
+                         name="lab-cluster-dns", daemon=True).start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+        for key in list(self.sandboxes):
+            self._remove(key)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PACE_S):
+            try:
+                self.reconcile()
+            except Exception as e:  # a stand-in must not die silently: keep the error for the tests
+                self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("lab kubelet: %s", e)
+
+    def reconcile(self) -> None:
+        pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in
+                (o.to_dict() for o in self._dyn.resources.get(api_version="v1", kind="Pod")
+                 .get(_request_timeout=TIMEOUT).items)}
+        for key in [k for k in self.sandboxes if k not in pods or pods[k]["metadata"].get("deletionTimestamp")]:
+            self._remove(key)
+        for key, pod in pods.items():
+            ip = (pod.get("status") or {}).get("podIP")
+            if key in self.sandboxes or not ip or pod["metadata"].get("deletionTimestamp"):
+                continue
+            containers = (pod.get("spec") or {}).get("containers") or []
+            app = next((m for c in containers if (m := _IMAGE.search(c.get("image") or ""))), None)
+            if app is None and not any("curl" in (c.get("image") or "") for c in containers):
+                continue
+            self._add(key, ip, containers, app)
+
+    # -- one sandbox --------------------------------------------------------------------------
+
+    def _add(self, key: tuple[str, str], ip: str, containers: list[dict], app: re.Match[str] | None) -> None:
+        self._n += 1
+        netns, node_dev = f"{self.tag}p{self._n}", f"{self.tag}q{self._n}"
+        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]))
+        self.sandboxes[key] = sb  # recorded before it exists: _remove cleans a half-made one
+        run_ip("netns", "add", netns)
+        run_ip("link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", node_dev, "netns", self.node_netns)
+        for args in (("link", "set", "lo", "up"), ("addr", "add", f"{ip}/32", "dev", "eth0"),
+                     ("link", "set", "eth0", "up"), ("route", "add", LINK_IP, "dev", "eth0", "scope", "link"),
+                     ("route", "add", self.block, "via", LINK_IP, "dev", "eth0", "src", ip),
+                     ("route", "add", DNS_IP, "via", LINK_IP, "dev", "eth0", "src", ip)):
+            run_ip(*args, netns=netns)
+        run_ip("link", "set", node_dev, "up", netns=self.node_netns)
+        run_ip("route", "add", f"{ip}/32", "dev", node_dev, netns=self.node_netns)
+        _run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
+              "-d", self.service_range, "-j", "REDIRECT", "--to-ports", str(SIDECAR_PORT)])
+        listener = hostsys.run_in_netns(netns, lambda: _bound(socket.SOCK_STREAM, "0.0.0.0", SIDECAR_PORT))  # noqa: S104
+        threading.Thread(target=meshwire.serve_tcp, args=(listener, lambda c: self._outbound(sb, c), sb.stop),
+                         name=f"lab-sidecar-{key[1]}", daemon=True).start()
+        resolv = self.workdir / f"{netns}-resolv.conf"
+        resolv.write_text(f"nameserver {DNS_IP}\nsearch {key[0]}.svc.cluster.local svc.cluster.local cluster.local\n"
+                          "options ndots:5\n")
+        prefix = ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)]
+        self.kube.set_exec_backend(key[0], key[1], _exec_in(prefix))
+        if app is not None:
+            env = {e["name"]: str(e.get("value", "")) for c in containers for e in c.get("env") or [] if "name" in e}
+            log_file = (self.workdir / f"{netns}-{key[1]}.log").open("ab")
+            sb.proc = subprocess.Popen(  # noqa: S603
+                [*prefix, sys.executable, str(APPS), app.group(1), "--port", "9080"],
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": key[1],
+                     "STANDIN_VERSION": app.group(2), **env},
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+            log_file.close()
+        log.info("lab kubelet: pod %s/%s at %s in %s (%s)", key[0], key[1], ip, netns,
+                 "sidecar" if sb.injected else "no sidecar")
+
+    def _remove(self, key: tuple[str, str]) -> None:
+        sb = self.sandboxes.pop(key)
+        sb.stop.set()
+        self.kube.set_exec_backend(sb.namespace, sb.pod, None)
+        if sb.proc is not None:
+            try:
+                os.killpg(sb.proc.pid, signal.SIGTERM)
+                sb.proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(sb.proc.pid, signal.SIGKILL)
+                sb.proc.wait(STOP_S)
+            except ProcessLookupError:
+                pass
+        run_ip("netns", "del", sb.netns, check=False)  # the veth pair goes with it
+
+    def _injected(self, namespace: str) -> bool:
+        ns = self._dyn.resources.get(api_version="v1", kind="Namespace").get(name=namespace, _request_timeout=TIMEOUT)
+        return (ns.to_dict()["metadata"].get("labels") or {}).get("istio-injection") == "enabled"
+
+    def _outbound(self, sb: Sandbox, conn: socket.socket) -> None:
+        ip, port = meshwire.original_dst(conn)
+        found = meshwire.route(self.registry.table(with_entries=sb.injected), ip, port)
+        if found is None:
+            conn.close()
+            return
+        stat, endpoints = found
+        meshwire.forward(conn, self._rr.order(stat, endpoints), lambda h, p: self.connect_from(sb.netns, h, p),
+                         sb.counters, stat)
+
+    @staticmethod
+    def connect_from(netns: str, host: str, port: int) -> socket.socket:
+        """A connection made inside `netns`: it leaves from that namespace's address."""
+        return hostsys.run_in_netns(netns, lambda: socket.create_connection((host, port), timeout=5))
+
+
+def _bound(kind: int, host: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(64)
+    return s
+
+
+def _run(argv: Sequence[str]) -> None:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=TIMEOUT, check=False)  # noqa: S603
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed (rc={proc.returncode}): {proc.stderr.strip()}")
+
+
+def _sysctl(netns: str, setting: str) -> None:
+    _run(["ip", "netns", "exec", netns, "sysctl", "-qw", setting])
+
+
+def _exec_in(prefix: list[str]):  # noqa: ANN202
+    def spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*prefix, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603
+                                stderr=subprocess.PIPE)
+    return spawn

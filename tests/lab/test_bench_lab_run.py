@@ -1,0 +1,48 @@
+"""The whole conformance run on the lab (`nox -s e2e -- --platform lab`): green, reports written,
+nothing left; and, as a benchmark, its wall time and each stage's share of it.
+
+Target: the whole lab run under 3 minutes on this machine (2 cores); measured, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.lab.test_e2e_infra import no_lab_leftovers, suite
+
+pytestmark = pytest.mark.lab
+EXERCISE_MODULES = ["test_vm_registration", "test_vm_to_mesh", "test_pod_to_vm", "test_productpage_ratings"]
+
+
+def test_lab_run_is_green_and_leaves_nothing(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    runs = []
+
+    def whole_run() -> None:
+        start = time.monotonic()
+        runs.append(suite("--platform", "lab", "--artifacts-dir", str(out)))
+        runs[-1].wall = time.monotonic() - start  # type: ignore[attr-defined]
+
+    benchmark.pedantic(whole_run, rounds=1, iterations=1)
+    r = runs[0]
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    cases = list(ET.parse(out / "junit.xml").iter("testcase"))
+    modules = [c.get("classname", "").rsplit(".", 1)[-1] for c in cases]
+    assert [m for m in dict.fromkeys(modules) if m.startswith("test_") and m != "test_stages"] == EXERCISE_MODULES
+    assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None
+                or c.find("skipped") is not None]
+    cleanup = json.loads((out / "cleanup.json").read_text())
+    assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
+    assert (out / "metadata.json").is_file()
+    no_lab_leftovers(out)
+
+    phases = json.loads((out / "phases.json").read_text())["phases"]
+    wall = r.wall  # type: ignore[attr-defined]
+    shares = {p["name"]: round(100 * float(p.get("duration_s") or 0) / wall, 1) for p in phases}
+    benchmark.extra_info.update({"wall_s": round(wall, 1), "stage_share_percent": shares})
+    print(f"\nlab run: {wall:.1f} s wall; stage shares (%): {shares}")

@@ -1,0 +1,106 @@
+"""A pytest plugin that breaks ONE recipe step of a lab run (`--mutation NAME`), for `nox -s mutations`.
+
+Each mutation models a mistake in the recipe and, where the suite's own stage checks would stop it
+first (cluster.env checked at vm_files, hosts checked before install), also turns off that guard:
+the point is to prove the matching EXERCISE catches the mistake, with a clear message.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from meshvm import manifests
+from meshvm.gcp import firewall
+from meshvm.recipe import ratings, sidecar, workload
+
+REGISTRATION, VM_TO_MESH, POD_TO_VM, PRODUCTPAGE = (
+    "test_vm_registration", "test_vm_to_mesh", "test_pod_to_vm", "test_productpage_ratings")
+
+
+def _rules_without_pods_to_vm(cfg: Any) -> tuple:
+    return tuple(r for r in ORIGINAL["rules"](cfg) if r.purpose != "pods-to-vm")
+
+
+def _rules_with_wrong_tag(cfg: Any) -> tuple:
+    return tuple(replace(r, target_tags=("mesh-vm-typo",)) if r.purpose == "pods-to-vm" else r
+                 for r in ORIGINAL["rules"](cfg))
+
+
+def _reviews_without_ratings_host(name: str, **values: object) -> str:
+    text = ORIGINAL["text"](name, **values)
+    if name != "bookinfo-reviews":
+        return text
+    return "\n".join(line for line in text.splitlines() if "SERVICES_DOMAIN, value" not in line) + "\n"
+
+
+def _group_not_applied(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
+    class NoApply:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kube, name)
+
+        def apply(self, *args: Any, **kwargs: Any) -> None:
+            pass  # `kubectl apply -f workloadgroup.yaml` forgotten
+
+    return ORIGINAL["create_workloadgroup"](istioctl, NoApply(), probe, out)
+
+
+def _vm_files(change: Callable[[list], list] | None = None, **overrides: Any) -> Callable[..., Any]:
+    """generate_vm_files with istioctl's arguments changed and/or its parameters overridden."""
+
+    @functools.wraps(ORIGINAL["generate_vm_files"])
+    def generate(istioctl: Any, kube: Any, group_file: Any, out: Any, cluster_id: str, vm_ip: str,
+                 eastwest_ip: str, token_duration: int, deadline: Any) -> Any:
+        class Changed:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(istioctl, name)
+
+            def run(self, args: list, **kwargs: Any) -> Any:
+                return istioctl.run(change(list(args)) if change else args, **kwargs)
+
+        params = {"cluster_id": cluster_id, "token_duration": token_duration, **overrides}
+        return ORIGINAL["generate_vm_files"](Changed(), kube, group_file, out, params["cluster_id"], vm_ip,
+                                             eastwest_ip, params["token_duration"], deadline)
+    return generate
+
+
+def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> None:
+    ORIGINAL["install_ratings"](vm, source_dir, user, deadline)
+    vm.run(f"systemctl disable --now {ratings.UNIT}", sudo=True, step="mutation: ratings not started")
+
+
+ORIGINAL: dict[str, Any] = {"rules": firewall.rules, "text": manifests.text,
+                            "create_workloadgroup": workload.create_workloadgroup,
+                            "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings}
+
+# name -> (the exercise module expected to catch it, [(module, attribute, replacement)])
+MUTATIONS: dict[str, tuple[str, list[tuple[Any, str, Any]]]] = {
+    "no-firewall-rule": (POD_TO_VM, [(firewall, "rules", _rules_without_pods_to_vm)]),
+    "wrong-target-tag": (POD_TO_VM, [(firewall, "rules", _rules_with_wrong_tag)]),
+    "reviews-without-ratings-host": (PRODUCTPAGE, [(manifests, "text", _reviews_without_ratings_host)]),
+    "no-workloadgroup": (REGISTRATION, [(workload, "create_workloadgroup", _group_not_applied)]),
+    "no-autoregister": (REGISTRATION, [
+        (workload, "generate_vm_files", _vm_files(lambda a: [x for x in a if x != "--autoregister"])),
+        (workload, "check_vm_files", lambda out, cluster_id: None)]),
+    "wrong-cluster-id": (REGISTRATION, [
+        (workload, "generate_vm_files", _vm_files(cluster_id="not-the-cluster")),
+        (workload, "check_vm_files", lambda out, cluster_id: None)]),
+    "empty-hosts": (REGISTRATION, [(sidecar, "hosts_line", lambda vm_files: "")]),
+    "expired-token": (REGISTRATION, [(workload, "generate_vm_files", _vm_files(token_duration=1))]),
+    "ratings-not-started": (REGISTRATION, [(ratings, "install_ratings", _ratings_not_started)]),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--mutation", choices=sorted(MUTATIONS), help="self-test: break this recipe step")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("--mutation")
+    if name:
+        for module, attr, value in MUTATIONS[name][1]:
+            setattr(module, attr, value)
