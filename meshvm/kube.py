@@ -51,12 +51,13 @@ class KubeClient:
     """meshvm.seams.Kube on the kubernetes client. `ca_file` is a PEM file; `token` gives fresh tokens."""
 
     def __init__(self, host: str, ca_file: Path, token: TokenProvider, *, call_timeout: float = 30.0,
-                 refresh_margin_s: float = 300.0):
+                 refresh_margin_s: float = 300.0, cache_dir: Path | None = None):
         self.host, self.ca_file, self.call_timeout = host.rstrip("/"), ca_file, call_timeout
         self._tokens = TokenSource(token, refresh_margin_s)
         self._cfg = configuration(self.host, ca_file, self._tokens)
         self._api = _TimedApiClient(self._cfg, call_timeout)
-        self._cache_dir = Path(tempfile.mkdtemp(prefix="meshvm-discovery-"))  # not ~/.kube, not shared
+        # Discovery cache: not ~/.kube, not shared; a run passes a folder of its own that teardown removes.
+        self._cache_dir = cache_dir or Path(tempfile.mkdtemp(prefix="meshvm-discovery-"))
         self._dyn: DynamicClient | None = None
 
     def close(self) -> None:
