@@ -96,6 +96,15 @@ class Config:
             return STAGE_NAMES
         return STAGE_NAMES[: STAGE_NAMES.index(self.until) + 1]
 
+    def token_window(self) -> int:
+        """Seconds from the istio-token's creation to the agent presenting it, at worst: the deadlines of
+        vm_files and the stages after it, then exercise 1's (0 when the run stops before vm_files)."""
+        run = self.stages()
+        if "vm_files" not in run:
+            return 0
+        later = run[run.index("vm_files"):]
+        return sum(self.deadlines[s] for s in later) + (self.exercise_deadline if self.until is None else 0)
+
     def redacted(self) -> dict[str, str]:
         """The config as printed: settings only, no file contents, nothing secret is held here."""
         return {s.field: str(getattr(self, s.field, None)) for s in SETTINGS if hasattr(self, s.field)}
@@ -274,6 +283,10 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
               "nox -s cleanup -- --platform gcp --run-id ID --yes")
     if cfg.cluster_version and not p.problems:
         _kubernetes_supported(p, cfg)
+    if not p.problems and (window := cfg.token_window()) > cfg.token_duration:
+        p.add("token_duration", str(cfg.token_duration), f"is shorter than the worst case from the istio-token's "
+              f"creation (stage vm_files) to the agent's first connection (exercise 1): {window} s of stage "
+              "deadlines and --exercise-deadline; raise it or lower those deadlines")
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":

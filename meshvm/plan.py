@@ -33,6 +33,9 @@ def render(cfg: Config) -> str:
         "a pod reaches ratings.ratings; the product page shows stars.",
         f"Worst case: {_mins(total)} (sum of the stage deadlines and teardown).",
     ]
+    if cfg.token_window():
+        lines.append(f"The istio-token ({_mins(cfg.token_duration)}) must outlive {_mins(cfg.token_window())}: "
+                     "stage vm_files to the agent's first connection.")
     if cfg.until:
         lines.append(f"Stops after stage {cfg.until} (--until).")
     if cfg.unwired():

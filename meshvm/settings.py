@@ -78,8 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(source ranges restricted to the VM)", "internal", choices=("internal", "external")),
     Setting("wg-probe", "WorkloadGroup readiness probe on ratings /health, so health checks are real",
             "on", choices=("on", "off")),
-    Setting("token-duration", "lifetime in seconds of the VM's istio-token (--tokenDuration)", "900",
-            kind="int"),
+    Setting("token-duration", "lifetime in seconds of the VM's istio-token (--tokenDuration); at least the "
+            "worst case from stage vm_files to exercise 1", "3600", kind="int"),
     Setting("ratings-source", "folder with ratings.js + package.json (default: BookInfo's at the "
             "release tag)"),
     Setting("bookinfo-image-prefix", "BookInfo image prefix", "docker.io/istio/examples-bookinfo"),

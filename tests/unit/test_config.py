@@ -143,3 +143,17 @@ def test_config_is_frozen(creds):
         cfg.platform = "lab"  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.deadlines["cluster"] = 1  # type: ignore[index]
+
+
+def test_the_istio_token_must_outlive_the_worst_case_to_the_agents_first_connection(creds):
+    # vm_files, sidecar, ratings_service, bookinfo_gateway: 1500 s of deadlines, then exercise 1: 300 s
+    assert [p for p in problems({"token_duration": "900"}, creds) if "--token-duration" in p] == [
+        "--token-duration / E2E_TOKEN_DURATION: '900' is shorter than the worst case from the istio-token's "
+        "creation (stage vm_files) to the agent's first connection (exercise 1): 1800 s of stage deadlines "
+        "and --exercise-deadline; raise it or lower those deadlines"]
+
+    def cfg(**options: object):  # noqa: ANN202
+        return resolve(gather({**GOOD, "token_duration": "3600", **options}, creds), creds, NOW)
+    assert cfg(exercise_deadline="60", deadline=["sidecar=180"]).token_window() == 300 + 180 + 300 + 300 + 60
+    assert cfg(until="vm").token_window() == 0
+    assert cfg(until="sidecar").token_window() == 300 + 600  # no exercise under --until
