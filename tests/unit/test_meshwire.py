@@ -169,11 +169,16 @@ def echo() -> Iterator[str]:
     srv.close()
 
 
+_HELD: list[socket.socket] = []
+
+
 def refused() -> str:
-    """An address where nothing listens (a port just released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    """An address that refuses connections: bound, never listening, and held for the session, so no
+    other test's socket can take the port meanwhile."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = b"hello") -> tuple[bytes, bool]:
