@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import select
 import shlex
 import socket
 import stat
@@ -172,8 +173,9 @@ def _collect(channel: paramiko.Channel, step: str, deadline: Deadline) -> Result
             raise CommandTimeout(f"{deadline.what}: no exit after its timeout; last output: "
                                  f"{(err.tail() or out.tail())!r}")
         if not progressed:
-            # Block briefly on the channel, bounded by the command's deadline (not a bare sleep).
-            channel.status_event.wait(deadline.cap(0.05))
+            # Block briefly until output, EOF or the exit status arrives (the channel is selectable),
+            # bounded by the command's deadline: not a bare sleep, and no spin once the status is in.
+            select.select([channel], [], [], deadline.cap(0.05))
     return Result(channel.recv_exit_status(), out.text(), err.text())
 
 

@@ -34,6 +34,7 @@ class MeshRegistry:
         self._free = iter(list(ipaddress.ip_network(service_range).hosts())[FIRST_HOST - 1:])
         self._vips: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._cache: dict[bool, tuple[float, dict]] = {}
 
     def vip(self, namespace: str, name: str) -> str:
@@ -44,15 +45,16 @@ class MeshRegistry:
             return self._vips[key]
 
     def table(self, with_entries: bool = True) -> dict:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(with_entries)
+        with self._building:  # one build at a time: concurrent callers take its result
+            now = time.monotonic()
+            with self._lock:
+                hit = self._cache.get(with_entries)
             if hit and now - hit[0] < self.cache_s:
                 return hit[1]
-        table = self._build(with_entries)
-        with self._lock:
-            self._cache[with_entries] = (now, table)
-        return table
+            table = self._build(with_entries)
+            with self._lock:
+                self._cache[with_entries] = (now, table)
+            return table
 
     def lookup(self, name: str) -> str | None:
         """The cluster DNS stand-in's answer: Service FQDNs only (pods' resolvers append the search

@@ -150,7 +150,7 @@ class NodeRuntime:
             env = {e["name"]: str(e.get("value", "")) for c in containers for e in c.get("env") or [] if "name" in e}
             log_file = (self.workdir / f"{netns}-{key[1]}.log").open("ab")
             sb.proc = subprocess.Popen(  # noqa: S603
-                [*prefix, sys.executable, str(APPS), app.group(1), "--port", "9080"],
+                [*prefix, sys.executable, str(APPS), app.group(1), "--port", "9080", "--lab-tag", self.tag],
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": key[1],
                      "STANDIN_VERSION": app.group(2), **env},
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)

@@ -1,6 +1,6 @@
 """A pytest plugin for self-tests (`-p tests.lab.fail_exercise`): the exercises whose module names are
 in MESHVM_SELFTEST_FAIL (comma-separated, e.g. test_vm_to_mesh) fail at once, so a self-test gets a
-failed exercise whatever the lab's stand-ins can do today."""
+failed exercise quickly and at a chosen point."""
 
 from __future__ import annotations
 

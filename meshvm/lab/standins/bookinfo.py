@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="BookInfo app stand-in (lab only)")
     parser.add_argument("app", choices=sorted(HEALTH))
     parser.add_argument("--port", type=int, default=9080)
+    parser.add_argument("--lab-tag", help="the lab run's tag: the janitor finds a killed run's apps by it")
     args = parser.parse_args(argv)
     handler = type("AppHandler", (Handler,), {"app": args.app, "env": dict(os.environ)})
     server = Server(("0.0.0.0", args.port), handler)
