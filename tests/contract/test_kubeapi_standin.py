@@ -118,3 +118,19 @@ def test_pod_status_is_set_through_the_status_subresource(raw: client.ApiClient)
     core.patch_namespaced_pod("p", "default", {"status": {"phase": "Failed"}}, _request_timeout=5)
     got = core.read_namespaced_pod("p", "default", _request_timeout=5)
     assert (got.status.phase, got.status.pod_ip) == ("Running", "10.1.2.3")
+
+
+def test_token_request_below_ten_minutes_is_invalid_as_on_a_real_api(kube, raw: client.ApiClient) -> None:
+    kube.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: ratings}\n")
+    kube.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: bookinfo-ratings, namespace: ratings}\n")
+    core = client.CoreV1Api(raw)
+
+    def request(seconds: int) -> client.AuthenticationV1TokenRequest:
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=["istio-ca"], expiration_seconds=seconds))
+        return core.create_namespaced_service_account_token("bookinfo-ratings", "ratings", body, _request_timeout=10)
+
+    with pytest.raises(client.ApiException) as e:
+        request(599)
+    assert e.value.status == 422 and "may not specify a duration less than 10 minutes" in e.value.body
+    assert request(600).status.token

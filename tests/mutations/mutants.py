@@ -8,6 +8,7 @@ the point is to prove the matching EXERCISE catches the mistake, with a clear me
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from meshvm import manifests
 from meshvm.gcp import firewall
+from meshvm.lab.kubeapi.tokens import TokenIssuer
 from meshvm.recipe import ratings, sidecar, workload
 
 REGISTRATION, VM_TO_MESH, POD_TO_VM, PRODUCTPAGE = (
@@ -75,23 +77,43 @@ def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> 
 
 ORIGINAL: dict[str, Any] = {"rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
-                            "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings}
+                            "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
+                            "review": TokenIssuer.review}
 
-# name -> (the exercise module expected to catch it, [(module, attribute, replacement)])
-MUTATIONS: dict[str, tuple[str, list[tuple[Any, str, Any]]]] = {
-    "no-firewall-rule": (POD_TO_VM, [(firewall, "rules", _rules_without_pods_to_vm)]),
-    "wrong-target-tag": (POD_TO_VM, [(firewall, "rules", _rules_with_wrong_tag)]),
-    "reviews-without-ratings-host": (PRODUCTPAGE, [(manifests, "text", _reviews_without_ratings_host)]),
-    "no-workloadgroup": (REGISTRATION, [(workload, "create_workloadgroup", _group_not_applied)]),
-    "no-autoregister": (REGISTRATION, [
+AGENT_LATE_S = 660  # the agent starts 11 minutes after its token was issued
+
+
+def _review_later(self: Any, token: str) -> dict | None:
+    """The token reviewer (istiod's TokenReview) as it answers AGENT_LATE_S later."""
+    claims = ORIGINAL["review"](self, token)
+    return claims if claims and claims.get("exp", 0) > time.time() + AGENT_LATE_S else None
+
+
+# name -> (the exercise module expected to fail first, a regex its failure message or its diagnostics
+#          must match (the mistake is caught for its own reason), [(module, attribute, replacement)])
+MUTATIONS: dict[str, tuple[str, str, list[tuple[Any, str, Any]]]] = {
+    "no-firewall-rule": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
+                         [(firewall, "rules", _rules_without_pods_to_vm)]),
+    "wrong-target-tag": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
+                         [(firewall, "rules", _rules_with_wrong_tag)]),
+    "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
+                                     [(manifests, "text", _reviews_without_ratings_host)]),
+    "no-workloadgroup": (REGISTRATION, r"cannot find WorkloadGroup ratings/ratings",
+                         [(workload, "create_workloadgroup", _group_not_applied)]),
+    "no-autoregister": (REGISTRATION, r"connected to istiod .*; WorkloadEntry None;", [
         (workload, "generate_vm_files", _vm_files(lambda a: [x for x in a if x != "--autoregister"])),
         (workload, "check_vm_files", lambda out, cluster_id: None)]),
-    "wrong-cluster-id": (REGISTRATION, [
+    "wrong-cluster-id": (REGISTRATION, r'client claims to be in cluster "not-the-cluster"', [
         (workload, "generate_vm_files", _vm_files(cluster_id="not-the-cluster")),
         (workload, "check_vm_files", lambda out, cluster_id: None)]),
-    "empty-hosts": (REGISTRATION, [(sidecar, "hosts_line", lambda vm_files: "")]),
-    "expired-token": (REGISTRATION, [(workload, "generate_vm_files", _vm_files(token_duration=1))]),
-    "ratings-not-started": (REGISTRATION, [(ratings, "install_ratings", _ratings_not_started)]),
+    "empty-hosts": (REGISTRATION, r"/etc/hosts: lacks ' istiod\.istio-system\.svc'",
+                    [(sidecar, "hosts_line", lambda vm_files: "")]),
+    # A token issued for the API's minimum of 600 s, presented 11 minutes later.
+    "expired-token": (REGISTRATION, r"the istio-token is not valid \(unknown, malformed or expired\)", [
+        (workload, "generate_vm_files", _vm_files(token_duration=600)),
+        (TokenIssuer, "review", _review_later)]),
+    "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
+                            [(ratings, "install_ratings", _ratings_not_started)]),
 }
 
 
@@ -102,5 +124,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("--mutation")
     if name:
-        for module, attr, value in MUTATIONS[name][1]:
+        for module, attr, value in MUTATIONS[name][2]:
             setattr(module, attr, value)

@@ -1,76 +1,111 @@
 """`nox -s mutations`: a clean lab run, then one lab run per mutation (tests/mutations/mutants.py).
 
-A mutation is caught when every stage passed and the FIRST failing test is in the exercise module
-that should catch it, with a message; every run must also leave nothing behind (cleanup.json).
-Prints one line per mutation and the figure "N/9 caught"; exits 1 unless the baseline passed and
-every mutation was caught.
+A mutation is caught when every stage passed and the FIRST failure is a failed check (not an error)
+of the exercise module that should catch it, for its own reason: the mutation's regex matches the
+failure message or that test's diagnostics folder. Every run must also leave nothing behind
+(cleanup.json and the lab's own leftovers). Prints one line per mutation and the figure
+"N/M caught"; exits 1 unless the baseline passed and every mutation was caught.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
+import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from meshvm.lab.leaks import find_leftovers
 from tests.mutations.mutants import MUTATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_DEADLINE = "30"  # a broken step never heals: the exercises need not wait 300 s to say so
 RUN_TIMEOUT_S = 900
+TEARDOWN_GRACE_S = 300
+JANITOR_TIMEOUT_S = 300
 
 
-def run(name: str | None, out: Path) -> tuple[int, Path]:
+def run(name: str | None, out: Path) -> tuple[int, str]:
+    """One lab run; a run past its timeout is interrupted (teardown runs), then swept by the janitor."""
     out.mkdir(parents=True, exist_ok=True)
+    run_id = f"mut-{secrets.token_hex(3)}"
     argv = [sys.executable, "-m", "pytest", "tests/e2e", "--platform", "lab", "--artifacts-dir", str(out),
-            "--exercise-deadline", EXERCISE_DEADLINE, "-p", "tests.mutations.mutants", "-q", "-p", "no:cacheprovider"]
+            "--run-id", run_id, "--exercise-deadline", EXERCISE_DEADLINE, "-p", "tests.mutations.mutants",
+            "-q", "-p", "no:cacheprovider"]
     if name:
         argv += ["--mutation", name, "--maxfail=1"]
     with (out / "pytest.out").open("w") as log:
-        rc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S,
-                            check=False).returncode
-    return rc, out
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            return proc.wait(RUN_TIMEOUT_S), run_id
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(TEARDOWN_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+            subprocess.run([sys.executable, "-m", "meshvm.janitor", "--run-id", run_id, "--yes"], cwd=ROOT,
+                           stdout=log, stderr=subprocess.STDOUT, timeout=JANITOR_TIMEOUT_S, check=False)
+            return -1, run_id
 
 
-def outcomes(junit: Path) -> list[tuple[str, str, str]]:
-    """(module, test name, failure message or '') in run order."""
+def outcomes(junit: Path) -> list[tuple[str, str, str, str]]:
+    """(module, test name, 'failure' | 'error' | '', message) in run order."""
     rows = []
     for case in ET.parse(junit).iter("testcase"):
-        bad = case.find("failure")
-        if bad is None:
-            bad = case.find("error")
         module = case.get("classname", "").rsplit(".", 1)[-1]
-        rows.append((module, case.get("name", ""), "" if bad is None else (bad.get("message") or bad.text or "")))
+        kind, bad = next(((k, b) for k in ("failure", "error") if (b := case.find(k)) is not None), ("", None))
+        rows.append((module, case.get("name", ""), kind, "" if bad is None else (bad.get("message") or bad.text or "")))
     return rows
 
 
-def leftovers(out: Path) -> list:
+def leftovers(out: Path) -> list[str]:
+    if not (out / "cleanup.json").is_file():
+        return ["no cleanup.json"]
     cleanup = json.loads((out / "cleanup.json").read_text())
-    return list(cleanup.get("remaining") or []) + list(cleanup.get("leftovers") or [])
+    left = [str(x) for x in (cleanup.get("remaining") or []) + (cleanup.get("leftovers") or [])]
+    log = (out / "run.log").read_text(errors="replace") if (out / "run.log").is_file() else ""
+    for tag in set(re.findall(r"lab router (mv[0-9a-f]{6})-rt up", log)):
+        left += find_leftovers(tag)
+    return left
+
+
+def evidence(out: Path, message: str) -> str:
+    """The failure message and the diagnostics (under --maxfail=1, the failed test's only)."""
+    files = sorted((out / "diagnostics").glob("*/*"))
+    return "\n".join([message, *(f.read_text(errors="replace") for f in files if f.is_file())])
 
 
 def main() -> int:
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
-    rc, out = run(None, base / "baseline")
-    rows = outcomes(out / "junit.xml")
-    failed = [r for r in rows if r[2]]
-    baseline_ok = rc == 0 and not failed and not leftovers(out)
-    print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc})", flush=True)
+    rc, _ = run(None, base / "baseline")
+    rows = outcomes(base / "baseline" / "junit.xml") if (base / "baseline" / "junit.xml").is_file() else []
+    left = leftovers(base / "baseline")
+    baseline_ok = rc == 0 and bool(rows) and not [r for r in rows if r[2]] and not left
+    print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc}"
+          f"{', LEFT: ' + str(left) if left else ''})", flush=True)
     caught = 0
-    for name, (expected, _) in MUTATIONS.items():
-        start = time.monotonic()
-        rc, out = run(name, base / name)
+    for name, (expected, reason, _) in MUTATIONS.items():
+        start, out = time.monotonic(), base / name
+        rc, _ = run(name, out)
         rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
         first = next((r for r in rows if r[2]), None)
         stages_ok = all(not r[2] for r in rows if r[0] == "test_stages")
-        left = leftovers(out) if (out / "cleanup.json").is_file() else ["no cleanup.json"]
-        ok = rc != 0 and stages_ok and first is not None and first[0] == expected and not left
+        left = leftovers(out)
+        why = first is not None and re.search(reason, evidence(out, first[3])) is not None
+        ok = rc not in (0, -1) and stages_ok and first is not None and first[:3] == (expected, first[1], "failure") \
+            and why and not left
         caught += ok
-        seen = f"{first[0]}::{first[1]}: {first[2].splitlines()[0][:400]}" if first else f"nothing failed (exit {rc})"
-        print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {expected}; "
-              f"first failure {seen}{'; LEFT: ' + str(left) if left else ''}", flush=True)
+        seen = f"{first[0]}::{first[1]} ({first[2]}): {first[3].splitlines()[0][:300]}" if first else \
+            f"nothing failed (exit {rc})"
+        print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {expected} "
+              f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
+              f"{'; LEFT: ' + str(left) if left else ''}", flush=True)
     print(f"{caught}/{len(MUTATIONS)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")
     return 0 if baseline_ok and caught == len(MUTATIONS) else 1
 

@@ -105,6 +105,10 @@ def _token_request(h: Any, ns: str, name: str, body: bytes) -> dict:
     owner.store.get(sa_kind, ns, name)  # 404 when the service account does not exist
     spec = (h.parse_body(body) or {}).get("spec") or {}
     seconds = int(spec.get("expirationSeconds") or 3600)
+    if seconds < 600:  # the API server's validation, as on every real cluster
+        raise ApiError(422, "Invalid", f'TokenRequest.authentication.k8s.io "{name}" is invalid: '
+                       f"spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than "
+                       "10 minutes")
     issued = owner.service_account_tokens.issue(ns, name, list(spec.get("audiences") or []), seconds)
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(issued["claims"]["exp"]))
     return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
