@@ -121,11 +121,15 @@ def test_second_ctrl_c_stops_teardown_and_says_what_remains(tmp_path):
     no_lab_leftovers(out)
 
 
-def test_sigkill_during_the_vm_stage_then_the_janitor_leaves_nothing(tmp_path):
+@pytest.mark.parametrize(("stage", "outcome", "until"), [
+    ("vm", "running", ["--until", "bookinfo_gateway"]),
+    ("bookinfo_gateway", "passed", []),  # the exercises: BookInfo's pods and their apps are running
+])
+def test_sigkill_then_the_janitor_leaves_nothing(tmp_path, stage, outcome, until):
     run_id, out = f"killed-{secrets.token_hex(2)}", tmp_path / "out"
-    proc = start(out, "--platform", "lab", "--until", "bookinfo_gateway", "--run-id", run_id)
+    proc = start(out, "--platform", "lab", *until, "--run-id", run_id)
     try:
-        wait_for(proc, "stage vm running", lambda: phases(out).get("vm") == "running")
+        wait_for(proc, f"stage {stage} {outcome}", lambda: phases(out).get(stage) == outcome)
         proc.kill()
         proc.wait(30)
     finally:
