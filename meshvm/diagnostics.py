@@ -25,6 +25,7 @@ FILE_CAP = 256 * 1024
 FILES_PER_TEST = 40
 RUN_CAP = 16 * 1024 * 1024
 COLLECTOR_TIMEOUT = 30.0
+TEST_DEADLINE = 120.0  # one failed test's whole dump: teardown must not wait on diagnostics for long
 _PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(-----END \1PRIVATE KEY-----|\Z)", re.S)
 # Output of these loggers would copy every dumped byte into run.log at DEBUG: quiet while dumping.
 _CHATTY = ("meshvm.ssh", "meshvm.istioctl")
@@ -59,8 +60,9 @@ class Dump:
     """One failed test's folder."""
 
     def __init__(self, folder: Path, budget: RunBudget, *, file_cap: int = FILE_CAP,
-                 max_files: int = FILES_PER_TEST):
+                 max_files: int = FILES_PER_TEST, seconds: float = TEST_DEADLINE):
         self.folder, self.budget, self.file_cap, self.max_files = folder, budget, file_cap, max_files
+        self.ends = time.monotonic() + seconds
         self.files: list[Path] = []
         self.dropped: list[str] = []
 
@@ -84,11 +86,19 @@ class Dump:
         self.files.append(path)
         return path
 
+    def left(self, timeout: float = COLLECTOR_TIMEOUT) -> float:
+        """A collector's timeout: its own, or what is left of the test's deadline."""
+        return max(0.0, min(timeout, self.ends - time.monotonic()))
+
     def collect(self, collectors: Collectors, timeout: float = COLLECTOR_TIMEOUT) -> None:
-        """Run each collector with a timeout; whatever it returns, raises or misses becomes its file."""
+        """Run each collector with a timeout; whatever it returns, raises or misses becomes its file.
+        Past the test's deadline, the rest are named as skipped."""
         with _quiet(_CHATTY):
             for name, fn in collectors.items():
-                self.write(name, run_capped(fn, timeout))
+                if not (budget := self.left(timeout)):
+                    self.write(name, "diagnostics: skipped, this test's dump ran out of time\n")
+                    continue
+                self.write(name, run_capped(fn, budget))
 
     def close(self, lines: list[str]) -> None:
         """The folder's index: what was collected, in what time, and what was not."""

@@ -37,6 +37,16 @@ def test_collectors_never_raise_and_time_out():
     release.set()
 
 
+def test_one_tests_dump_has_a_deadline_and_names_what_it_skipped(tmp_path):
+    release = threading.Event()
+    dump = Dump(tmp_path / "d", RunBudget(), seconds=0.3)
+    dump.collect({"slow": lambda: str(release.wait(5)), "next": lambda: "never run"}, timeout=5)
+    release.set()
+    texts = {p.name: p.read_text() for p in dump.files}
+    assert "timed out after 0 s" in texts["slow"]  # its timeout was what was left of the 0.3 s
+    assert texts["next"] == "diagnostics: skipped, this test's dump ran out of time\n"
+
+
 def test_files_are_redacted_and_capped_in_size_count_and_per_run(tmp_path):
     dump = Dump(tmp_path / "t", RunBudget(), file_cap=100, max_files=4)
     dump.collect({"a.txt": lambda: f"token {SECRET} key {KEY} end", "big.txt": lambda: "x" * 1000,
