@@ -1,7 +1,9 @@
 """lab STAND-INS for the cluster's own controllers, over the Kubernetes API (not Kubernetes):
 
 - kubelet + Deployment controller: each Deployment gets its Pods, Running with an address from
-  the pod range, and an available status for its generation;
+  the pod range, and an available status for its generation; a pod whose image the lab's
+  registry (`PULLABLE`) does not hold stays Pending in ImagePullBackOff and its Deployment
+  unavailable, as a wrong image prefix or tag leaves it on GKE;
 - the cloud's load-balancer controller: each LoadBalancer Service gets an address from a pool
   (the lab can hold one back, as GKE does for minutes, to exercise the empty `hosts` case) and the
   finalizer `service.kubernetes.io/load-balancer-cleanup`, which it clears once the Service is
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -26,6 +29,11 @@ log = logging.getLogger(__name__)
 PACE_S = 0.2
 TIMEOUT = 10
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+# The images the lab can "pull": BookInfo's at the tag FACTS.md pins, the curl client the manifest
+# names, and Istio's own (the stand-in istioctl's, any version).
+PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"
+                      r"|examples-bookinfo-reviews-v[123]):1\.20\.3|docker\.io/curlimages/curl:8\.11\.1"
+                      r"|docker\.io/istio/(pilot|proxyv2):[0-9][0-9a-z.-]*")
 # on_lb(namespace, name, ip, loadBalancerSourceRanges, ((protocol, port), ...)); on_lb_deleted(namespace, name)
 OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]]], None]
 OnLbDeleted = Callable[[str, str], None]
@@ -90,6 +98,8 @@ class ClusterControllers:
         ns, replicas = meta["namespace"], spec.get("replicas", 1)
         labels = spec["template"]["metadata"].get("labels", {})
         pods = self._res("v1", "Pod")
+        unpullable = [c["image"] for c in spec["template"]["spec"].get("containers") or []
+                      if not PULLABLE.fullmatch(c.get("image") or "")]
         for i in range(replicas):
             name = f"{meta['name']}-{i}"
             if self._exists("v1", "Pod", ns, name):
@@ -97,12 +107,21 @@ class ClusterControllers:
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
                 "spec": spec["template"]["spec"]})
-            self._patch_status(pods, ns, name, {"status": {"phase": "Running", "podIP": str(next(self._pod_ips))}})
+            if unpullable:
+                self._patch_status(pods, ns, name, {"status": {"phase": "Pending", "containerStatuses": [
+                    {"name": "app", "image": image, "ready": False, "restartCount": 0, "imageID": "",
+                     "state": {"waiting": {"reason": "ImagePullBackOff",
+                                           "message": f'Back-off pulling image "{image}"'}}}
+                    for image in unpullable]}})
+                log.warning("lab kubelet: %s/%s cannot pull %s", ns, name, ", ".join(unpullable))
+            else:
+                self._patch_status(pods, ns, name, {"status": {"phase": "Running", "podIP": str(next(self._pod_ips))}})
+        ready = 0 if unpullable else replicas
         status = d.get("status") or {}
-        if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != replicas:
-            self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {"observedGeneration": meta.get("generation"), "replicas": replicas,
-                                 "updatedReplicas": replicas,
-                                 "readyReplicas": replicas, "availableReplicas": replicas}})
+        if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != ready:
+            self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
+                "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
+                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
 
     def _service(self, s: dict[str, Any]) -> None:
         meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"

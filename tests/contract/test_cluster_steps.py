@@ -19,7 +19,7 @@ from meshvm.kube_auth import Token
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.kubeapi import KubeApiStandIn
-from meshvm.recipe import bookinfo, eastwest, istio, workload
+from meshvm.recipe import bookinfo, eastwest, istio, waits, workload
 from meshvm.seams import CommandFailed
 
 RUNNER = ["203.0.113.7/32"]
@@ -129,6 +129,25 @@ def test_deploy_bookinfo_sans_ratings(cluster: Cluster):
         assert s["spec"]["ports"][0]["port"] == 9080 and s["spec"]["ports"][0]["name"] == "http"
     everything = cluster.kube.list("v1", "Service") + cluster.kube.list("apps/v1", "Deployment")
     assert not [o for o in everything if o["metadata"]["name"].startswith("ratings")]
+
+
+def test_an_image_the_registry_lacks_never_rolls_out(cluster: Cluster):
+    """A wrong --bookinfo-image-tag: the pod stays in ImagePullBackOff and the rollout times out."""
+    cluster.kube.apply("""apiVersion: apps/v1
+kind: Deployment
+metadata: {name: details-typo, namespace: default}
+spec:
+  selector: {matchLabels: {app: details-typo}}
+  template:
+    metadata: {labels: {app: details-typo}}
+    spec: {containers: [{name: details, image: "docker.io/istio/examples-bookinfo-details-v1:9.9.9"}]}
+""")
+    with pytest.raises(TimeoutError, match="rolled out"):
+        waits.rollout(cluster.kube, "default", "details-typo", deadline(2))
+    pod = cluster.kube.get("v1", "Pod", "details-typo-0", "default")
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    cluster.kube.delete("apps/v1", "Deployment", "details-typo", "default", deadline=deadline())
 
 
 def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):
