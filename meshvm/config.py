@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from meshvm import secretdir
 from meshvm import validate as v
 from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
 from meshvm.problems import Problems
@@ -175,7 +176,7 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
                                      "an image tag"),
         names=names,
         reuse=bool(raw["reuse"]),
-        artifacts_dir=_artifacts(p, raw, names.run_id),
+        artifacts_dir=_artifacts(p, raw, names.run_id, now),
         keep=p.choice("keep", raw["keep"]),
         labels=MappingProxyType(names.labels(
             expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
@@ -244,8 +245,10 @@ def _ratings_source(p: Problems, value: str | None) -> Path | None:
     return path
 
 
-def _artifacts(p: Problems, raw: Raw, run_id: str) -> Path:
-    path = Path(raw["artifacts_dir"] or Path("artifacts") / run_id).expanduser().absolute()
+def _artifacts(p: Problems, raw: Raw, run_id: str, now: datetime) -> Path:
+    # A --reuse run reports beside the kept run's reports, never over them.
+    own = f"{run_id}-reuse-{now:%Y%m%dt%H%M%S}" if raw["reuse"] else run_id
+    path = Path(raw["artifacts_dir"] or Path("artifacts") / own).expanduser().absolute()
     existing = next((a for a in (path, *path.parents) if a.exists()), Path("/"))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         p.add("artifacts_dir", str(path), f"is not writable ({existing} does not accept new files)")
@@ -278,9 +281,9 @@ def _path(value: str | None) -> Path | None:
 def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, str],
                     is_root: bool) -> list[str]:
     """Checks across settings; returns required settings still missing (errors unless --plan)."""
-    if cfg.reuse:
-        p.add("reuse", raw["reuse"], "is not supported yet: a kept run is removed with "
-              "nox -s cleanup -- --platform gcp --run-id ID --yes")
+    if cfg.reuse and raw["run_id"] and raw["run_id"] != raw["reuse"]:
+        p.add("run_id", raw["run_id"], f"differs from --reuse {raw['reuse']}: a reusing run carries the kept "
+              "run's id (its names and labels); leave --run-id out")
     if cfg.cluster_version and not p.problems:
         _kubernetes_supported(p, cfg)
     if not p.problems and (window := cfg.token_window()) > cfg.token_duration:
@@ -290,15 +293,29 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":
-        for f in ("compute_endpoint", "container_endpoint", "network", "subnetwork", "reuse"):
+        for f in ("compute_endpoint", "container_endpoint", "network", "subnetwork"):
             if raw[f]:
                 p.add(f, raw[f], "is not supported on --platform lab (the lab provides its own)")
+        if cfg.reuse:
+            p.add("reuse", raw["reuse"], "is not supported on --platform lab: lab hosts end with the run, "
+                  "so there is no kept run to reuse")
         if cfg.keep != "never":
             p.add("keep", cfg.keep, "lab hosts end with the run; only 'never' is supported on the lab")
         if not is_root and not cfg.plan:
             p.add("platform", "lab", "needs root (network namespaces, systemd VMs); run as root")
         return []
+    if cfg.reuse and not cfg.plan and not p.problems:
+        _kept_run(p, cfg, environ)
     return _gcp_missing(p, cfg, environ)
+
+
+def _kept_run(p: Problems, cfg: Config, environ: Mapping[str, str]) -> None:
+    """A kept run leaves its secret dir (with the SSH key its VM accepts); checked locally, before
+    anything is created. The network stage then checks that the cloud still holds the run."""
+    if secretdir.kept(cfg.run_id, environ) is None:
+        p.problems.append(f"{BY_FIELD['reuse'].label}: no kept run {cfg.run_id}: no secret dir "
+                          f"meshvm-{cfg.run_id}-* with its SSH key under {secretdir.base_dir(environ)} "
+                          "(was it run here with --keep, and not cleaned up since?)")
 
 
 def _kubernetes_supported(p: Problems, cfg: Config) -> None:

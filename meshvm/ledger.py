@@ -122,14 +122,17 @@ def remaining(ledger: Ledger, report: Path) -> list[Entry]:
 
 def write_kept(ledger: Ledger, path: Path, run_id: str, keep: str, expires: str, command: str) -> dict[str, object]:
     """kept.json: what a kept run left on purpose, its expiry label and the command that deletes it.
-    Kind, name, place and creation time only: never a ledger entry's extras, never key material."""
+    Kind, name, place, creation time and expiry label only: never another of a ledger entry's extras,
+    never key material. A resource adopted from a kept run (`--reuse`) keeps the expiry label it carries;
+    `expires` is the earliest."""
+    resources = [{"kind": e.kind, "name": e.name, "where": e.where, "created": e.created,
+                  "e2e-expires": e.extra.get("e2e-expires") or expires} for e in ledger.entries()]
     kept: dict[str, object] = {
         "run_id": run_id,
         "keep": keep,
-        "expires": expires,
+        "expires": min([expires, *(str(r["e2e-expires"]) for r in resources)]),
         "delete_command": command,
-        "resources": [{"kind": e.kind, "name": e.name, "where": e.where, "created": e.created,
-                       "e2e-expires": expires} for e in ledger.entries()],
+        "resources": resources,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(redact.scrub(json.dumps(kept, indent=2)) + "\n")

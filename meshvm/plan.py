@@ -5,6 +5,8 @@ from __future__ import annotations
 from meshvm.config import Config
 from meshvm.stages import BY_NAME, TEARDOWN_DEADLINE
 
+ADOPTING = ("network", "firewall", "cluster", "vm")  # --reuse: the kept run's, where they still exist
+
 
 def render(cfg: Config) -> str:
     n = cfg.names
@@ -15,6 +17,10 @@ def render(cfg: Config) -> str:
         f"  run id {cfg.run_id}; labels {', '.join(f'{k}={v}' for k, v in cfg.labels.items())}",
         f"  artifacts {cfg.artifacts_dir}",
     ]
+    if cfg.reuse:
+        lines.append(f"  reuses kept run {cfg.run_id}: its network, firewall rules, cluster and VM are adopted "
+                     "(recorded in this run's ledger) where they exist, created where not; its SSH key from "
+                     "its secret dir")
     if cfg.platform == "lab":
         lines.append("  addresses: allocated from the lab range 172.29.0.0/16 when the run starts")
     lines.append("")
@@ -24,10 +30,12 @@ def render(cfg: Config) -> str:
         total += deadline
         creates = stage.creates.format(n=n, c=cfg, zone=cfg.zones[0], ssh=ssh)
         lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
-        lines.append(f"    {'':<18} {'':>7}  creates: {creates}")
+        verb = "adopts or creates" if cfg.reuse and name in ADOPTING else "creates"
+        lines.append(f"    {'':<18} {'':>7}  {verb}: {creates}")
     total += TEARDOWN_DEADLINE
     lines += [
-        f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse",
+        f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse"
+        + (" (adopted included)" if cfg.reuse else ""),
         "",
         "Then the exercises: the WorkloadEntry appears; the VM reaches details.default.svc; "
         "a pod reaches ratings.ratings; the product page shows stars.",

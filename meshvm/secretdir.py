@@ -1,7 +1,9 @@
 """A 0700 directory outside the artifacts for the run's secrets (istio-token, SSH key, kubeconfig).
 
 Whatever is read back from it is registered with the redaction registry; the directory is removed
-at close, so nothing secret outlives the run on the runner.
+at close, so nothing secret outlives the run on the runner. A kept run (`--keep`) leaves it in place:
+`--reuse` adopts it (the kept VM accepts only the kept run's SSH key), and closes it in turn unless
+it is kept again; the janitor removes it with the run.
 """
 
 from __future__ import annotations
@@ -9,14 +11,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from meshvm import redact
 
+SSH_KEY = Path("ssh", "id_ed25519")  # inside the secret dir: the run's SSH key (meshvm.sshkeys)
 
-def base_dir() -> Path:
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()).resolve()
+
+def base_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()).resolve()
+
+
+def kept(run_id: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The secret dir a kept run left, holding its SSH key (the newest, should there be several)."""
+    found = [d for d in base_dir(environ).glob(f"meshvm-{run_id}-*") if (d / SSH_KEY).is_file()]
+    return max(found, key=lambda d: d.stat().st_mtime, default=None)
 
 
 def remove_leftovers(run_id: str) -> list[Path]:
@@ -34,11 +45,19 @@ def remove_leftovers(run_id: str) -> list[Path]:
 
 
 class SecretDir:
-    def __init__(self, run_id: str, artifacts_dir: Path):
+    def __init__(self, run_id: str, artifacts_dir: Path, *, adopt: bool = False):
+        """A new 0700 dir; with `adopt` the one a kept run of `run_id` left (`--reuse`), which must exist."""
         base = base_dir()
         if artifacts_dir.resolve() in (base, *base.parents):
             raise ValueError(f"secrets would land inside the artifacts dir {artifacts_dir}")
-        self.path = Path(tempfile.mkdtemp(prefix=f"meshvm-{run_id}-", dir=base))  # mkdtemp: mode 0700
+        found = kept(run_id) if adopt else None
+        if adopt and found is None:
+            raise FileNotFoundError(f"no kept secret dir meshvm-{run_id}-* with an SSH key under {base}")
+        # mkdtemp: mode 0700
+        self.path = found or Path(tempfile.mkdtemp(prefix=f"meshvm-{run_id}-", dir=base))
+        token = self.path / "vm_files" / "istio-token"  # the kept run's: a secret for this run's logs too
+        if found and token.is_file():
+            redact.register(token.read_text(errors="replace"))
 
     def sub(self, name: str) -> Path:
         path = self.path / name

@@ -86,8 +86,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bookinfo-image-tag", "BookInfo image tag", "1.20.3"),
     # the run
     Setting("run-id", "run id; every name and label derives from it (default: time + random)"),
-    Setting("reuse", "run id of an earlier kept run whose resources this run reuses (gcp only)"),
-    Setting("artifacts-dir", "where reports go (default: artifacts/<run id>)"),
+    Setting("reuse", "run id of a kept run (--keep) whose network, firewall rules, cluster and VM this run "
+            "adopts instead of creating, then tears down unless kept again (gcp only)"),
+    Setting("artifacts-dir", "where reports go (default: artifacts/<run id>; with --reuse "
+            "artifacts/<run id>-reuse-<UTC time>)"),
     Setting("keep", "keep what was created: never, on-failure or always", "never",
             choices=("never", "on-failure", "always")),
     Setting("expires-hours", "hours after which the janitor may delete a kept run", "6", kind="int"),

@@ -20,6 +20,17 @@ class SshKey:
     path: Path
 
 
+def run_key(folder: Path, comment: str) -> SshKey:
+    """The key in `folder` if there is one (a kept run's, adopted by `--reuse`), else a new one."""
+    path = folder / "id_ed25519"
+    if not path.is_file():
+        return new_key(folder, comment)
+    pem = path.read_text()
+    redact.register(pem)
+    private = paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
+    return SshKey(private, f"{private.get_name()} {private.get_base64()} {comment}", path)
+
+
 def new_key(folder: Path, comment: str) -> SshKey:
     """An ed25519 key in `folder` (0600); paramiko cannot generate ed25519 itself."""
     key = ed25519.Ed25519PrivateKey.generate()

@@ -21,6 +21,7 @@ from meshvm import redact
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import (
+    adopt,
     cluster,
     credentials,
     errors,
@@ -58,12 +59,38 @@ class GcpCloud:
         return firewall.create_all(self.clients, self.cfg, net, self.ledger, deadline)
 
     def create_cluster(self, net: NetworkInfo, deadline: Deadline) -> ClusterInfo:
-        return self._in_zones("GKE cluster", lambda z: cluster.create(
-            self.clients, self.cfg, net, z, self.ledger, deadline))
+        kept = self._kept(lambda z: cluster.adopt_kept(self.clients, self.cfg, z, self.ledger, deadline))
+        if kept is None:
+            return self._in_zones("GKE cluster", lambda z: cluster.create(
+                self.clients, self.cfg, net, z, self.ledger, deadline))
+        self._adopt_load_balancers(deadline)
+        return kept
+
+    def _adopt_load_balancers(self, deadline: Deadline) -> None:
+        """--reuse: what GKE made for the kept cluster's LoadBalancer Services (no labels: attributed to the
+        run through its cluster and network, as the janitor finds it), recorded after the cluster as a run
+        records it, so teardown deletes it even if this run stops before the gateways."""
+        for e in sweep.find(self.clients, self.cfg.region, run_id=self.cfg.run_id, deadline=deadline):
+            if e.kind in LB_KINDS or (e.kind == "firewall" and e.name.startswith("k8s-")):
+                self.ledger.record(e.kind, e.name, e.where, adopted="true")
 
     def create_vm(self, net: NetworkInfo, ssh_user: str, ssh_public_key: str, deadline: Deadline) -> VmInfo:
-        return self._in_zones("VM", lambda z: instance.create(
-            self.clients, self.cfg, net, z, ssh_user, ssh_public_key, self.ledger, deadline))
+        return self._kept(lambda z: instance.adopt_kept(
+            self.clients, self.cfg, z, ssh_user, ssh_public_key, self.ledger, deadline)) or \
+            self._in_zones("VM", lambda z: instance.create(
+                self.clients, self.cfg, net, z, ssh_user, ssh_public_key, self.ledger, deadline))
+
+    def check_kept(self, deadline: Deadline) -> None:
+        """--reuse, before anything is created: the project still holds something of the kept run."""
+        if not sweep.find(self.clients, self.cfg.region, run_id=self.cfg.run_id, deadline=deadline):
+            raise errors.CloudError("not-found", f"{adopt.FLAG}: no kept run {self.cfg.run_id}: nothing in project "
+                                    f"{self.clients.project} carries its labels (e2e-run={self.cfg.run_id})")
+
+    def _kept(self, adopt_in: Callable[[str], T | None]) -> T | None:
+        """--reuse: the kept run's resource from the first of `cfg.zones` that holds it (None: create it)."""
+        if not self.cfg.reuse:
+            return None
+        return next((got for got in map(adopt_in, self.cfg.zones) if got is not None), None)
 
     def record_load_balancer(self, namespace: str, name: str, address: str, deadline: Deadline) -> list[Entry]:
         """Record in the ledger what GKE made for the LoadBalancer Service `namespace/name` of the run's

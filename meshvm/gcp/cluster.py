@@ -11,7 +11,7 @@ from google.cloud import container_v1
 from meshvm import retry
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import errors
+from meshvm.gcp import adopt, errors
 from meshvm.gcp.clients import Clients, insert, not_found
 from meshvm.gcp.firewall import node_tag
 from meshvm.gcp.operations import wait_gke
@@ -64,6 +64,30 @@ def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ledger: Led
                 parent=_parent(c, zone), cluster=body(cfg, network))
     wait_gke(c, zone, op, what, deadline)
     return describe(c, cfg.names.cluster, zone, deadline)
+
+
+def adopt_kept(c: Clients, cfg: Config, zone: str, ledger: Ledger, deadline: Deadline) -> ClusterInfo | None:
+    """--reuse: the kept run's cluster in `zone` (recorded in this run's ledger, then waited RUNNING), or None."""
+    name = cfg.names.cluster
+    got = adopt.find(c, f"reading GKE cluster {name}", c.container.get_cluster, deadline,
+                     name=f"{_parent(c, zone)}/clusters/{name}")
+    if got is None:
+        return None
+    adopt.record(cfg, ledger, "cluster", name, f"{c.project}/{zone}", got.resource_labels)
+    status = container_v1.Cluster.Status
+
+    def usable() -> object:
+        now = c.call(f"reading GKE cluster {name}", c.container.get_cluster, deadline,
+                     name=f"{_parent(c, zone)}/clusters/{name}").status
+        if now in (status.STOPPING, status.ERROR):
+            raise errors.CloudError("not-usable", f"{adopt.FLAG}: the kept GKE cluster {name} is "
+                                    f"{getattr(now, 'name', now)}; it cannot be reused")
+        return now
+
+    if got.status != status.RUNNING:
+        retry.until(f"kept GKE cluster {name} to be RUNNING", usable, deadline, accept=lambda s: s == status.RUNNING,
+                    initial=2.0, ceiling=15.0)
+    return describe(c, name, zone, deadline)
 
 
 def describe(c: Clients, name: str, zone: str, deadline: Deadline) -> ClusterInfo:

@@ -7,18 +7,20 @@ node's alias ranges, so "to the nodes" includes the pods on them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from google.cloud import compute_v1
 
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import meta
+from meshvm.gcp import adopt, meta
 from meshvm.gcp.clients import Clients, insert
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
 from meshvm.seams import NetworkInfo
 
+log = logging.getLogger(__name__)
 # East-west gateway ports the VM's sidecar uses (FACTS section 1): 15012 istiod xDS/CA,
 # 15017 istiod webhook, 15443 mTLS passthrough to mesh services, 15021 status/health.
 EASTWEST_PORTS = ("15012", "15017", "15443", "15021")
@@ -73,17 +75,27 @@ def body(cfg: Config, network: NetworkInfo, rule: Rule) -> compute_v1.Firewall:
 
 
 def create_all(c: Clients, cfg: Config, network: NetworkInfo, ledger: Ledger, deadline: Deadline) -> tuple[str, ...]:
-    """Insert every rule (recorded as each is accepted), then wait for all of them."""
-    pending = []
+    """Insert every rule (recorded as each is accepted), then wait for all of them. With --reuse a
+    kept run's rule of the same name is adopted instead (as kept: its ports and ranges are not re-applied)."""
+    pending, names = [], []
     for rule in rules(cfg):
         fw = body(cfg, network, rule)
+        names.append(fw.name)
+        kept = adopt.find(c, f"reading firewall rule {fw.name}", c.firewalls.get, deadline, project=c.project,
+                          firewall=fw.name) if cfg.reuse else None
+        if kept is not None:
+            adopt.record(cfg, ledger, "firewall", fw.name, c.project, meta.labels_of(kept.description))
+            if sorted(kept.source_ranges) != sorted(fw.source_ranges):
+                log.warning("--reuse: firewall rule %s admits %s, this run asked for %s (kept as it is)",
+                            fw.name, list(kept.source_ranges), list(fw.source_ranges))
+            continue
         op = insert(c, f"creating firewall rule {fw.name}", c.firewalls.insert, deadline,
                     lambda name=fw.name: ledger.record("firewall", name, c.project),
                     project=c.project, firewall_resource=fw)
         pending.append((fw.name, op))
     for name, op in pending:
         wait_compute(c, op, f"creating firewall rule {name}", deadline)
-    return tuple(name for name, _ in pending)
+    return tuple(names)
 
 
 def delete(c: Clients, entry: Entry, deadline: Deadline) -> None:

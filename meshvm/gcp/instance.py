@@ -8,7 +8,7 @@ from google.cloud import compute_v1
 from meshvm import retry
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import errors
+from meshvm.gcp import adopt, errors
 from meshvm.gcp.clients import Clients, insert, not_found
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
@@ -51,6 +51,22 @@ def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ssh_user: s
                 project=c.project, zone=zone, instance_resource=body(cfg, network, zone, ssh_user, ssh_public_key))
     wait_compute(c, op, what, deadline, zone=zone)
     return describe(c, cfg.names.vm, zone, deadline)
+
+
+def adopt_kept(c: Clients, cfg: Config, zone: str, ssh_user: str, ssh_public_key: str, ledger: Ledger,
+               deadline: Deadline) -> VmInfo | None:
+    """--reuse: the kept run's VM in `zone` (recorded in this run's ledger, then read as `create` does), or
+    None. Its `ssh-keys` metadata must hold the run's key, the one kept in the run's secret dir."""
+    name = cfg.names.vm
+    got = adopt.find(c, f"reading VM {name}", c.instances.get, deadline, project=c.project, zone=zone, instance=name)
+    if got is None:
+        return None
+    adopt.record(cfg, ledger, "instance", name, f"{c.project}/{zone}", got.labels)
+    keys = next((i.value for i in got.metadata.items if i.key == "ssh-keys"), "")
+    if f"{ssh_user}:{' '.join(ssh_public_key.split()[:2])}" not in keys:
+        raise errors.CloudError("not-usable", f"{adopt.FLAG}: the kept VM {name} does not accept the run's SSH key "
+                                f"(kept in its secret dir) for user {ssh_user}; it cannot be reused")
+    return describe(c, name, zone, deadline)
 
 
 def describe(c: Clients, name: str, zone: str, deadline: Deadline) -> VmInfo:

@@ -8,7 +8,7 @@ from google.cloud import compute_v1
 
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import meta
+from meshvm.gcp import adopt, meta
 from meshvm.gcp.clients import Clients, insert
 from meshvm.gcp.operations import delete_and_wait, exists, wait_compute
 from meshvm.ledger import Entry, Ledger
@@ -19,16 +19,22 @@ PODS, SERVICES = "pods", "services"  # secondary range names inside the run's ow
 
 
 def create(c: Clients, cfg: Config, ledger: Ledger, deadline: Deadline) -> NetworkInfo:
-    """Network (custom subnets) + regional subnetwork with pod and service secondary ranges."""
+    """Network (custom subnets) + regional subnetwork with pod and service secondary ranges; with
+    --reuse the kept run's, where they exist (adopt.py)."""
     if cfg.network and cfg.subnetwork:
         return existing(c, cfg, deadline)
     project, region = c.project, cfg.region
     net_name = cfg.network or cfg.names.network
-    if not cfg.network:
+    networks, subnetworks = c.compute(compute_v1.NetworksClient), c.compute(compute_v1.SubnetworksClient)
+    kept_net = None if cfg.network or not cfg.reuse else adopt.find(
+        c, f"reading network {net_name}", networks.get, deadline, project=project, network=net_name)
+    if kept_net is not None:
+        adopt.record(cfg, ledger, "network", net_name, project, meta.labels_of(kept_net.description))
+    elif not cfg.network:
         net = compute_v1.Network(name=net_name, auto_create_subnetworks=False,
                                  routing_config=compute_v1.NetworkRoutingConfig(routing_mode="REGIONAL"),
                                  description=meta.description(cfg, "the run's VPC network"))
-        op = insert(c, f"creating network {net_name}", c.compute(compute_v1.NetworksClient).insert, deadline,
+        op = insert(c, f"creating network {net_name}", networks.insert, deadline,
                     lambda: ledger.record("network", net_name, project), project=project, network_resource=net)
         wait_compute(c, op, f"creating network {net_name}", deadline)
     else:
@@ -39,11 +45,16 @@ def create(c: Clients, cfg: Config, ledger: Ledger, deadline: Deadline) -> Netwo
         description=meta.description(cfg, "VMs and GKE nodes; secondary ranges for pods and services"),
         secondary_ip_ranges=[compute_v1.SubnetworkSecondaryRange(range_name=PODS, ip_cidr_range=cfg.pod_range),
                              compute_v1.SubnetworkSecondaryRange(range_name=SERVICES, ip_cidr_range=cfg.service_range)])
-    what = f"creating subnetwork {sub.name} in {region}"
-    op = insert(c, what, c.compute(compute_v1.SubnetworksClient).insert, deadline,
-                lambda: ledger.record("subnetwork", sub.name, f"{project}/{region}"),
-                project=project, region=region, subnetwork_resource=sub)
-    wait_compute(c, op, what, deadline, region=region)
+    kept_sub = adopt.find(c, f"reading subnetwork {sub.name}", subnetworks.get, deadline, project=project,
+                          region=region, subnetwork=sub.name) if cfg.reuse else None
+    if kept_sub is not None:
+        adopt.record(cfg, ledger, "subnetwork", sub.name, f"{project}/{region}", meta.labels_of(kept_sub.description))
+    else:
+        what = f"creating subnetwork {sub.name} in {region}"
+        op = insert(c, what, subnetworks.insert, deadline,
+                    lambda: ledger.record("subnetwork", sub.name, f"{project}/{region}"),
+                    project=project, region=region, subnetwork_resource=sub)
+        wait_compute(c, op, what, deadline, region=region)
     return NetworkInfo(net_link, f"projects/{project}/regions/{region}/subnetworks/{sub.name}", region,
                        created=not cfg.network, pods_range_name=PODS, services_range_name=SERVICES)
 

@@ -98,7 +98,10 @@ BAD = [
     ({"fail_at": "everything"}, "--fail-at", "not one of: network"),
     ({"deadline": ["clusterr=60"]}, "--deadline", "names no stage"),
     ({"deadline": ["cluster=forever"]}, "--deadline", "whole number"),
-    ({"reuse": "20260101t000000-abcd"}, "--reuse", "not supported yet"),
+    ({"reuse": "20260101t000000-abcd"}, "--reuse", "no kept run 20260101t000000-abcd: no secret dir"),
+    ({"reuse": "Kept_Run"}, "--reuse", "a run id"),
+    ({"reuse": "kept-1", "run_id": "other-1"}, "--run-id", "differs from --reuse kept-1"),
+    ({"platform": "lab", "reuse": "kept-1"}, "--reuse", "no kept run to reuse"),
     ({"ratings_source": "/nonexistent/ratings"}, "--ratings-source", "ratings.js and package.json"),
     ({"artifacts_dir": __file__ + "/reports"}, "--artifacts-dir", "not writable"),
     ({"platform": "lab", "compute_endpoint": "http://127.0.0.1:1"}, "--compute-endpoint", "not supported on --platform lab"),
@@ -157,3 +160,42 @@ def test_the_istio_token_must_outlive_the_worst_case_to_the_agents_first_connect
     assert cfg(exercise_deadline="60", deadline=["sidecar=180"]).token_window() == 300 + 180 + 300 + 300 + 60
     assert cfg(until="vm").token_window() == 0
     assert cfg(until="sidecar").token_window() == 300 + 600  # no exercise under --until
+
+
+def kept_secret_dir(base: Path, run_id: str) -> Path:
+    """What a kept run leaves outside its artifacts: its 0700 secret dir with the SSH key its VM accepts."""
+    d = base / f"meshvm-{run_id}-abc123"
+    (d / "ssh").mkdir(parents=True)
+    (d / "ssh" / "id_ed25519").write_text("key")
+    return d
+
+
+def test_reuse_on_gcp_adopts_the_kept_run_id_and_reports_beside_it(creds, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {**creds, "XDG_RUNTIME_DIR": str(tmp_path)}
+    kept_secret_dir(tmp_path, "kept-1")
+    cfg = resolve(gather({**GOOD, "reuse": "kept-1"}, env), env, NOW)
+    assert cfg.reuse and cfg.run_id == "kept-1" and cfg.labels["e2e-run"] == "kept-1"
+    assert cfg.names.cluster == "mvm-kept-1" and cfg.names.vm == "mvm-kept-1-vm"
+    assert cfg.artifacts_dir == (tmp_path / "artifacts" / "kept-1-reuse-20261126t120000").absolute()
+    assert resolve(gather({**GOOD, "reuse": "kept-1", "run_id": "kept-1"}, env), env, NOW).run_id == "kept-1"
+
+
+def test_reuse_of_a_run_that_was_not_kept_is_one_line(creds, tmp_path):
+    env = {**creds, "XDG_RUNTIME_DIR": str(tmp_path)}
+    (tmp_path / "meshvm-gone-1-xyz").mkdir()  # a secret dir without the SSH key is no kept run
+    lines = problems({"reuse": "gone-1"}, env)
+    assert lines == [f"--reuse / E2E_REUSE: no kept run gone-1: no secret dir meshvm-gone-1-* with its SSH key "
+                     f"under {tmp_path} (was it run here with --keep, and not cleaned up since?)"]
+    assert "\n" not in lines[0]
+
+
+def test_plan_with_reuse_says_which_stages_adopt(creds, tmp_path):
+    from meshvm.plan import render
+
+    text = render(resolve(gather({**GOOD, "reuse": "kept-1", "plan": True}, creds), creds, NOW))
+    assert "reuses kept run kept-1" in text
+    lines = text.splitlines()
+    adopting = [ln.split()[1] for ln, nxt in zip(lines, lines[1:], strict=False)
+                if ln[:2].strip().isdigit() and "adopts or creates:" in nxt]
+    assert adopting == ["network", "firewall", "cluster", "vm"], text

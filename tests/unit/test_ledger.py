@@ -102,3 +102,15 @@ def test_the_cleanup_command_is_exact_per_platform():
     assert command("lab", "r1") == "nox -s cleanup -- --run-id r1 --yes"
     assert command("gcp", "r1", "p", "http://127.0.0.1:1", None) == (
         "nox -s cleanup -- --platform gcp --gcp-project p --compute-endpoint http://127.0.0.1:1 --run-id r1 --yes")
+
+
+def test_kept_json_shows_an_adopted_resources_own_expiry(tmp_path):
+    from meshvm.ledger import write_kept
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    ledger.record("network", "net", "p", adopted="true", **{"e2e-expires": "20261126t1300z"})
+    ledger.record("instance", "vm", "p/z")
+    kept = write_kept(ledger, tmp_path / "kept.json", "r1", "always", "20261126t1800z", "nox -s cleanup -- ...")
+    assert [r["e2e-expires"] for r in kept["resources"]] == ["20261126t1300z", "20261126t1800z"]
+    assert kept["expires"] == "20261126t1300z"  # the earliest: when the janitor may start deleting
+    assert "adopted" not in (tmp_path / "kept.json").read_text()
