@@ -18,7 +18,8 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
     """A real .deb named like Istio's, versioned like the release under test."""
     root = out_dir / "istio-sidecar-root"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(TREE, root, symlinks=True)
+    shutil.copytree(TREE, root, symlinks=True,  # no bytecode left by a local run
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     control = root / "DEBIAN" / "control.in"
     (root / "DEBIAN" / "control").write_text(control.read_text().replace("@VERSION@", version))
     control.unlink()

@@ -82,18 +82,21 @@ def dns_answer(query: bytes, lookup: Callable[[str], str | None]) -> bytes | Non
 
 
 def serve_dns(sock: socket.socket, lookup: Callable[[str], str | None], stop: threading.Event) -> None:
-    """Answer queries on a bound UDP socket until `stop` is set."""
-    sock.settimeout(0.5)
-    while not stop.is_set():
-        try:
-            query, peer = sock.recvfrom(1500)
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        reply = dns_answer(query, lookup)
-        if reply:
-            sock.sendto(reply, peer)
+    """Answer queries on a bound UDP socket until `stop` is set; the socket is closed on return."""
+    try:
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(1500)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            reply = dns_answer(query, lookup)
+            if reply:
+                sock.sendto(reply, peer)
+    finally:
+        sock.close()
 
 
 # -- capture and proxying ------------------------------------------------------------------------
@@ -161,17 +164,21 @@ def splice(a: socket.socket, b: socket.socket) -> None:
 
 
 def serve_tcp(listener: socket.socket, handle: Callable[[socket.socket], None], stop: threading.Event) -> None:
-    """Accept on a listening socket until `stop`; each connection handled in its own thread."""
-    listener.settimeout(0.5)
-    while not stop.is_set():
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        conn.settimeout(None)
-        threading.Thread(target=_guarded, args=(handle, conn), daemon=True).start()
+    """Accept on a listening socket until `stop`, each connection handled in its own thread; the
+    listener is closed on return, so a stopped server frees its port."""
+    try:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            threading.Thread(target=_guarded, args=(handle, conn), daemon=True).start()
+    finally:
+        listener.close()
 
 
 def _guarded(handle: Callable[[socket.socket], None], conn: socket.socket) -> None:
