@@ -3,6 +3,12 @@ request per connection, routed by the Gateway and VirtualService objects read fr
 API, spliced to an endpoint of the destination Service (FACTS.md section 2: bookinfo-gateway).
 
 What it models, and nothing more:
+- it stands for the gateway's load-balancer address: a connection is served only when its local
+  address (where the client connected) is a `status.loadBalancer.ingress[].ip` of a LoadBalancer
+  Service (istio-system's `istio-ingressgateway`, or any whose selector is a non-empty subset of the
+  gateway pods' labels below) with port 80, and a Running pod matching that Service's selector
+  exists in its namespace (the Deployment controller's pods); otherwise it is closed unanswered,
+  as nothing listens on a node's other addresses on GKE (the reason logged at INFO);
 - it listens on the ingress gateway Service's port (80; the Service maps it to the pods' 8080), so a
   Gateway server applies when its port.number is 80 (Istio 1.13 samples) or 8080 (>= 1.2x samples) and
   its protocol HTTP; a Gateway applies when its spec.selector is a subset of the gateway pods' labels
@@ -19,8 +25,9 @@ What it models, and nothing more:
 - no route: 404 with an empty body (Envoy's answer); no endpoint: 503 `no healthy upstream`; every
   endpoint refusing: 503 `upstream connect error ...`.
 The request goes upstream as read, with `connection: close` instead of its hop-by-hop headers.
-Config is read through the API at most once a second; when the API fails, the last config read
-stays in force (Envoy keeps its last xDS push).
+Config (Gateways, VirtualServices, LoadBalancer Services, gateway pods) is read through the API at
+most once a second; when the API fails, the last config read stays in force (Envoy keeps its last
+xDS push).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import urllib3
@@ -47,6 +55,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 GATEWAY_PORTS = (80, 8080)  # the Service port and its targetPort: a server on either applies here
+SERVICE_PORT = 80  # the Service port the listener stands for (whatever port it was given)
 HTTP_PROTOCOLS = ("HTTP", "HTTP2")
 CONFIG_TTL_S = 1.0
 API_TIMEOUT_S = 5.0
@@ -63,6 +72,16 @@ class Destination:
     port: int | None  # None: the Service has no single port to default to
 
 
+class _Config(NamedTuple):
+    gateways: list[dict]
+    virtual_services: list[dict]
+    services: list[dict]  # LoadBalancer Services selecting the gateway pods, with port 80
+    pods: list[dict]  # Running gateway pods
+
+
+_NO_CONFIG = _Config([], [], [], [])
+
+
 class IngressGatewayStandIn:
     def __init__(self, api: client.ApiClient, resolve: Callable[[str, int], list[str]],
                  connect: Callable[[str, int], socket.socket], *, netns: str | None, port: int = 80,
@@ -77,7 +96,7 @@ class IngressGatewayStandIn:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
-        self._config: tuple[list[dict], list[dict]] = ([], [])
+        self._config = _NO_CONFIG
         self._config_at = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -143,6 +162,11 @@ class IngressGatewayStandIn:
         self._track(conn)
         upstream: socket.socket | None = None
         try:
+            local = conn.getsockname()[0]
+            problem = self.address_problem(local)
+            if problem is not None:
+                log.info("ingress stand-in: closed a connection to %s unanswered: %s", local, problem)
+                return
             conn.settimeout(READ_TIMEOUT_S)
             head, rest = _read_head(conn)
             if head is None:
@@ -185,12 +209,26 @@ class IngressGatewayStandIn:
                 log.info("ingress stand-in: %s refused (%s), trying the next endpoint", ep, e)
         return None
 
+    # -- the load-balancer address ------------------------------------------------------------------
+
+    def address_problem(self, local: str) -> str | None:
+        """None when `local` is a gateway Service's load-balancer address with a Running pod behind it."""
+        cfg = self._read_config()
+        services = [svc for svc in cfg.services if local in _lb_ips(svc)]
+        if not services:
+            return (f"{local} is not the load-balancer address of a LoadBalancer Service with port "
+                    f"{SERVICE_PORT} selecting the ingress gateway pods")
+        if not any(_selected(pod, svc) for svc in services for pod in cfg.pods):
+            names = ", ".join(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in services)
+            return f"no Running pod behind Service {names}"
+        return None
+
     # -- routing -------------------------------------------------------------------------------------
 
     def route(self, authority: str, path: str) -> Destination | None:
         """Where a request for this Host and path goes, or None (no route: 404)."""
         host = _strip_port(authority).lower()
-        gateways, virtual_services = self._read_config()
+        gateways, virtual_services, _, _ = self._read_config()
         bound = [(gw, srv) for gw in gateways if _selects_us(gw) for srv in _servers_here(gw)
                  if any(_host_matches(_host_part(h), host) for h in srv.get("hosts") or [])]
         if not bound:
@@ -231,25 +269,50 @@ class IngressGatewayStandIn:
         ports = svc.spec.ports or []
         return ports[0].port if len(ports) == 1 else None
 
-    def _read_config(self) -> tuple[list[dict], list[dict]]:
+    def _read_config(self) -> _Config:
         with self._config_lock:
             if time.monotonic() - self._config_at < CONFIG_TTL_S:
                 return self._config
-            api = client.CustomObjectsApi(self.api)
+            api, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
             try:
                 gateways = api.list_cluster_custom_object(*_NET, "gateways", _request_timeout=API_TIMEOUT_S)
                 vss = api.list_cluster_custom_object(*_NET, "virtualservices", _request_timeout=API_TIMEOUT_S)
+                services = core.list_service_for_all_namespaces(_request_timeout=API_TIMEOUT_S)
+                pods = core.list_pod_for_all_namespaces(_request_timeout=API_TIMEOUT_S)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-                log.warning("ingress stand-in: reading Gateways/VirtualServices failed, keeping the last: %s", e)
+                log.warning("ingress stand-in: reading the gateway's config failed, keeping the last: %s", e)
                 return self._config
             items = sorted(vss.get("items") or [], key=lambda o: (
                 o["metadata"].get("creationTimestamp") or "", o["metadata"].get("namespace", ""),
                 o["metadata"]["name"]))
-            self._config, self._config_at = (gateways.get("items") or [], items), time.monotonic()
+            to_dict = self.api.sanitize_for_serialization
+            lbs = [svc for svc in map(to_dict, services.items) if _is_gateway_lb(svc)]
+            running = [pod for pod in map(to_dict, pods.items) if (pod.get("status") or {}).get("phase") == "Running"]
+            self._config = _Config(gateways.get("items") or [], items, lbs, running)
+            self._config_at = time.monotonic()
             return self._config
 
 
 # -- matching ----------------------------------------------------------------------------------------
+
+
+def _is_gateway_lb(svc: dict) -> bool:
+    spec = svc.get("spec") or {}
+    selector = spec.get("selector") or {}
+    return (spec.get("type") == "LoadBalancer" and bool(selector)
+            and all(GATEWAY_LABELS.get(k) == v for k, v in selector.items())
+            and SERVICE_PORT in [p.get("port") for p in spec.get("ports") or []])
+
+
+def _lb_ips(svc: dict) -> list[str]:
+    return [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+
+
+def _selected(pod: dict, svc: dict) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    selector = (svc.get("spec") or {}).get("selector") or {}
+    return (pod.get("metadata") or {}).get("namespace") == svc["metadata"].get("namespace") and all(
+        labels.get(k) == v for k, v in selector.items())
 
 
 def _selects_us(gw: dict) -> bool:

@@ -1,5 +1,6 @@
 """The ingress gateway stand-in routes by the recipe's Gateway and VirtualService, read from the
-Kubernetes API stand-in, to endpoints handed out by resolve()."""
+Kubernetes API stand-in, to endpoints handed out by resolve(); it answers only on the gateway
+Service's load-balancer address (127.0.0.1 here, where it listens) with a Running pod behind it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kubernetes import client
 from meshvm import manifests, retry
 from meshvm.deadlines import Deadline
 from meshvm.kube import KubeClient
-from meshvm.lab.ingress_standin import IngressGatewayStandIn
+from meshvm.lab.ingress_standin import GATEWAY_LABELS, IngressGatewayStandIn
 from tests.contract.kube_fixtures import *  # noqa: F403
 
 NET = "networking.istio.io/v1"
@@ -89,8 +90,40 @@ def table(backends: list[Backend]) -> Table:
     return t
 
 
+class GatewayService:
+    """The istio-ingressgateway Service (its load-balancer address) and its pod, as the load-balancer
+    controller and the Deployment controller leave them; the test moves the address or the pod."""
+
+    def __init__(self, kube: KubeClient, raw: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(raw)
+        kube.ensure_namespace("istio-system")
+        kube.apply_object({"apiVersion": "v1", "kind": "Service",
+                           "metadata": {"name": "istio-ingressgateway", "labels": GATEWAY_LABELS},
+                           "spec": {"type": "LoadBalancer", "selector": GATEWAY_LABELS,
+                                    "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}},
+                          namespace="istio-system")
+        kube.apply_object({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": "istio-ingressgateway-0", "labels": GATEWAY_LABELS},
+                           "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]}},
+                          namespace="istio-system")
+        self.address("127.0.0.1")
+        self.pod("Running")
+
+    def address(self, ip: str) -> None:
+        self.core.patch_namespaced_service_status("istio-ingressgateway", "istio-system",
+                                                  {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+
+    def pod(self, phase: str) -> None:
+        self.core.patch_namespaced_pod_status("istio-ingressgateway-0", "istio-system", {"status": {"phase": phase}})
+
+
 @pytest.fixture
-def gateway(raw: client.ApiClient, table: Table) -> Iterator[IngressGatewayStandIn]:
+def lb(kube: KubeClient, raw: client.ApiClient) -> GatewayService:
+    return GatewayService(kube, raw)
+
+
+@pytest.fixture
+def gateway(raw: client.ApiClient, table: Table, lb: GatewayService) -> Iterator[IngressGatewayStandIn]:
     gw = IngressGatewayStandIn(raw, table, connect, netns=None, port=0, host="127.0.0.1")
     gw.start()
     yield gw
@@ -196,6 +229,51 @@ def test_virtualservice_in_another_namespace(kube: KubeClient, gateway: IngressG
     table.endpoints[("productpage.shop.svc.cluster.local", 9080)] = table.endpoints.pop((PRODUCTPAGE, 9080))
     eventually("route via shop/bookinfo", lambda: get(gateway, "/productpage")[0] == 200)
     assert table.asked[-1] == ("productpage.shop.svc.cluster.local", 9080)
+
+
+def closed(gw: IngressGatewayStandIn) -> bool:
+    """The connection is closed without an answer (nothing listens at that address on GKE)."""
+    try:
+        get(gw, "/productpage")
+    except (ConnectionError, http.client.RemoteDisconnected):
+        return True
+    return False
+
+
+def test_answers_only_on_the_services_load_balancer_address(bookinfo: KubeClient, gateway: IngressGatewayStandIn,
+                                                            lb: GatewayService) -> None:
+    """Listening on 127.0.0.1: served while 127.0.0.1 is the Service's address, not while 127.0.0.2 is."""
+    assert get(gateway, "/productpage")[0] == 200
+    lb.address("127.0.0.2")
+    eventually("closed on an address that is not the Service's", lambda: closed(gateway))
+    assert closed(gateway)
+    lb.address("127.0.0.1")
+    eventually("served on the Service's address again", lambda: not closed(gateway))
+    assert get(gateway, "/productpage")[0] == 200
+
+
+def test_no_running_gateway_pod_closes(bookinfo: KubeClient, gateway: IngressGatewayStandIn,
+                                       lb: GatewayService) -> None:
+    assert get(gateway, "/productpage")[0] == 200
+    lb.pod("Pending")
+    eventually("closed without a Running gateway pod", lambda: closed(gateway))
+    lb.pod("Running")
+    eventually("served once the pod runs", lambda: not closed(gateway))
+
+
+def test_a_service_without_port_80_or_for_other_pods_does_not_count(
+        bookinfo: KubeClient, gateway: IngressGatewayStandIn, lb: GatewayService) -> None:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-ingressgateway"},
+           "spec": {"type": "LoadBalancer", "selector": GATEWAY_LABELS,
+                    "ports": [{"name": "https", "port": 443, "targetPort": 8443}]}}
+    bookinfo.apply_object(svc, namespace="istio-system")
+    eventually("closed without port 80", lambda: closed(gateway))
+    svc["spec"].update(selector={"istio": "eastwestgateway"}, ports=[{"name": "http2", "port": 80, "targetPort": 8080}])
+    bookinfo.apply_object(svc, namespace="istio-system")
+    eventually("closed for another gateway's Service", lambda: closed(gateway))
+    svc["spec"]["selector"] = GATEWAY_LABELS
+    bookinfo.apply_object(svc, namespace="istio-system")
+    eventually("served again", lambda: not closed(gateway))
 
 
 def test_stop_closes_the_listener(raw: client.ApiClient, table: Table) -> None:
