@@ -3,8 +3,8 @@
 The recipe runs as the suite runs it (LabPlatform, GcpCloud and the recipe's own functions, up to
 the installed sidecar); then the VM's agent stand-in reaches the cluster's istiod stand-in through
 /etc/hosts, the lab router and the run's firewall (`vm-to-eastwest`). The negative cases break one
-thing each (no WorkloadGroup, a wrong cluster ID, an expired token, no firewall rule) and show the
-agent rejected or cut off, not ready, and no entry.
+thing each (no WorkloadGroup, a wrong cluster ID, an expired token, no firewall rule, istiod not
+exposed through the east-west gateway) and show the agent rejected or cut off, not ready, and no entry.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from google.cloud import compute_v1
 
-from meshvm import exercises, retry
+from meshvm import exercises, manifests, retry
 from meshvm.config import Config, gather, resolve
 from meshvm.deadlines import Deadline
 from meshvm.gcp import firewall
@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 USER = "meshvm"
 NS, GROUP, SA = workload.NAMESPACE, workload.GROUP, workload.SERVICE_ACCOUNT
 WE, WG = ("networking.istio.io/v1", "WorkloadEntry"), ("networking.istio.io/v1", "WorkloadGroup")
+GW, VS = ("networking.istio.io/v1", "Gateway"), ("networking.istio.io/v1", "VirtualService")
 
 
 @dataclass
@@ -286,6 +287,51 @@ def test_without_a_rule_to_the_eastwest_gateway_the_agent_cannot_reach_istiod(ru
             wait_compute(c, op, f"creating {f.name}", d(30, "rule"))
     restart_agent(run)  # the control: with the rule back, the same agent registers
     wait_for("the entry once the rule is back", run.entry, 15)
+    sidecar.wait_ready(run.shell, d(20, "agent ready"), settle=1)
+    run.sudo("systemctl stop istio", "stop istio")
+
+
+def test_without_istiod_exposed_through_the_eastwest_gateway_the_agent_cannot_register(run: Run):
+    """The recipe's expose-istiod Gateway and VirtualService deleted: the VM still reaches the east-west
+    address (firewall and hosts line intact) but the gateway has no route to istiod, so the connection
+    is cut unanswered; the entry never appears. Restored, the same agent registers (the control)."""
+    ip, address = run.vm.internal_ip, sidecar.hosts_line(run.files).split()[0]
+    (gw,) = [d for d in manifests.docs("expose-istiod") if d["kind"] == "Gateway"]
+    (vs,) = [d for d in manifests.docs("expose-istiod") if d["kind"] == "VirtualService"]
+    assert run.kube.get(*GW, gw["metadata"]["name"], "istio-system") is not None
+    assert run.kube.get(*VS, vs["metadata"]["name"], "istio-system") is not None
+    assert run.istiod.route_problem(address) is None
+    # An earlier test's entry stays for the grace period after its agent stopped: start without one.
+    assert wait_for("no entry left from before", lambda: run.entry() is None, 2 * istiod_standin.GRACE_S + 2)
+
+    def refused(reason: str) -> None:
+        # The stand-in reads the route at most once a second: wait until it sees the change first.
+        assert wait_for("istiod's view without the route", lambda: run.istiod.route_problem(address), 5)
+        since = restart_agent(run)
+        want = f"no route to istiod through {address}: {reason}"
+        try:
+            wait_for(f"istiod to cut {ip} off with {want!r}",
+                     lambda: [r for r in run.istiod.rejections if r.startswith(f"{ip}: ") and want in r], 15)
+        except retry.WaitFailed as e:
+            raise AssertionError(f"{e}\nthe agent said:\n{run.agent_log(since)[-2000:]}") from None
+        with pytest.raises(retry.WaitFailed):
+            wait_for("the entry (it must not appear)", run.entry, 10, interval=0.5)
+        assert wait_for("the agent to say it is not connected", lambda: "not connected" in run.agent_log(since), 10)
+        ready, _, code = sidecar.readiness(run.shell)
+        assert not ready, f"the agent is ready ({code}) without a route to istiod"
+        assert run.istiod.accepted == [], "istiod accepted the VM without a route"
+
+    try:
+        run.kube.delete(*VS, vs["metadata"]["name"], "istio-system")
+        refused(f"no VirtualService bound to Gateway istio-system/{gw['metadata']['name']}")
+        run.kube.delete(*GW, gw["metadata"]["name"], "istio-system")
+        refused("no Gateway selecting the pods of Service istio-system/istio-eastwestgateway")
+    finally:
+        run.sudo("systemctl stop istio", "stop istio")
+        run.kube.apply(manifests.text("expose-istiod"), namespace="istio-system")
+    assert wait_for("istiod's view with the route back", lambda: run.istiod.route_problem(address) is None, 5)
+    restart_agent(run)  # the control: with the route back, the same agent registers
+    wait_for("the entry once istiod is exposed again", run.entry, 15)
     sidecar.wait_ready(run.shell, d(20, "agent ready"), settle=1)
     run.sudo("systemctl stop istio", "stop istio")
 
