@@ -51,6 +51,15 @@ def _group_not_applied(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
     return ORIGINAL["create_workloadgroup"](istioctl, NoApply(), probe, out)
 
 
+def _skip_manifest(skipped: str) -> Callable[..., str]:
+    """manifests.text, where one manifest is a harmless empty ConfigMap: that `kubectl apply` forgotten."""
+    def text(name: str, **values: object) -> str:
+        if name != skipped:
+            return ORIGINAL["text"](name, **values)
+        return f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: mutation-no-{skipped}}}\n"
+    return text
+
+
 def _vm_files(change: Callable[[list], list] | None = None, **overrides: Any) -> Callable[..., Any]:
     """generate_vm_files with istioctl's arguments changed and/or its parameters overridden."""
 
@@ -98,6 +107,8 @@ MUTATIONS: dict[str, tuple[str, str, list[tuple[Any, str, Any]]]] = {
                          [(firewall, "rules", _rules_with_wrong_tag)]),
     "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
                                      [(manifests, "text", _reviews_without_ratings_host)]),
+    "no-expose-istiod": (REGISTRATION, r"not connected: Remote end closed connection without response",
+                         [(manifests, "text", _skip_manifest("expose-istiod"))]),
     "no-workloadgroup": (REGISTRATION, r"cannot find WorkloadGroup ratings/ratings",
                          [(workload, "create_workloadgroup", _group_not_applied)]),
     "no-autoregister": (REGISTRATION, r"connected to istiod .*; WorkloadEntry None;", [
