@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from meshvm.naming import RUN_ID_RE
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nox -s cleanup --", description=__doc__.splitlines()[0])
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     gcp_args.add_argument("--compute-endpoint")
     gcp_args.add_argument("--container-endpoint")
     args = parser.parse_args(argv)
+    if args.run_id and not RUN_ID_RE.fullmatch(args.run_id):
+        parser.error(f"--run-id {args.run_id!r} is not a run id (lowercase letters, digits and '-')")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.platform == "gcp":
         return gcp(args)

@@ -8,7 +8,9 @@ it is kept again; the janitor removes it with the run.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Collection, Mapping
@@ -24,9 +26,16 @@ def base_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()).resolve()
 
 
+def of_run(run_id: str, environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The secret dirs of exactly this run: `meshvm-<run id>-<mkdtemp's 8 characters>` (never those
+    of a run whose id only starts with it, e.g. <run id>-1a2b)."""
+    name = re.compile(rf"meshvm-{re.escape(run_id)}-[a-z0-9_]{{8}}")
+    return sorted(d for d in base_dir(environ).glob(f"meshvm-{glob.escape(run_id)}-*") if name.fullmatch(d.name))
+
+
 def kept(run_id: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """The secret dir a kept run left, holding its SSH key (the newest, should there be several)."""
-    found = [d for d in base_dir(environ).glob(f"meshvm-{run_id}-*") if (d / SSH_KEY).is_file()]
+    found = [d for d in of_run(run_id, environ) if (d / SSH_KEY).is_file()]
     return max(found, key=lambda d: d.stat().st_mtime, default=None)
 
 
@@ -37,8 +46,7 @@ def remove_leftovers(run_id: str) -> list[Path]:
     except OSError:
         mounts = []
     # Never into a mount (a lab VM's root still mounted): only plain directories go.
-    found = [d for d in sorted(base_dir().glob(f"meshvm-{run_id}-*"))
-             if not any(m == str(d) or m.startswith(f"{d}/") for m in mounts)]
+    found = [d for d in of_run(run_id) if not any(m == str(d) or m.startswith(f"{d}/") for m in mounts)]
     for d in found:
         shutil.rmtree(d, ignore_errors=True)
     return found

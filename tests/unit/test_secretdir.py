@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from meshvm import redact
+from meshvm import redact, secretdir
 from meshvm.secretdir import SecretDir
 
 
@@ -29,3 +29,13 @@ def test_secret_dir_refuses_to_live_inside_the_artifacts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="inside the artifacts"):
         SecretDir("r1", tmp_path)
     assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+def test_a_runs_secret_dirs_are_its_own_not_those_of_a_run_whose_id_starts_alike(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    mine, other = tmp_path / "meshvm-killed-ab12cd34", tmp_path / "meshvm-killed-1a2b-ab12cd34"
+    for d in (mine, other):
+        d.mkdir()
+    assert secretdir.of_run("killed") == [mine]
+    assert secretdir.remove_leftovers("killed") == [mine]
+    assert other.is_dir() and not mine.exists()
