@@ -163,6 +163,12 @@ class KubeClient:
         finally:
             api.close()
 
+    def logs(self, namespace: str, pod: str, *, container: str | None = None, tail_lines: int = 500,
+             timeout: float = 30) -> str:
+        core = client.CoreV1Api(self._api)
+        return str(self.call(core.read_namespaced_pod_log, pod, namespace, tail_lines=tail_lines,
+                             _request_timeout=timeout, **({"container": container} if container else {})))
+
     # ---- more than the seam: namespaces, service accounts, waits, kubeconfig
     def ensure_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict:
         meta: dict = {"name": name, **({"labels": labels} if labels else {})}

@@ -81,6 +81,11 @@ class Kube(Protocol):
              timeout: float = 60) -> Result:
         ...
 
+    def logs(self, namespace: str, pod: str, *, container: str | None = None, tail_lines: int = 500,
+             timeout: float = 30) -> str:
+        """The last lines of a pod's (container's) log."""
+        ...
+
 
 class Istioctl(Protocol):
     def run(self, args: Sequence[str], *, step: str, timeout: float = 300, stdin: str | None = None,

@@ -147,6 +147,11 @@ class IstiodStandIn:
             self._httpd.close_connections()
             self._httpd = None
 
+    def log_text(self) -> str:
+        """What this stand-in would log of proxies, for the API's pods/log of the istiod pod."""
+        return "".join([*(f"accepted proxy {a}\n" for a in list(self.accepted)),
+                        *(f"rejected proxy {r}\n" for r in list(self.rejections))])
+
     # -- the proxy's connection --------------------------------------------------------------
 
     def connect(self, token: str, meta: dict[str, Any], peer: str) -> Session:

@@ -152,6 +152,10 @@ class KubeClusterBackend:
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
                                        tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
                                        workdir=self.workdir / f"{name}-pods").start()
+            self.api.add_log_source(self.runtime.log_source)
+            istiod = self.istiod
+            self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
+                "istio-system", "istiod") else None)
             self.ingress = IngressGatewayStandIn(client.ApiClient(cfg), registry.endpoints,
                                                  lambda h, p: NodeRuntime.connect_from(netns, h, p), netns=netns)
             self.ingress.start()

@@ -173,6 +173,14 @@ class NodeRuntime:
                 pass
         run_ip("netns", "del", sb.netns, check=False)  # the veth pair goes with it
 
+    def log_source(self, namespace: str, pod: str):  # noqa: ANN201
+        """The API's pods/log for a pod whose app runs here: its process's output."""
+        sb = self.sandboxes.get((namespace, pod))
+        if sb is None or sb.proc is None:
+            return None
+        path = self.workdir / f"{sb.netns}-{pod}.log"
+        return lambda: path.read_text(errors="replace") if path.is_file() else ""
+
     def _injected(self, namespace: str) -> bool:
         ns = self._dyn.resources.get(api_version="v1", kind="Namespace").get(name=namespace, _request_timeout=TIMEOUT)
         return (ns.to_dict()["metadata"].get("labels") or {}).get("istio-injection") == "enabled"

@@ -13,8 +13,7 @@ from meshvm.recipe.eastwest import SERVICE as EASTWEST
 from meshvm.seams import Istioctl, Kube
 
 NET = "networking.istio.io/v1"
-# The Kube seam reads objects, not container logs: say so where the logs would be.
-NO_LOGS = "logs: not available from this API (the Kube seam reads objects, not pod logs)\n"
+LOG_LINES = 500
 
 
 def _yaml(objects: list[dict]) -> str:
@@ -31,13 +30,20 @@ def _pods_of(kube: Kube, namespace: str, selector: str) -> Callable[[], str]:
             status = p.get("status") or {}
             lines.append(f"#   {p['metadata']['name']}: {status.get('phase')} "
                          f"{[c.get('restartCount') for c in status.get('containerStatuses') or []]}")
-        return "\n".join(lines) + "\n" + NO_LOGS
+        for p in pods:
+            name = p["metadata"]["name"]
+            try:
+                text = kube.logs(namespace, name, tail_lines=LOG_LINES)
+            except Exception as e:  # one pod's missing log does not hide the others'
+                text = f"(no log: {type(e).__name__}: {str(e)[:300]})\n"
+            lines.append(f"\n# --- {namespace}/{name}: last {LOG_LINES} log lines ---\n{text.rstrip()}")
+        return "\n".join(lines) + "\n"
     return run
 
 
 def cluster_dump(kube: Kube) -> dict[str, Callable[[], str]]:
     """What the cluster shows of the mesh: every namespace's WorkloadEntries, WorkloadGroups, pods
-    and events; istiod's and the east-west gateway's pods (their logs where the API gives them)."""
+    and events; istiod's and the east-west gateway's pods with their logs' last lines."""
     return {
         "workloadentries.yaml": lambda: _yaml(kube.list(NET, "WorkloadEntry")),
         "workloadgroups.yaml": lambda: _yaml(kube.list(NET, "WorkloadGroup")),

@@ -228,3 +228,14 @@ def test_kubeconfig_is_private_and_carries_a_fresh_token(standin: KubeApiStandIn
     doc = yaml.safe_load(path.read_text())
     assert doc["clusters"][0]["cluster"]["server"] == standin.endpoint
     assert standin.token_valid(doc["users"][0]["user"]["token"])
+
+
+def test_logs_of_a_pod_tail_and_a_pod_without_logs_is_an_error(standin: KubeApiStandIn, kube: KubeClient):
+    kube.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n")
+    for name in ("istiod-0", "quiet-0"):
+        kube.apply(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: istio-system}}\n"
+                   "spec: {containers: [{name: discovery, image: x}]}\n")
+    standin.add_log_source(lambda ns, pod: (lambda: "one\ntwo\nthree\n") if pod == "istiod-0" else None)
+    assert kube.logs("istio-system", "istiod-0", tail_lines=2) == "two\nthree\n"
+    with pytest.raises(Exception, match="waiting to start"):
+        kube.logs("istio-system", "quiet-0")

@@ -92,12 +92,20 @@ def test_vm_dump_looks_at_what_the_issue_lists_as_root_and_records_failures():
 
 
 class FakeKube:
+    last_selector: str | None = None
+
     def list(self, api_version, kind, namespace=None, label_selector=None):
+        self.last_selector = label_selector
         if kind == "Event":
             raise RuntimeError("events: 403")
         meta = {"name": f"{kind.lower()}-1", "managedFields": [{"manager": "x"}]}
         return [{"apiVersion": api_version, "kind": kind, "metadata": meta,
                  "status": {"phase": "Running", "containerStatuses": [{"restartCount": 0}]}}]
+
+    def logs(self, namespace, pod, *, container=None, tail_lines=500, timeout=30):
+        if "eastwest" in (self.last_selector or ""):
+            raise RuntimeError("container is waiting to start")
+        return f"line 1 of {pod}\nline 2 of {pod}\n"
 
 
 class FailingIstioctl:
@@ -105,13 +113,14 @@ class FailingIstioctl:
         return Result(2, "", "unknown command proxy-status")
 
 
-def test_cluster_dump_lists_the_mesh_and_says_when_logs_or_proxy_status_are_missing(tmp_path):
+def test_cluster_dump_lists_the_mesh_with_pod_logs_and_says_what_is_missing(tmp_path):
     dump = Dump(tmp_path, RunBudget())
     dump.collect({**clusterdump.cluster_dump(FakeKube()), **clusterdump.proxy_status(FailingIstioctl())})
     read = {p.name: p.read_text() for p in tmp_path.iterdir()}
     assert "kind: WorkloadEntry" in read["workloadentries.yaml"] and "managedFields" not in read["workloadentries.yaml"]
     assert "kind: WorkloadGroup" in read["workloadgroups.yaml"] and "kind: Pod" in read["pods.yaml"]
     assert "collector failed: RuntimeError: events: 403" in read["events.yaml"]
-    assert clusterdump.NO_LOGS in read["istiod-logs.txt"] and "pod-1: Running [0]" in read["eastwest-logs.txt"]
+    assert "pod-1: Running [0]" in read["istiod-logs.txt"] and "line 2 of pod-1" in read["istiod-logs.txt"]
+    assert "(no log: RuntimeError: container is waiting to start)" in read["eastwest-logs.txt"]
     assert "exited 2] unknown command proxy-status" in read["proxy-status.txt"]
     assert diagnostics.FILE_CAP == 256 * 1024 and diagnostics.FILES_PER_TEST == 40

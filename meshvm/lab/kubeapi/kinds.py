@@ -94,6 +94,8 @@ def resource_list(group: str, version: str) -> dict | None:
         if k.plural == "pods":
             resources.append({"name": "pods/exec", "singularName": "", "verbs": ["create", "get"],
                               "namespaced": True, "kind": "PodExecOptions"})
+            resources.append({"name": "pods/log", "singularName": "", "verbs": ["get"], "namespaced": True,
+                              "kind": "Pod"})
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 

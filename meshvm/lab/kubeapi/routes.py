@@ -24,6 +24,8 @@ def route(h: Any, method: str, path: str, q: dict[str, str], multi: dict[str, li
     store = h.server.owner.store
     if sub == "exec":
         return _exec(h, ns, name, multi)
+    if sub == "log" and method == "GET":
+        return _log(h, kind, ns, name, q)
     if sub == "token" and method == "POST":
         return h.send_json(201, _token_request(h, ns, name, body))
     if method == "GET" and not name:
@@ -91,10 +93,28 @@ def _resolve(parts: list[str]) -> tuple[Kind, str, str, str, str]:
     if kind is None or len(rest) > 3 or (kind.namespaced and len(rest) > 1 and not ns):
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     name, sub = (rest + ["", ""])[1:3]
-    if sub and not ((sub == "status" and kind.status) or (sub == "exec" and kind.plural == "pods")
+    if sub and not ((sub == "status" and kind.status) or (sub in ("exec", "log") and kind.plural == "pods")
                     or (sub == "token" and kind.plural == "serviceaccounts")):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource ({sub})")
     return kind, version, ns, name, sub
+
+
+def _log(h: Any, kind: Any, ns: str, name: str, q: dict[str, str]) -> None:
+    """A pod's log (text/plain, `tailLines` honoured) from the pod's log source; a pod whose container
+    the lab does not run has none: 400, as the API answers for a container that never started."""
+    owner = h.server.owner
+    owner.store.get(kind, ns, name)  # 404 when the pod does not exist
+    source = owner.log_source(ns, name)
+    if source is None:
+        raise ApiError(400, "BadRequest", f'container in pod "{name}" is waiting to start: no logs in the lab')
+    lines = source().splitlines(keepends=True)
+    tail = int(q.get("tailLines") or 0)
+    data = "".join(lines[-tail:] if tail > 0 else lines).encode()
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
 
 
 def _token_request(h: Any, ns: str, name: str, body: bytes) -> dict:

@@ -55,6 +55,7 @@ class KubeApiStandIn:
         self._tokens: dict[str, float] = {}
         self.service_account_tokens = TokenIssuer()
         self._exec: dict[tuple[str, str], ExecBackend] = {}
+        self._logs: list[Callable[[str, str], Callable[[], str] | None]] = []
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
         for ns in ("default", "kube-system", "kube-public"):
@@ -117,6 +118,16 @@ class KubeApiStandIn:
     def exec_backend(self, namespace: str, pod: str) -> ExecBackend | None:
         with self._lock:
             return self._exec.get((namespace, pod))
+
+    def add_log_source(self, source: Callable[[str, str], Callable[[], str] | None]) -> None:
+        """`source(namespace, pod)`: a function giving that pod's log text, or None (not its pod)."""
+        with self._lock:
+            self._logs.append(source)
+
+    def log_source(self, namespace: str, pod: str) -> Callable[[], str] | None:
+        with self._lock:
+            sources = list(self._logs)
+        return next((f for s in sources if (f := s(namespace, pod)) is not None), None)
 
     def compact(self, keep: int = 0) -> None:
         """Drop the watch history: watches from older resourceVersions get 410 Expired."""
