@@ -130,10 +130,7 @@ class IngressGatewayStandIn:
             t.join(max(0.0, deadline - time.monotonic()))
 
     def _listen(self) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
-        s.listen(128)
+        s = meshwire.bound(self.host, self.port)
         s.settimeout(0.5)
         return s
 

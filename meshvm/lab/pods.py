@@ -83,7 +83,7 @@ class NodeRuntime:
         _sysctl(ns, "net.ipv4.ip_forward=1")
         for ip in (DNS_IP, LINK_IP):
             run_ip("addr", "add", f"{ip}/32", "dev", "lo", netns=ns)
-        dns = hostsys.run_in_netns(ns, lambda: _bound(socket.SOCK_DGRAM, DNS_IP, 53))
+        dns = hostsys.run_in_netns(ns, lambda: meshwire.bound(DNS_IP, 53, socket.SOCK_DGRAM))
         threading.Thread(target=meshwire.serve_dns, args=(dns, self.registry.lookup, self._stop),
                          name="lab-cluster-dns", daemon=True).start()
         self._thread.start()
@@ -137,7 +137,7 @@ class NodeRuntime:
         run_ip("route", "add", f"{ip}/32", "dev", node_dev, netns=self.node_netns)
         _run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
               "-d", self.service_range, "-j", "REDIRECT", "--to-ports", str(SIDECAR_PORT)])
-        listener = hostsys.run_in_netns(netns, lambda: _bound(socket.SOCK_STREAM, "0.0.0.0", SIDECAR_PORT))  # noqa: S104
+        listener = hostsys.run_in_netns(netns, lambda: meshwire.bound("0.0.0.0", SIDECAR_PORT))  # noqa: S104
         threading.Thread(target=meshwire.serve_tcp, args=(listener, lambda c: self._outbound(sb, c), sb.stop),
                          name=f"lab-sidecar-{key[1]}", daemon=True).start()
         resolv = self.workdir / f"{netns}-resolv.conf"
@@ -199,15 +199,6 @@ class NodeRuntime:
     def connect_from(netns: str, host: str, port: int) -> socket.socket:
         """A connection made inside `netns`: it leaves from that namespace's address."""
         return hostsys.run_in_netns(netns, lambda: socket.create_connection((host, port), timeout=5))
-
-
-def _bound(kind: int, host: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
-    if kind == socket.SOCK_STREAM:
-        s.listen(64)
-    return s
 
 
 def _run(argv: Sequence[str]) -> None:

@@ -163,6 +163,16 @@ def splice(a: socket.socket, b: socket.socket) -> None:
     b.close()
 
 
+def bound(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket bound to (host, port), listening when TCP: the listeners of every stand-in proxy."""
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(128)
+    return s
+
+
 def serve_tcp(listener: socket.socket, handle: Callable[[socket.socket], None], stop: threading.Event) -> None:
     """Accept on a listening socket until `stop`, each connection handled in its own thread; the
     listener is closed on return, so a stopped server frees its port."""
