@@ -163,6 +163,10 @@ class KubeClient:
         finally:
             api.close()
 
+    def server_version(self) -> str:
+        """The API server's gitVersion (e.g. v1.33.2-gke.100)."""
+        return str(self.call(client.VersionApi(self._api).get_code, _request_timeout=self.call_timeout).git_version)
+
     def logs(self, namespace: str, pod: str, *, container: str | None = None, tail_lines: int = 500,
              timeout: float = 30) -> str:
         core = client.CoreV1Api(self._api)

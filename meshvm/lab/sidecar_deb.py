@@ -27,7 +27,9 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
         (root / part).mkdir(exist_ok=True)
         (root / part).chmod(0o755)
     shutil.copyfile(MESHWIRE, root / LIB_DIR / "meshwire.py")
-    (root / LIB_DIR / "meshwire.py").chmod(0o644)
+    (root / LIB_DIR / "VERSION").write_text(version + "\n")  # what `pilot-agent version` reports
+    for f in ("meshwire.py", "VERSION"):
+        (root / LIB_DIR / f).chmod(0o644)
     deb = out_dir / "istio-sidecar.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
                    check=True, capture_output=True, text=True, timeout=60)

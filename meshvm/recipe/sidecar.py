@@ -8,6 +8,7 @@ them) are removed from the user's home once installed.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -72,6 +73,12 @@ def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -
 
 def package_version(vm: VmShell) -> str:
     return vm.run("dpkg-query -W -f '${Version}' istio-sidecar", step="sidecar: package version").stdout.strip()
+
+
+def proxy_version(vm: VmShell) -> str:
+    """The installed agent's own answer (`pilot-agent version -o json`), not the package's label."""
+    out = vm.run("/usr/local/bin/pilot-agent version -o json", step="sidecar: proxy version").stdout
+    return str(json.loads(out)["clientVersion"]["version"])
 
 
 def restart_count(vm: VmShell) -> int:

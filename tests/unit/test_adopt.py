@@ -14,7 +14,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def cfg(tmp_path):
-    kept = tmp_path / "meshvm-kept-1-abc" / "ssh"
+    kept = tmp_path / "meshvm-kept-1-abc12345" / "ssh"
     kept.mkdir(parents=True)
     (kept / "id_ed25519").write_text("key")
     env = {"XDG_RUNTIME_DIR": str(tmp_path), "E2E_GCP_ACCESS_TOKEN_FILE": __file__}

@@ -164,7 +164,7 @@ def test_the_istio_token_must_outlive_the_worst_case_to_the_agents_first_connect
 
 def kept_secret_dir(base: Path, run_id: str) -> Path:
     """What a kept run leaves outside its artifacts: its 0700 secret dir with the SSH key its VM accepts."""
-    d = base / f"meshvm-{run_id}-abc123"
+    d = base / f"meshvm-{run_id}-abc12345"
     (d / "ssh").mkdir(parents=True)
     (d / "ssh" / "id_ed25519").write_text("key")
     return d

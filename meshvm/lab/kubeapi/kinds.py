@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-meshvm-standin", "platform": "linux/amd64"}
+VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-meshvm-standin", "gitCommit": "0" * 40,
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0",
+           "compiler": "gc", "platform": "linux/amd64"}  # every field a real /version carries
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
