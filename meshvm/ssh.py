@@ -157,6 +157,8 @@ def render(command: str | Sequence[str], *, sudo: bool = False, env: Mapping[str
 
 def _collect(channel: paramiko.Channel, step: str, deadline: Deadline) -> Result:
     out, err = _Stream(step, "out"), _Stream(step, "err")
+    waiter = select.poll()
+    waiter.register(channel.fileno(), select.POLLIN)
     while True:
         progressed = False
         while channel.recv_ready():
@@ -173,9 +175,10 @@ def _collect(channel: paramiko.Channel, step: str, deadline: Deadline) -> Result
             raise CommandTimeout(f"{deadline.what}: no exit after its timeout; last output: "
                                  f"{(err.tail() or out.tail())!r}")
         if not progressed:
-            # Block briefly until output, EOF or the exit status arrives (the channel is selectable),
+            # Block briefly until output or EOF arrives (the channel's fileno is a pipe paramiko signals),
             # bounded by the command's deadline: not a bare sleep, and no spin once the status is in.
-            select.select([channel], [], [], deadline.cap(0.05))
+            # poll, not select: a long test session holds file descriptors above select's 1024.
+            waiter.poll(deadline.cap(0.05) * 1000)
     return Result(channel.recv_exit_status(), out.text(), err.text())
 
 

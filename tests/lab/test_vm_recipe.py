@@ -7,6 +7,8 @@ import http.client
 import http.server
 import json
 import logging
+import os
+import resource
 import subprocess
 import threading
 import time
@@ -96,6 +98,19 @@ def test_a_failing_command_names_step_command_and_stderr(shell: SshShell):
 def test_a_command_past_its_timeout_is_cut(shell: SshShell):
     with pytest.raises(CommandTimeout, match="no exit after its timeout"):
         shell.run("echo started; sleep 30", step="probe: hang", timeout=1)
+
+
+def test_commands_run_while_the_process_holds_more_than_1024_descriptors(shell: SshShell):
+    """A long session holds many sockets: waiting on a channel must not depend on select()'s limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), max(hard, 2048)))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert shell.run("sleep 0.2; printf %s done", step="probe: many fds").stdout == "done"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_upload_copies_a_folder_recursively(shell: SshShell, vm: VmHost, tmp_path: Path):
