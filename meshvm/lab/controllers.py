@@ -39,7 +39,33 @@ OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]]], None]
 OnLbDeleted = Callable[[str, str], None]
 
 
-class ClusterControllers:
+class ReconcileLoop:
+    """Calls `reconcile()` in one background thread at a fixed pace until stopped. A stand-in must not
+    die silently: an error is kept in `errors` (for the tests) and logged, and the loop goes on."""
+
+    def __init__(self, name: str, pace_s: float = PACE_S):
+        self.errors: list[str] = []
+        self._pace_s = pace_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def reconcile(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._pace_s):
+            try:
+                self.reconcile()
+            except Exception as e:
+                self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("%s: %s", self._thread.name, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+
+
+class ClusterControllers(ReconcileLoop):
     def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str,
                  on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None):
         self._on_lb, self._on_lb_deleted = on_lb, on_lb_deleted
@@ -50,25 +76,11 @@ class ClusterControllers:
         self._root_cert = root_cert_pem
         self.hold_lb: set[str] = set()  # "namespace/name" of Services left without an address
         self.hold_root_cert: set[str] = set()  # namespaces istiod has not reached yet
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lab-controllers", daemon=True)
-        self.errors: list[str] = []
+        super().__init__("lab controllers")
 
     def start(self) -> ClusterControllers:
         self._thread.start()
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(TIMEOUT)
-
-    def _run(self) -> None:
-        while not self._stop.wait(PACE_S):
-            try:
-                self.reconcile()
-            except Exception as e:  # a stand-in must not die silently: keep the error for the tests
-                self.errors.append(f"{type(e).__name__}: {e}")
-                log.warning("lab controllers: %s", e)
 
     def _res(self, api_version: str, kind: str) -> Any:
         return self._dyn.resources.get(api_version=api_version, kind=kind)

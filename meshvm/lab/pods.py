@@ -33,6 +33,7 @@ from pathlib import Path
 from kubernetes import client, dynamic
 
 from meshvm.lab import hostsys
+from meshvm.lab.controllers import ReconcileLoop
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.mesh_registry import MeshRegistry
 from meshvm.lab.netsafety import run_ip
@@ -61,7 +62,7 @@ class Sandbox:
     counters: meshwire.Counters = field(default_factory=meshwire.Counters)
 
 
-class NodeRuntime:
+class NodeRuntime(ReconcileLoop):
     """Reconciles the node's pod sandboxes from the API until stopped."""
 
     def __init__(self, api: client.ApiClient, kube: KubeApiStandIn, registry: MeshRegistry, *, node_netns: str,
@@ -71,11 +72,9 @@ class NodeRuntime:
         self.node_netns, self.tag, self.block, self.service_range = node_netns, tag, block, service_range
         self.workdir = workdir
         self.sandboxes: dict[tuple[str, str], Sandbox] = {}
-        self.errors: list[str] = []
         self._n = 0
         self._rr = meshwire.RoundRobin()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lab-kubelet", daemon=True)
+        super().__init__("lab kubelet", PACE_S)
 
     def start(self) -> NodeRuntime:
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -90,18 +89,9 @@ class NodeRuntime:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(TIMEOUT)
+        super().stop()
         for key in list(self.sandboxes):
             self._remove(key)
-
-    def _run(self) -> None:
-        while not self._stop.wait(PACE_S):
-            try:
-                self.reconcile()
-            except Exception as e:  # a stand-in must not die silently: keep the error for the tests
-                self.errors.append(f"{type(e).__name__}: {e}")
-                log.warning("lab kubelet: %s", e)
 
     def reconcile(self) -> None:
         pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in

@@ -24,6 +24,13 @@ from tests.lab.test_keep import janitor, local_cloud, run_objects
 pytestmark = pytest.mark.lab
 
 
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL: no teardown, no reports; what the run made is left for the janitor."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(30)
+
+
 def phases(out: Path) -> dict[str, str]:
     try:
         return {p["name"]: p["outcome"] for p in json.loads((out / "phases.json").read_text())["phases"]}
@@ -130,12 +137,8 @@ def test_sigkill_then_the_janitor_leaves_nothing(tmp_path, stage, outcome, until
     proc = start(out, "--platform", "lab", *until, "--run-id", run_id)
     try:
         wait_for(proc, f"stage {stage} {outcome}", lambda: phases(out).get(stage) == outcome)
-        proc.kill()
-        proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill(proc)
     j = lab_janitor(run_id)
     assert j.returncode == 0, j.stdout[-2000:] + j.stderr[-2000:]
     assert f"run {run_id}" in j.stdout
@@ -151,12 +154,8 @@ def test_sigkill_on_the_gcp_path_then_the_janitor_leaves_nothing(tmp_path):
         proc = start(out, *args, "--until", "infra", env=env)
         try:
             wait_for(proc, "stage vm running", lambda: phases(out).get("vm") == "running")
-            proc.kill()
-            proc.wait(30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
+            kill(proc)
         assert run_objects(lab, run_id), "the killed run left nothing to clean: kill it earlier"
         cfg_args = dict(zip(args[::2], args[1::2], strict=False))
         command = (f"nox -s cleanup -- --platform gcp --gcp-project {cfg_args['--gcp-project']} --compute-endpoint "
