@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.istioctl import IstioctlCli
 from meshvm.kube import KubeClient
@@ -144,7 +145,8 @@ spec:
 """)
     with pytest.raises(TimeoutError, match="rolled out"):
         waits.rollout(cluster.kube, "default", "details-typo", deadline(2))
-    pod = cluster.kube.get("v1", "Pod", "details-typo-0", "default")
+    pod = retry.until("pod details-typo-0", lambda: cluster.kube.get("v1", "Pod", "details-typo-0", "default"),
+                      deadline(10))  # the controllers may not have made it yet on a loaded machine
     assert pod["status"]["phase"] == "Pending"
     assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     cluster.kube.delete("apps/v1", "Deployment", "details-typo", "default", deadline=deadline())
