@@ -9,16 +9,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meshvm import productpage, retry
+from meshvm import productpage, retry, telemetry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
 from meshvm.seams import Kube, VmShell
 
 WE_API = "networking.istio.io/v1"
 DETAILS_PATH = "details.default.svc:9080/details/123"
-# Envoy's cluster stats for the calls the exercises make (the sidecar's admin port on the VM).
-DETAILS_STAT = "cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total"
-INBOUND_STAT = "cluster.inbound|9080||.upstream_rq_total"
+DETAILS_SERVICE = "details.default.svc.cluster.local"
+RATINGS_SERVICE = "ratings.ratings.svc.cluster.local"
+CALLS = 3  # each path's calls counted in the VM proxy's istio_requests_total
+SETTLE_S = 30  # for a request to show in the proxy's metrics once the caller has its answer
 
 
 # -- Exercise 1: the WorkloadEntry appears -------------------------------------------------------
@@ -92,21 +93,6 @@ def wait_entry(watch: EntryWatch, vm_ip: str, probe: bool, deadline: Deadline) -
 # -- Exercise 2: the VM reaches details ----------------------------------------------------------
 
 
-def proxy_stat(vm: VmShell, name: str) -> int:
-    """One counter from the VM proxy's admin endpoint (localhost:15000); 0 when not there yet."""
-    r = vm.run(f"curl -sS -m 5 'http://localhost:15000/stats?filter=^{_re(name)}$'", step="proxy stats",
-               check=False, timeout=15)
-    for line in r.stdout.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name and value.strip().isdigit():
-            return int(value)
-    return 0
-
-
-def _re(name: str) -> str:
-    return "".join("\\" + c if c in ".|[]()*+?^$" else c for c in name)
-
-
 def vm_calls_details(vm: VmShell) -> object:
     """`curl details.default.svc:9080/details/123` on the VM as the login user (not istio-proxy)."""
     r = vm.run(f"curl -sS -m 10 -w '\\n%{{http_code}}' {DETAILS_PATH}", step="exercise 2: curl details",
@@ -132,6 +118,34 @@ def details_ok(answer: object) -> bool:
 def pod_calls_ratings(kube: Kube, pod: str) -> object:
     return kube.exec("default", pod, ["curl", "-sS", "-m", "10", "ratings.ratings:9080/ratings/123"],
                      container="curl", timeout=30).answer()
+
+
+def pod_principal(kube: Kube, namespace: str, pod: str) -> str:
+    """The SPIFFE identity a pod's proxy presents: its service account's."""
+    spec = (kube.get("v1", "Pod", pod, namespace) or {}).get("spec") or {}
+    return telemetry.spiffe(namespace, spec.get("serviceAccountName") or "default")
+
+
+def workload_principal(kube: Kube, namespace: str, deployment: str) -> str:
+    spec = ((kube.get("apps/v1", "Deployment", deployment, namespace) or {}).get("spec") or {})
+    return telemetry.spiffe(namespace, (spec.get("template") or {}).get("spec", {}).get("serviceAccountName")
+                            or "default")
+
+
+def repeat(what: str, call: Callable[[], object], ok: Callable[[object], bool], times: int) -> None:
+    """`times` more calls of a path that already answered: each must answer right."""
+    for i in range(times):
+        answer = call()
+        assert ok(answer), f"{what}: call {i + 1} of {times} after the first good answer got {answer!r}"
+
+
+def metrics_grew(vm: VmShell, before: dict, want: dict[str, str], n: float, why: str) -> None:
+    """The VM proxy's istio_requests_total series with `want`'s labels grew by at least `n`."""
+    rows = telemetry.settle(lambda: telemetry.vm_requests(vm), before, want, n,
+                            Deadline.after(SETTLE_S, "istio_requests_total"))
+    got = telemetry.count(rows, **want)
+    assert got >= n, (f"the VM proxy's istio_requests_total{want} grew by {got:g}, expected >= {n:g}: {why}; "
+                      f"the series that grew:\n{telemetry.describe(rows)}")
 
 
 # -- Exercise 4: the product page shows stars from the VM ----------------------------------------

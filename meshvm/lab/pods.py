@@ -12,6 +12,10 @@ What it models, and no more:
   whole range) and forwarded by the pod's proxy to one endpoint of the Service port, round robin,
   from the pod's own address: the pod's sidecar when its namespace is labelled
   `istio-injection=enabled` (endpoints include WorkloadEntries), kube-proxy otherwise (pods only);
+  to an endpoint of TLS mode `istio` the sidecar sends the lab's stand-in for mutual TLS first
+  (istiostats.peer_hello: the pod's SPIFFE identity from its service account, its workload, the
+  Service it meant). Its Envoy stats pass the default stats matcher (so no `cluster.*` stat exists);
+  the pods' sidecars report no metrics (the suite reads the VM's only);
 - the ingress gateway (ingress_standin) and istiod's VM-facing side run on the node too.
 Pods of images with no stand-in (istiod, the gateways: in-process stand-ins here) get no sandbox.
 """
@@ -37,7 +41,7 @@ from meshvm.lab.controllers import ReconcileLoop
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.mesh_registry import MeshRegistry
 from meshvm.lab.netsafety import run_ip
-from meshvm.lab.standins import meshwire
+from meshvm.lab.standins import istiostats, meshwire
 
 log = logging.getLogger(__name__)
 APPS = Path(__file__).resolve().parent / "standins" / "bookinfo.py"
@@ -57,9 +61,16 @@ class Sandbox:
     ip: str
     netns: str
     injected: bool
+    service_account: str = "default"
     proc: subprocess.Popen[bytes] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    counters: meshwire.Counters = field(default_factory=meshwire.Counters)
+    counters: meshwire.Counters = field(default_factory=lambda: meshwire.Counters(istiostats.StatsMatcher().keeps))
+
+    def hello(self, route: meshwire.Route):  # noqa: ANN201
+        """What the pod's sidecar sends an endpoint first: the stand-in mTLS line to `istio` ones."""
+        line = istiostats.peer_hello(istiostats.spiffe(self.namespace, self.service_account),
+                                     self.pod.rsplit("-", 1)[0], self.namespace, route.service["host"])
+        return lambda endpoint: line if self.injected and endpoint in route.mtls else b""
 
 
 class NodeRuntime(ReconcileLoop):
@@ -107,14 +118,16 @@ class NodeRuntime(ReconcileLoop):
             app = next((m for c in containers if (m := _IMAGE.search(c.get("image") or ""))), None)
             if app is None and not any("curl" in (c.get("image") or "") for c in containers):
                 continue
-            self._add(key, ip, containers, app)
+            self._add(key, ip, pod.get("spec") or {}, app)
 
     # -- one sandbox --------------------------------------------------------------------------
 
-    def _add(self, key: tuple[str, str], ip: str, containers: list[dict], app: re.Match[str] | None) -> None:
+    def _add(self, key: tuple[str, str], ip: str, spec: dict, app: re.Match[str] | None) -> None:
         self._n += 1
         netns, node_dev = f"{self.tag}p{self._n}", f"{self.tag}q{self._n}"
-        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]))
+        containers = spec.get("containers") or []
+        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]),
+                     spec.get("serviceAccountName") or "default")
         self.sandboxes[key] = sb  # recorded before it exists: _remove cleans a half-made one
         run_ip("netns", "add", netns)
         run_ip("link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", node_dev, "netns", self.node_netns)
@@ -181,9 +194,8 @@ class NodeRuntime(ReconcileLoop):
         if found is None:
             conn.close()
             return
-        stat, endpoints = found
-        meshwire.forward(conn, self._rr.order(stat, endpoints), lambda h, p: self.connect_from(sb.netns, h, p),
-                         sb.counters, stat)
+        meshwire.forward(conn, self._rr.order(found.stat, found.endpoints),
+                         lambda h, p: self.connect_from(sb.netns, h, p), sb.counters, found.stat, sb.hello(found))
 
     @staticmethod
     def connect_from(netns: str, host: str, port: int) -> socket.socket:

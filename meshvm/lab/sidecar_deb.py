@@ -1,7 +1,7 @@
 """Builds the lab's STAND-IN istio-sidecar package (standins/sidecar) with dpkg-deb.
 
-The package also carries standins/meshwire.py (the data-plane pieces the node side shares) at
-/usr/local/lib/istio-standin/meshwire.py, where the agent stand-in imports it from."""
+The package also carries standins/meshwire.py and standins/istiostats.py (the data-plane pieces the
+node side shares) in /usr/local/lib/istio-standin/, where the agent stand-in imports them from."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 TREE = Path(__file__).resolve().parent / "standins" / "sidecar"
-MESHWIRE = TREE.parent / "meshwire.py"
+SHARED = ("meshwire.py", "istiostats.py")  # from standins/
 LIB_DIR = "usr/local/lib/istio-standin"  # the agent's sys.path entry (pilot-agent)
 
 
@@ -26,9 +26,10 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
     for part in ("usr/local/lib", LIB_DIR):
         (root / part).mkdir(exist_ok=True)
         (root / part).chmod(0o755)
-    shutil.copyfile(MESHWIRE, root / LIB_DIR / "meshwire.py")
+    for f in SHARED:
+        shutil.copyfile(TREE.parent / f, root / LIB_DIR / f)
     (root / LIB_DIR / "VERSION").write_text(version + "\n")  # what `pilot-agent version` reports
-    for f in ("meshwire.py", "VERSION"):
+    for f in (*SHARED, "VERSION"):
         (root / LIB_DIR / f).chmod(0o644)
     deb = out_dir / "istio-sidecar.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],

@@ -2,7 +2,7 @@
 
 import pytest
 
-from meshvm import exercises, retry
+from meshvm import exercises, retry, telemetry
 from meshvm.deadlines import Deadline
 
 pytestmark = pytest.mark.exercise
@@ -10,9 +10,11 @@ pytestmark = pytest.mark.exercise
 
 @pytest.mark.order(2)
 def test_vm_reaches_details_through_its_sidecar(world, vm, agent):
-    before = exercises.proxy_stat(vm.shell, exercises.DETAILS_STAT)
+    before = telemetry.vm_requests(vm.shell)
     retry.until("details' JSON for id 123 from the VM", lambda: exercises.vm_calls_details(vm.shell),
                 Deadline.after(world.cfg.exercise_deadline, "exercise 2"), accept=exercises.details_ok, ceiling=5)
-    after = exercises.proxy_stat(vm.shell, exercises.DETAILS_STAT)
-    assert after > before, (f"the VM proxy's {exercises.DETAILS_STAT} stayed at {before}: "
-                            "the call did not go through the sidecar")
+    exercises.repeat("details from the VM", lambda: exercises.vm_calls_details(vm.shell), exercises.details_ok,
+                     exercises.CALLS - 1)
+    exercises.metrics_grew(vm.shell, before, {"reporter": "source", "destination_service": exercises.DETAILS_SERVICE,
+                                              "response_code": "200"},
+                           exercises.CALLS, "the calls did not go through the VM's sidecar")

@@ -6,8 +6,10 @@ installed sidecar). The istiod stand-in is handed a mesh table with one Service,
 own, reached through the router and two firewall rules created through the local cloud's API.
 As a normal user on the VM, `curl details.default.svc:9080` resolves through the agent's DNS proxy
 and is proxied to that endpoint; a request from the details host to the VM's ratings on 9080 goes
-through the inbound listener; the agent's /stats counts both. Without DNS capture in cluster.env
-the name does not resolve; removing the package removes the capture rules.
+through the inbound listener; the agent's istio_requests_total (:15020) reports both, with the
+caller's identity only when it spoke the stand-in's mTLS, and Envoy's `cluster.*` stats do not exist
+(the default stats matcher). Without DNS capture in cluster.env the name does not resolve; removing
+the package removes the capture rules.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from meshvm import telemetry
 from meshvm.config import gather, resolve
 from meshvm.deadlines import Deadline
 from meshvm.gcp import firewall
@@ -33,6 +36,7 @@ from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.netsafety import assert_local_route
 from meshvm.lab.platform import LabPlatform
 from meshvm.lab.router import Attachment
+from meshvm.lab.standins import istiostats
 from meshvm.recipe import sidecar
 from tests.lab._helpers import stop, wait_listening
 from tests.lab.test_registration_standin import Run, build, wait_for
@@ -42,8 +46,8 @@ PORT = 9080
 DETAILS_HOST_NUMBER = 200  # below the load-balancer /27, far above the VMs (numbered from .10)
 DETAILS_TAG = "dp-details"
 CLUSTER_ENV = "/var/lib/istio/envoy/cluster.env"
-OUTBOUND_STAT = "cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total"
-INBOUND_STAT = "cluster.inbound|9080||.upstream_rq_total"
+DETAILS = "details.default.svc.cluster.local"
+CALLER = istiostats.spiffe("default", "bookinfo-reviews")
 # The details server: BookInfo's answer for /details/<id> (FACTS.md section 2), 404 otherwise.
 DETAILS_SERVER = r"""
 import json, re, sys
@@ -78,6 +82,16 @@ class Scene:
     def stats(self, pattern: str) -> str:
         _, out = self.user(f"curl -sS -m 5 {shlex.quote('localhost:15000/stats?filter=' + pattern)}", "agent stats")
         return out
+
+    def grown(self, before: dict, **want: str) -> list:
+        """The grown istio_requests_total series, once those with `want`'s labels grew."""
+        def rows() -> list:
+            found = telemetry.grown(before, telemetry.vm_requests(self.run.shell))
+            return found if telemetry.count(found, **want) else []
+        return wait_for(f"istio_requests_total{want} to grow", rows, 10)
+
+    def requests(self) -> dict:
+        return telemetry.vm_requests(self.run.shell)
 
     def table(self) -> dict:
         return {"services": [{"name": "details", "namespace": "default",
@@ -150,17 +164,24 @@ def start_agent(s: Scene) -> None:
 
 def test_details_by_name_through_dns_capture_and_the_outbound_listener(scene: Scene):
     start_agent(scene)
+    before = scene.requests()
     ok, out = scene.user(f"curl -sS -m 5 details.default.svc:{PORT}/details/123", "curl details", check=False)
     assert ok, out
     assert json.loads(out) == {"id": 123, "author": "William Shakespeare", "year": 1595, "type": "paperback",
                                "pages": 200, "publisher": "PublisherA", "language": "English",
                                "ISBN-10": "1234567890", "ISBN-13": "123-1234567890"}
-    assert f"{OUTBOUND_STAT}: 1\n" in scene.stats("details"), scene.stats("")
+    rows = scene.grown(before, reporter="source")
+    assert telemetry.count(rows, reporter="source", destination_service=DETAILS, response_code="200",
+                           source_principal=istiostats.spiffe("ratings", "bookinfo-ratings"),
+                           connection_security_policy="unknown") == 1, telemetry.describe(rows)
+    # A real sidecar's default stats matcher creates no per-cluster stats: neither does the stand-in.
+    assert scene.stats("cluster") == "", scene.stats("")
     # A destination outside the table is passed through to where it was going (ALLOW_ANY).
     ok, out = scene.user(f"curl -sS -m 5 {scene.details.ip}:{PORT}/details/7", "curl the endpoint", check=False)
     assert ok and json.loads(out)["id"] == 7, out
-    assert "cluster.PassthroughCluster.upstream_rq_total: 1\n" in scene.stats("Passthrough")
-    assert f"{OUTBOUND_STAT}: 1\n" in scene.stats("details")  # unchanged: that one did not go to the VIP
+    rows = scene.grown(before, destination_service_name="PassthroughCluster")
+    assert telemetry.count(rows, destination_service_name="PassthroughCluster", response_code="200") == 1
+    assert telemetry.count(rows, destination_service=DETAILS) == 1  # unchanged: that one did not go to the VIP
     dump = json.loads(scene.user("curl -sS -m 5 localhost:15000/config_dump", "config_dump")[1])
     assert dump["mesh"] == scene.table()
 
@@ -170,18 +191,33 @@ def test_inbound_request_reaches_the_vm_app_through_the_inbound_listener(scene: 
     vm_ip, src = scene.run.vm.internal_ip, scene.details.ip
     assert_local_route(vm_ip)
 
-    def get() -> tuple[int, bytes]:
+    def get(hello: bytes) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection(vm_ip, PORT, timeout=5, source_address=(src, 0))
         try:
-            conn.request("GET", "/ratings/1")
+            conn.connect()
+            conn.sock.sendall(hello)
+            conn.request("GET", "/ratings/1", headers={"Host": "ratings.ratings:9080"})
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:
             conn.close()
 
-    status, body = run_in_netns(scene.details.netns, get)
+    before = scene.requests()
+    status, body = run_in_netns(scene.details.netns, lambda: get(b""))
     assert status == 200 and json.loads(body)["id"] == 1, body
-    assert f"{INBOUND_STAT}: 1\n" in scene.stats(r"inbound\|9080"), scene.stats("")
+    rows = scene.grown(before, reporter="destination")
+    assert telemetry.count(rows, reporter="destination", source_principal="unknown", response_code="200",
+                           connection_security_policy="none", destination_service="ratings.ratings") == 1, \
+        telemetry.describe(rows)
+    # With the stand-in's mTLS line first, the same call arrives with the caller's identity.
+    hello = istiostats.peer_hello(CALLER, "reviews-v2", "default", "ratings.ratings.svc.cluster.local")
+    status, body = run_in_netns(scene.details.netns, lambda: get(hello))
+    assert status == 200 and json.loads(body)["id"] == 1, body
+    rows = scene.grown(before, connection_security_policy="mutual_tls")
+    assert telemetry.count(rows, reporter="destination", source_principal=CALLER, response_code="200",
+                           destination_service="ratings.ratings.svc.cluster.local",
+                           destination_principal=istiostats.spiffe("ratings", "bookinfo-ratings")) == 1, \
+        telemetry.describe(rows)
 
 
 def test_without_dns_capture_the_name_does_not_resolve(scene: Scene):

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 
 from meshvm import manifests
 from meshvm.gcp import firewall
@@ -49,6 +50,22 @@ def _group_not_applied(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
             pass  # `kubectl apply -f workloadgroup.yaml` forgotten
 
     return ORIGINAL["create_workloadgroup"](istioctl, NoApply(), probe, out)
+
+
+def _group_with_plaintext_vm(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
+    """The WorkloadGroup applied with its entries labelled `security.istio.io/tlsMode: disabled`:
+    callers send plaintext, so the VM's inbound path works without identity or policy (what Istio's
+    bugs #57334 and #61157 did to VM entries)."""
+    class Labelled:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kube, name)
+
+        def apply(self, text: str, **kwargs: Any) -> Any:
+            group = yaml.safe_load(text)
+            group["spec"]["metadata"].setdefault("labels", {})["security.istio.io/tlsMode"] = "disabled"
+            return kube.apply(yaml.safe_dump(group), **kwargs)
+
+    return ORIGINAL["create_workloadgroup"](istioctl, Labelled(), probe, out)
 
 
 def _skip_manifest(skipped: str) -> Callable[..., str]:
@@ -105,6 +122,9 @@ MUTATIONS: dict[str, tuple[str, str, list[tuple[Any, str, Any]]]] = {
                          [(firewall, "rules", _rules_without_pods_to_vm)]),
     "wrong-target-tag": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
                          [(firewall, "rules", _rules_with_wrong_tag)]),
+    "vm-inbound-passthrough": (POD_TO_VM, r"source_principal='unknown', destination_service='ratings\.ratings', "
+                               r"destination_principal='unknown', response_code='200', connection_security_policy='none'",
+                               [(workload, "create_workloadgroup", _group_with_plaintext_vm)]),
     "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
                                      [(manifests, "text", _reviews_without_ratings_host)]),
     "no-expose-istiod": (REGISTRATION, r"not connected: Remote end closed connection without response",

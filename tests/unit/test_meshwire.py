@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshvm.lab.standins import meshwire
+from meshvm.lab.standins import istiostats, meshwire
 
 VIP = "172.29.3.200"
 TABLE = {"services": [
     {"name": "details", "namespace": "default", "host": "details.default.svc.cluster.local", "vip": VIP,
-     "ports": [{"port": 9080, "targetPort": 9080, "endpoints": ["10.0.0.1:9080", "10.0.0.2:9080"]}]},
+     "ports": [{"port": 9080, "targetPort": 9080, "endpoints": ["10.0.0.1:9080", "10.0.0.2:9080"],
+                "mtls": ["10.0.0.2:9080"]}]},
     {"name": "ratings", "namespace": "ratings", "host": "ratings.ratings.svc.cluster.local", "vip": "172.29.3.201",
      "ports": [{"port": 9080, "targetPort": 9080, "endpoints": []}]},
 ]}
@@ -116,8 +117,10 @@ def test_serve_dns_answers_on_a_udp_socket():
 
 
 def test_route_by_vip_and_port():
-    assert meshwire.route(TABLE, VIP, 9080) == ("cluster.outbound|9080||details.default.svc.cluster.local",
-                                                ["10.0.0.1:9080", "10.0.0.2:9080"])
+    found = meshwire.route(TABLE, VIP, 9080)
+    assert found is not None and found.stat == "cluster.outbound|9080||details.default.svc.cluster.local"
+    assert found.endpoints == ["10.0.0.1:9080", "10.0.0.2:9080"] and found.service is TABLE["services"][0]
+    assert found.mtls == frozenset({"10.0.0.2:9080"})
     assert meshwire.route(TABLE, VIP, 9081) is None
     assert meshwire.route(TABLE, "10.0.0.1", 9080) is None
     assert meshwire.route({"services": []}, VIP, 9080) is None
@@ -145,6 +148,13 @@ def test_counters_text_filters_like_envoy():
     assert c.text("nothing-matches") == ""
 
 
+def test_counters_create_only_what_the_stats_matcher_keeps():
+    c = meshwire.Counters(istiostats.StatsMatcher().keeps)
+    c.add("cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total")
+    c.add("cluster.xds-grpc.upstream_cx_total")
+    assert c.text() == "cluster.xds-grpc.upstream_cx_total: 1\n"
+
+
 # -- forward() over local sockets -----------------------------------------------------------------
 
 
@@ -162,7 +172,10 @@ def echo() -> Iterator[str]:
                 return
             with c:
                 c.settimeout(5)
-                c.sendall(b"echo:" + c.recv(100))
+                got = b""
+                while len(got) < 100 and (chunk := c.recv(100)):  # to the client's end of writing
+                    got += chunk
+                c.sendall(b"echo:" + got)
 
     threading.Thread(target=serve, daemon=True).start()
     yield f"127.0.0.1:{srv.getsockname()[1]}"
@@ -181,19 +194,20 @@ def refused() -> str:
     return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = b"hello") -> tuple[bytes, bool]:
+def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = b"hello",
+            hello=None) -> tuple[bytes, meshwire.Spliced]:  # noqa: ANN001
     """A client connection forwarded to `endpoints`: (what the client got back, forward's result);
     a connection closed with the client's bytes unread reads as b"<reset>"."""
     lst = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(lst.getsockname(), timeout=5)
     conn, _ = lst.accept()
     lst.close()
-    result: list[bool] = []
+    result: list[meshwire.Spliced] = []
 
     def connect(host: str, port: int) -> socket.socket:
         return socket.create_connection((host, port), timeout=2)
 
-    t = threading.Thread(target=lambda: result.append(meshwire.forward(conn, endpoints, connect, counters, "s")))
+    t = threading.Thread(target=lambda: result.append(meshwire.forward(conn, endpoints, connect, counters, "s", hello)))
     t.start()
     with client:
         client.sendall(payload)
@@ -211,13 +225,20 @@ def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = 
 
 def test_forward_skips_a_failing_endpoint_and_counts(echo: str):
     c = meshwire.Counters()
-    got, ok = proxied([refused(), echo], c)
-    assert ok and got == b"echo:hello"
+    got, done = proxied([refused(), echo], c)
+    assert done == (echo, b"hello", b"echo:hello") and got == b"echo:hello"
     assert c.text() == "s.upstream_cx_connect_fail: 1\ns.upstream_rq_total: 1\n"
 
 
 def test_forward_with_no_endpoint_accepting_closes_the_client():
     c = meshwire.Counters()
-    got, ok = proxied([refused()], c)
-    assert not ok and got in (b"", b"<reset>")  # closed, nothing from any upstream
+    got, done = proxied([refused()], c)
+    assert done.endpoint is None and got in (b"", b"<reset>")  # closed, nothing from any upstream
     assert c.text() == "s.upstream_cx_connect_fail: 1\ns.upstream_cx_none_healthy: 1\n"
+
+
+def test_forward_sends_the_hello_line_first_to_the_endpoint_it_names(echo: str):
+    got, _ = proxied([echo], meshwire.Counters(), b"x", hello=lambda ep: b"H:" if ep == echo else b"")
+    assert got == b"echo:H:x"
+    got, _ = proxied([echo], meshwire.Counters(), b"x", hello=lambda ep: b"")
+    assert got == b"echo:x"

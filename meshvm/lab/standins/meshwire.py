@@ -5,8 +5,10 @@ sidecars (not Envoy). Standard library only: it is also shipped inside the stand
   endpoints; `names()` gives the DNS names a proxy answers for it;
 - DNS: A answers from that table, as Istio's DNS proxy (and kube-dns) give a Service's VIP;
 - capture: the original destination of a REDIRECTed connection (SO_ORIGINAL_DST);
-- proxying: round robin over a port's endpoints, byte splicing, and counters under the names Envoy
-  uses (`cluster.outbound|<port>||<host>.upstream_rq_total`, `cluster.inbound|<port>||.upstream_rq_total`).
+- proxying: round robin over a port's endpoints, byte splicing (the first bytes each way are kept:
+  what the proxy saw of the request and the response), and counters under the names Envoy uses
+  (`cluster.outbound|<port>||<host>.upstream_rq_total`, ...), created only where the proxy's stats
+  matcher keeps them (istiostats.StatsMatcher: by default it does not, as on a real sidecar).
   A counter counts connections: every call the exercises make is one request on its own connection.
 """
 
@@ -17,6 +19,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 SO_ORIGINAL_DST = 80
 DOMAIN = "svc.cluster.local"
@@ -25,7 +28,7 @@ IDLE_S = 30.0  # a spliced connection with no byte either way for this long is c
 
 # -- the mesh table ------------------------------------------------------------------------------
 # {"services": [{"name", "namespace", "host" (FQDN), "vip", "ports": [{"port", "targetPort",
-#   "endpoints": ["ip:port", ...]}]}]}
+#   "endpoints": ["ip:port", ...], "mtls": [the endpoints of TLS mode `istio`, a subset]}]}]}
 
 
 def names(svc: dict, own_namespace: str = "") -> list[str]:
@@ -39,14 +42,22 @@ def name_table(table: dict, own_namespace: str = "") -> dict[str, str]:
     return {name.lower(): s["vip"] for s in table.get("services") or [] for name in names(s, own_namespace)}
 
 
-def route(table: dict, ip: str, port: int) -> tuple[str, list[str]] | None:
-    """(Envoy's outbound stat prefix, endpoints) for a connection to a Service VIP and port."""
+class Route(NamedTuple):
+    stat: str  # Envoy's cluster stat prefix, `cluster.outbound|<port>||<host>`
+    endpoints: list[str]
+    service: dict  # the table's entry
+    mtls: frozenset[str]  # the endpoints of TLS mode `istio`: the caller's sidecar speaks mTLS to them
+
+
+def route(table: dict, ip: str, port: int) -> Route | None:
+    """Where a connection to a Service VIP and port goes."""
     for s in table.get("services") or []:
         if s["vip"] != ip:
             continue
         for p in s["ports"]:
             if p["port"] == port:
-                return f"cluster.outbound|{port}||{s['host']}", list(p["endpoints"])
+                return Route(f"cluster.outbound|{port}||{s['host']}", list(p["endpoints"]), s,
+                             frozenset(p.get("mtls") or ()))
     return None
 
 
@@ -109,11 +120,16 @@ def original_dst(conn: socket.socket) -> tuple[str, int]:
 
 
 class Counters:
-    def __init__(self) -> None:
+    """Envoy stats; `keeps` is the bootstrap's stats matcher (a stat it rejects is never created)."""
+
+    def __init__(self, keeps: Callable[[str], bool] = lambda name: True) -> None:
         self._values: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._keeps = keeps
 
     def add(self, name: str, n: int = 1) -> None:
+        if not self._keeps(name):
+            return
         with self._lock:
             self._values[name] = self._values.get(name, 0) + n
 
@@ -139,13 +155,20 @@ class RoundRobin:
         return endpoints[i:] + endpoints[:i]
 
 
-def splice(a: socket.socket, b: socket.socket) -> None:
-    """Copy bytes both ways until both sides closed; closes both."""
+HEAD = 4096  # how much of each direction's first bytes splice() keeps
+
+
+def splice(a: socket.socket, b: socket.socket) -> tuple[bytes, bytes]:
+    """Copy bytes both ways until both sides closed; closes both. Returns the first bytes a sent and
+    the first bytes b sent (up to HEAD each)."""
+    heads = {a: b"", b: b""}
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
         try:
             src.settimeout(IDLE_S)
             while data := src.recv(65536):
+                if len(heads[src]) < HEAD:
+                    heads[src] += data[:HEAD - len(heads[src])]
                 dst.sendall(data)
         except OSError:
             pass
@@ -161,6 +184,7 @@ def splice(a: socket.socket, b: socket.socket) -> None:
     t.join(IDLE_S)
     a.close()
     b.close()
+    return heads[a], heads[b]
 
 
 def bound(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -198,9 +222,16 @@ def _guarded(handle: Callable[[socket.socket], None], conn: socket.socket) -> No
         conn.close()
 
 
+class Spliced(NamedTuple):
+    endpoint: str | None  # the endpoint that took the connection; None when none accepted
+    request: bytes = b""  # the first bytes the caller sent
+    response: bytes = b""  # the first bytes that came back
+
+
 def forward(conn: socket.socket, endpoints: list[str], connect: Callable[[str, int], socket.socket],
-            counters: Counters, stat: str) -> bool:
-    """Splice `conn` to the first endpoint that accepts (Envoy retries connect failures elsewhere).
+            counters: Counters, stat: str, hello: Callable[[str], bytes] | None = None) -> Spliced:
+    """Splice `conn` to the first endpoint that accepts (Envoy retries connect failures elsewhere),
+    after `hello(endpoint)`'s bytes (the stand-in's mTLS line, istiostats.peer_hello) where given.
     Counts `<stat>.upstream_rq_total` on success, `<stat>.upstream_cx_connect_fail` per failure and
     closes `conn` when none accepts (no healthy upstream: the caller sees a reset)."""
     for ep in endpoints:
@@ -210,9 +241,15 @@ def forward(conn: socket.socket, endpoints: list[str], connect: Callable[[str, i
         except OSError:
             counters.add(f"{stat}.upstream_cx_connect_fail")
             continue
+        try:
+            if hello is not None and (line := hello(ep)):
+                upstream.sendall(line)
+        except OSError:
+            upstream.close()
+            counters.add(f"{stat}.upstream_cx_connect_fail")
+            continue
         counters.add(f"{stat}.upstream_rq_total")
-        splice(conn, upstream)
-        return True
+        return Spliced(ep, *splice(conn, upstream))
     counters.add(f"{stat}.upstream_cx_none_healthy")
     conn.close()
-    return False
+    return Spliced(None)
