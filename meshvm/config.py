@@ -24,7 +24,7 @@ from meshvm.stages import ALIASES, BY_NAME, STAGE_NAMES, STAGES, WIRED
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
-SIDECAR_URLS = {  # where istio-sidecar.deb lives, by Istio minor (FACTS section 1)
+SIDECAR_URLS = {  # where istio-sidecar.deb lives, by Istio minor (docs/facts.md section 1)
     "google": "https://storage.googleapis.com/istio-release/releases",
     "blob": "https://blob.istio.io/istio-release/releases",
 }
@@ -231,7 +231,7 @@ def _sidecar_url(p: Problems, raw: Raw) -> str:
         return ""
     if base != "auto":
         return (p.url("sidecar_base_url", base) or "").rstrip("/")
-    # From 1.31 Istio publishes non-image artifacts on blob.istio.io (FACTS section 1).
+    # From 1.31 Istio publishes non-image artifacts on blob.istio.io (docs/facts.md section 1).
     return SIDECAR_URLS["blob" if v.istio_minor(version) >= (1, 31) else "google"]
 
 

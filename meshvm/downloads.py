@@ -89,7 +89,7 @@ RAW_BASE = "https://raw.githubusercontent.com/istio/istio"
 
 
 def bookinfo_ratings(version: str, cache: Path, base: str = RAW_BASE, timeout: float = TIMEOUT_S) -> Path:
-    """BookInfo's ratings app at the release tag (not in the release archive; FACTS.md section 2).
+    """BookInfo's ratings app at the release tag (not in the release archive; docs/facts.md section 2).
 
     GitHub publishes no checksum for these two files: they are fetched over https and cached.
     """

@@ -49,7 +49,7 @@ def watch_entries(kube: Kube, deadline: Deadline) -> EntryWatch:
 
 
 def entry_problems(entry: dict | None, vm_ip: str, probe: bool) -> list[str]:
-    """What is wrong with the auto-registered entry, against FACTS.md section 1."""
+    """What is wrong with the auto-registered entry, against docs/facts.md section 1."""
     if entry is None:
         return [f"no WorkloadEntry ratings-{vm_ip} in namespace ratings"]
     meta, spec = entry.get("metadata") or {}, entry.get("spec") or {}

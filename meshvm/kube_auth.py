@@ -52,7 +52,7 @@ def configuration(host: str, ca_file: Path, tokens: TokenSource) -> client.Confi
     cfg.host = host.rstrip("/")
     cfg.ssl_ca_cert = str(ca_file)  # a file: the websocket (exec) path ignores ca_cert_data
     cfg.verify_ssl = True
-    # The hook only runs when a BearerToken is already present (FACTS section 3): seed it.
+    # The hook only runs when a BearerToken is already present (docs/facts.md section 3): seed it.
     cfg.api_key = {"BearerToken": tokens.current()}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
     cfg.refresh_api_key_hook = tokens.hook

@@ -1,4 +1,4 @@
-"""Reads what BookInfo's product page shows about ratings, in both markups (FACTS.md section 2).
+"""Reads what BookInfo's product page shows about ratings, in both markups (docs/facts.md section 2).
 
 New UI (bookinfo images 1.20.1+): a full star is an <svg id="glyphicon glyphicon-star"> inside a
 div whose class holds text-black-500 (reviews v2) or text-red-500 (v3). Old UI (<= 1.19): a

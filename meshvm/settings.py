@@ -72,7 +72,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("istio-version", "Istio release under test: X.Y.Z or X.Y.Z-rc.N", "1.30.3"),
     Setting("istio-release-url", "base URL of Istio's release archives",
             "https://github.com/istio/istio/releases/download"),
-    Setting("sidecar-base-url", "base URL of istio-sidecar.deb (auto: by version, FACTS section 1)",
+    Setting("sidecar-base-url", "base URL of istio-sidecar.deb (auto: by version, docs/facts.md section 1)",
             "auto"),
     Setting("eastwest-lb", "east-west gateway load balancer: internal to the run's network, or external "
             "(source ranges restricted to the VM)", "internal", choices=("internal", "external")),

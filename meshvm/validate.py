@@ -17,10 +17,10 @@ ISTIO_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-(?:alpha|beta|rc)\.\d+)?$")
 IMAGE_PREFIX = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SA_EMAIL = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]@[-a-z0-9.]+\.gserviceaccount\.com$")
-# Kubernetes minors each Istio minor supports (FACTS.md section 1; istio.io supported-releases).
+# Kubernetes minors each Istio minor supports (docs/facts.md section 1; istio.io supported-releases).
 ISTIO_KUBERNETES = {(1, 30): (32, 36)}
 LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-# Auto-registration and WorkloadEntry health checks are on by default from 1.10 (FACTS section 1).
+# Auto-registration and WorkloadEntry health checks are on by default from 1.10 (docs/facts.md section 1).
 MIN_ISTIO = (1, 10)
 
 

@@ -19,7 +19,7 @@ from meshvm.ledger import Entry, Ledger
 from meshvm.seams import ClusterInfo, NetworkInfo
 
 log = logging.getLogger(__name__)
-# GKE's default node scopes, spelled out (FACTS section 3): image pulls, logs, metrics, traces.
+# GKE's default node scopes, spelled out (docs/facts.md section 3): image pulls, logs, metrics, traces.
 NODE_SCOPES = (
     "https://www.googleapis.com/auth/devstorage.read_only",
     "https://www.googleapis.com/auth/logging.write",

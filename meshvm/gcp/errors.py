@@ -1,6 +1,6 @@
 """Google API errors as one clear line, and the one answer to "is this worth retrying?".
 
-Over REST every error is an HTTP status (FACTS section 3): 400 BadRequest, 403 Forbidden (quota or
+Over REST every error is an HTTP status (docs/facts.md section 3): 400 BadRequest, 403 Forbidden (quota or
 a disabled API), 404, 409, 412 (org policy), 429, 500/502/503/504. A request can also fail below
 HTTP (connection refused or reset, read timeout): requests raises those, never a GoogleAPICallError. Failed long-running operations carry the
 same information in their error list; `from_compute_operation` / `from_gke_operation` turn them

@@ -21,7 +21,7 @@ from meshvm.ledger import Entry, Ledger
 from meshvm.seams import NetworkInfo
 
 log = logging.getLogger(__name__)
-# East-west gateway ports the VM's sidecar uses (FACTS section 1): 15012 istiod xDS/CA,
+# East-west gateway ports the VM's sidecar uses (docs/facts.md section 1): 15012 istiod xDS/CA,
 # 15017 istiod webhook, 15443 mTLS passthrough to mesh services, 15021 status/health.
 EASTWEST_PORTS = ("15012", "15017", "15443", "15021")
 APP_PORTS = ("9080",)  # BookInfo's service port: the VM calls `details` pods directly (one network)

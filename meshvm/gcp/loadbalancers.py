@@ -1,4 +1,4 @@
-"""What a GKE LoadBalancer Service makes in Compute Engine (FACTS section 3), and releasing it.
+"""What a GKE LoadBalancer Service makes in Compute Engine (docs/facts.md section 3), and releasing it.
 
 GKE's service controller creates, per LoadBalancer Service, a forwarding rule named after the
 Service (`a<hex>`, IPAddress = the Service's address, description

@@ -1,7 +1,7 @@
 """Waiting for long-running operations with our own loops.
 
 Compute: `ExtendedOperation.result()` polls through an internal client that ignores the configured
-endpoint (FACTS section 3), so we call the `wait` method of the zone/region/global operations
+endpoint (docs/facts.md section 3), so we call the `wait` method of the zone/region/global operations
 client until DONE (each call returns when the operation is done or after <= ~2 minutes).
 GKE: `get_operation` until DONE (enum 3 over REST), logging progress.
 """

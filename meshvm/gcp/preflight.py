@@ -86,7 +86,7 @@ def version_problems(cfg: Config, zone: str, server: container_v1.ServerConfig) 
 
 
 def needs(cfg: Config, vm: compute_v1.MachineType, node: compute_v1.MachineType) -> dict[str, float]:
-    """What the run consumes of the regional quotas that bite (FACTS section 3)."""
+    """What the run consumes of the regional quotas that bite (docs/facts.md section 3)."""
     return {"CPUS": vm.guest_cpus + cfg.node_count * node.guest_cpus,
             "IN_USE_ADDRESSES": 1 + cfg.node_count + LB_ADDRESSES,  # VM + public nodes + gateways
             "SSD_TOTAL_GB": cfg.node_count * cfg.node_disk_gb}  # node disks are pd-balanced

@@ -1,7 +1,7 @@
 """Finding and deleting the suite's resources by label: the teardown's final check (one run, any
 expiry) and the janitor (runs whose `e2e-expires` has passed; never an unexpired run).
 
-Load-balancer leftovers carry no labels (FACTS section 3): `k8s-*` firewall rules are matched to a
+Load-balancer leftovers carry no labels (docs/facts.md section 3): `k8s-*` firewall rules are matched to a
 run through its cluster name (node tags `gke-<cluster>-...`; a deleted cluster's name is derived from
 the run id) or its network; forwarding rules through those rules' names (`k8s-fw-<rule>`), their
 network or the cluster name; pools, backend services, health checks and addresses through the

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PACE_S = 0.2
 TIMEOUT = 10
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
-# The images the lab can "pull": BookInfo's at the tag FACTS.md pins, the curl client the manifest
+# The images the lab can "pull": BookInfo's at the tag docs/facts.md pins, the curl client the manifest
 # names, and Istio's own (the stand-in istioctl's, any version).
 PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"
                       r"|examples-bookinfo-reviews-v[123]):1\.20\.3|docker\.io/curlimages/curl:8\.11\.1"

@@ -1,6 +1,6 @@
 """lab STAND-IN for the routing Envoy does in `istio-ingressgateway` (not Envoy): HTTP/1.1 in, one
 request per connection, routed by the Gateway and VirtualService objects read from the Kubernetes
-API, spliced to an endpoint of the destination Service (FACTS.md section 2: bookinfo-gateway).
+API, spliced to an endpoint of the destination Service (docs/facts.md section 2: bookinfo-gateway).
 
 What it models, and nothing more:
 - it stands for the gateway's load-balancer address: a connection is served only when its local

@@ -1,7 +1,7 @@
 """lab STAND-IN for istiod's VM-facing side (not Istio): WorkloadEntry auto-registration and the
 mesh table pushed to VM proxies.
 
-It models FACTS.md section 1 and nothing more:
+It models docs/facts.md section 1 and nothing more:
 
 - a VM proxy connects with its istio-token and its metadata (cluster ID, auto-register group,
   namespace, service account, IP). The token must be one the cluster's API issued and still live

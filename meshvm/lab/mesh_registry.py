@@ -1,6 +1,6 @@
 """lab STAND-IN for the service registry that istiod (and kube-proxy) build from the Kubernetes API.
 
-The mesh table (meshwire's format) it derives, as FACTS.md section 1 describes Istio's behaviour:
+The mesh table (meshwire's format) it derives, as docs/facts.md section 1 describes Istio's behaviour:
 - every Service with a selector gets a virtual IP from the cluster's service range (the API stand-in
   allocates no spec.clusterIP; this registry is the VIP's only user: the cluster DNS stand-in, the
   proxies and the agent on the VM all ask it);

@@ -1,7 +1,7 @@
 """Recipe: "Install Istio", then read back the cluster ID istiod really uses.
 
 istiod's CA rejects a VM that claims any other cluster ("client claims to be in cluster ..."), so
-every later step passes exactly this value (FACTS.md section 1).
+every later step passes exactly this value (docs/facts.md section 1).
 """
 
 from __future__ import annotations

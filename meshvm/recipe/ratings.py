@@ -15,7 +15,7 @@ from meshvm.seams import VmShell
 
 PORT = 9080
 UNIT = "ratings"
-# The documented answer of ratings v1 for product 123 (FACTS.md section 2).
+# The documented answer of ratings v1 for product 123 (docs/facts.md section 2).
 EXPECTED = {"id": 123, "ratings": {"Reviewer1": 5, "Reviewer2": 4}}
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 

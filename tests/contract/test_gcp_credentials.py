@@ -56,7 +56,7 @@ def test_these_tests_reached_only_loopback(cloud, loopback_only):
 
 
 def test_the_gcp_code_never_uses_extended_operation_result():
-    """ExtendedOperation.result() polls compute.googleapis.com whatever the endpoint (FACTS section 3)."""
+    """ExtendedOperation.result() polls compute.googleapis.com whatever the endpoint (docs/facts.md section 3)."""
     for path in GCP_SRC.glob("*.py"):
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Attribute) and n.func.attr == "result"]

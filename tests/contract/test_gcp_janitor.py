@@ -26,7 +26,7 @@ def _run(standin, tmp_path, token_file, now, name):
 
 
 def _lb_leftovers(cloud, net):
-    """What a LoadBalancer Service leaves after its cluster is gone (no labels; FACTS section 3)."""
+    """What a LoadBalancer Service leaves after its cluster is gone (no labels; docs/facts.md section 3)."""
     c, fr = cloud.clients, compute_v1.ForwardingRulesClient
     rule = compute_v1.ForwardingRule(name="a0123456789abcdef", network=net.network, region=net.region,
                                      description='{"kubernetes.io/service-name":"istio-system/istio-eastwestgateway"}')

@@ -1,4 +1,4 @@
-"""Load balancers of LoadBalancer Services (FACTS section 3), through the real google clients against
+"""Load balancers of LoadBalancer Services (docs/facts.md section 3), through the real google clients against
 the local Google Cloud whose clusters are Kubernetes API stand-ins with the controller stand-ins:
 recorded once a Service has an address, released before the cluster goes, left behind (as on GKE)
 when the cluster goes first and then deleted from the ledger, and found by the janitor."""

@@ -48,7 +48,7 @@ DETAILS_TAG = "dp-details"
 CLUSTER_ENV = "/var/lib/istio/envoy/cluster.env"
 DETAILS = "details.default.svc.cluster.local"
 CALLER = istiostats.spiffe("default", "bookinfo-reviews")
-# The details server: BookInfo's answer for /details/<id> (FACTS.md section 2), 404 otherwise.
+# The details server: BookInfo's answer for /details/<id> (docs/facts.md section 2), 404 otherwise.
 DETAILS_SERVER = r"""
 import json, re, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer

@@ -211,7 +211,7 @@ def istiod(lab_router: Router) -> Iterator[str]:
 
 @pytest.fixture
 def vm_files(tmp_path: Path, vm: VmHost, istiod: str) -> Path:
-    """Files shaped like `istioctl x workload entry configure` output (FACTS.md section 1)."""
+    """Files shaped like `istioctl x workload entry configure` output (docs/facts.md section 1)."""
     d = tmp_path / "vm_files"
     d.mkdir(mode=0o700)
     (d / "cluster.env").write_text("CANONICAL_SERVICE='ratings'\nPOD_NAMESPACE='ratings'\n"

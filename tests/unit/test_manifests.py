@@ -10,7 +10,7 @@ import pytest
 from meshvm import manifests
 from meshvm.lab.kubeapi import schema
 
-# The oldest Kubernetes the default Istio (1.30) supports (FACTS.md section 1: 1.32-1.36).
+# The oldest Kubernetes the default Istio (1.30) supports (docs/facts.md section 1: 1.32-1.36).
 OLDEST_K8S = "1.32"
 VALUES = {"IMAGE_PREFIX": "docker.io/istio/examples-bookinfo", "IMAGE_TAG": "1.20.3",
           "SOURCE_RANGES": ["203.0.113.7/32"], "VM_EXTERNAL_IP": "203.0.113.9"}
@@ -60,7 +60,7 @@ def test_an_unrendered_placeholder_is_an_error():
 
 
 def test_eastwest_operator_matches_gen_eastwest_gateway_single_cluster():
-    """FACTS.md section 1, field by field, before the suite's overlay."""
+    """docs/facts.md section 1, field by field, before the suite's overlay."""
     (iop,) = manifests.docs("eastwest-gateway")
     assert iop["apiVersion"] == "install.istio.io/v1alpha1" and iop["kind"] == "IstioOperator"
     assert iop["metadata"] == {"name": "eastwest"}

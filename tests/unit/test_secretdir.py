@@ -14,7 +14,7 @@ def test_secret_dir_is_private_registered_and_removed(tmp_path):
         assert stat.S_IMODE(sd.path.stat().st_mode) == 0o700
         files = sd.sub("vm_files")
         (files / "istio-token").write_text("eyJhbGciOi.secret-token-body.sig")
-        (files / "istio-token").chmod(0o744)  # as istioctl writes it (FACTS.md section 1)
+        (files / "istio-token").chmod(0o744)  # as istioctl writes it (docs/facts.md section 1)
         sd.register_files(files)
         assert stat.S_IMODE((files / "istio-token").stat().st_mode) == 0o600
         assert redact.scrub("token eyJhbGciOi.secret-token-body.sig") == "token [REDACTED]"

@@ -22,7 +22,7 @@ class Fault:
 
 
 def preset(kind: str, api: str = "compute.googleapis.com") -> Fault:
-    """The error bodies Google sends for each class of failure (FACTS section 3)."""
+    """The error bodies Google sends for each class of failure (docs/facts.md section 3)."""
     title = {"compute.googleapis.com": "Compute Engine API",
              "container.googleapis.com": "Kubernetes Engine API"}.get(api, api)
     presets = {

@@ -1,5 +1,5 @@
 """GKE's service controller, its Compute side (lab STAND-IN): what a cluster's LoadBalancer Service
-makes appear in the project (FACTS section 3), shaped as GKE's target-pool external load balancer:
+makes appear in the project (docs/facts.md section 3), shaped as GKE's target-pool external load balancer:
 
 - forwarding rule `a<hex>` (regional; IPAddress = the Service's address; description
   `{"kubernetes.io/service-name":"<ns>/<name>"}`) -> target pool `a<hex>` -> the cluster's shared

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """STAND-IN for BookInfo's details, reviews and productpage apps (lab only): their documented HTTP
-behaviour (FACTS.md section 2) and nothing more. Standard library only; run as its own process,
+behaviour (docs/facts.md section 2) and nothing more. Standard library only; run as its own process,
 inside a pod's network namespace, with the Deployment's container env:
 
     python3 bookinfo.py <details|reviews|productpage> --port 9080
 
-details      GET /details/<n>  -> 200 the book's details (FACTS.md); non-numeric -> 400
+details      GET /details/<n>  -> 200 the book's details (docs/facts.md); non-numeric -> 400
 reviews      GET /reviews/<n>  -> 200 two reviews (Reviewer1, Reviewer2)
              STANDIN_VERSION v1|v2|v3 (the kubelet stand-in takes it from the image name,
              examples-bookinfo-reviews-v2 -> v2). v1 never calls ratings; v2 (black stars, 10 s timeout)

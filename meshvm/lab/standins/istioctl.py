@@ -1,7 +1,7 @@
 """lab STAND-IN for istioctl (not Istio): only the subcommands the suite runs, with strict flags
 (an unknown flag is an error, as with the real one), against the cluster in --kubeconfig.
 
-Modelled behaviour (istioctl/pkg/workload/workload.go in istio/istio, FACTS.md section 1):
+Modelled behaviour (istioctl/pkg/workload/workload.go in istio/istio, docs/facts.md section 1):
 - `install`: the default profile makes istiod (its CLUSTER_ID, the recipe's pilot env), the `istio`
   and `istio-sidecar-injector` ConfigMaps and the ingress gateway; `profile: empty` with an
   ingress gateway named in the IstioOperator makes that gateway. Gateways are LoadBalancer Services.
@@ -260,7 +260,7 @@ def write(folder: str, name: str, text: str) -> None:
     path = os.path.join(folder, name)
     with open(path, "w") as fh:
         fh.write(text)
-    os.chmod(path, 0o744)  # as upstream: the token too (FACTS.md section 1)
+    os.chmod(path, 0o744)  # as upstream: the token too (docs/facts.md section 1)
 
 
 def main(argv: list[str]) -> int:

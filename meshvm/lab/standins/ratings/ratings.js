@@ -1,5 +1,5 @@
 // STAND-IN for BookInfo's ratings app (lab only): the documented API of ratings v1 and nothing more
-// (FACTS.md section 2). No npm dependencies, so `npm install` works inside an offline lab VM.
+// (docs/facts.md section 2). No npm dependencies, so `npm install` works inside an offline lab VM.
 //   GET /ratings/<digits> -> 200 {"id":<n>,"ratings":{"Reviewer1":5,"Reviewer2":4}}
 //   GET /ratings/<other>  -> 400
 //   GET /health           -> 200 {"status":"Ratings is healthy"}
