@@ -24,10 +24,8 @@ from meshvm.stages import ALIASES, BY_NAME, STAGE_NAMES, STAGES, WIRED
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
-SIDECAR_URLS = {  # where istio-sidecar.deb lives, by Istio minor (docs/facts.md section 1)
-    "google": "https://storage.googleapis.com/istio-release/releases",
-    "blob": "https://blob.istio.io/istio-release/releases",
-}
+# On the lab, Istio's release listing is a local stand-in (the lab reaches nothing outside this machine).
+LAB_RELEASE_LISTING = (Path(__file__).resolve().parent / "lab" / "standins" / "releases.json").as_uri()
 
 
 class ConfigError(Exception):
@@ -64,7 +62,10 @@ class Config:
     token_duration: int
     exercise_deadline: int
     istio_release_url: str
+    istio_release_listing: str
+    istio_hub: str
     sidecar_base_url: str
+    sidecar_fallback_urls: tuple[str, ...]
     ratings_source: Path | None
     bookinfo_image_prefix: str
     bookinfo_image_tag: str
@@ -78,6 +79,7 @@ class Config:
     deadlines: Mapping[str, int]
     plan: bool
     missing: tuple[str, ...] = field(default=())  # required settings not given (listed by --plan)
+    istio_requested: str = ""  # the minor --istio-version named, once resolved to istio_version (meshvm.releases)
 
     @property
     def run_id(self) -> str:
@@ -105,6 +107,12 @@ class Config:
             return 0
         later = run[run.index("vm_files"):]
         return sum(self.deadlines[s] for s in later) + (self.exercise_deadline if self.until is None else 0)
+
+    def sidecar_urls(self) -> list[str]:
+        """istio-sidecar.deb of the (resolved) version for the VM's architecture, from the base URL,
+        then the explicit fallbacks, each beside its .sha256 (docs/facts.md section 6)."""
+        name = "istio-sidecar-arm64.deb" if "arm64" in self.vm_image_family else "istio-sidecar.deb"
+        return [f"{base}/{self.istio_version}/deb/{name}" for base in (self.sidecar_base_url, *self.sidecar_fallback_urls)]
 
     def redacted(self) -> dict[str, str]:
         """The config as printed: settings only, no file contents, nothing secret is held here."""
@@ -162,13 +170,18 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         vm_machine_type=p.pattern("vm_machine_type", raw["vm_machine_type"], v.MACHINE_TYPE,
                                   "a machine type such as n1-standard-2"),
         vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
-        istio_version=raw["istio_version"],
+        istio_version=raw["istio_version"] if p.check("istio_version", raw["istio_version"],
+                                                      v.istio_version(raw["istio_version"])) else "",
         eastwest_lb=p.choice("eastwest_lb", raw["eastwest_lb"]),
         wg_probe=p.choice("wg_probe", raw["wg_probe"]) == "on",
         token_duration=p.integer("token_duration", raw["token_duration"], 600, 24 * 3600),
         exercise_deadline=p.integer("exercise_deadline", raw["exercise_deadline"], 10, 3600),
         istio_release_url=p.url("istio_release_url", raw["istio_release_url"]) or "",
-        sidecar_base_url=_sidecar_url(p, raw),
+        istio_release_listing=LAB_RELEASE_LISTING if lab else _listing(p, raw["istio_release_listing"]),
+        istio_hub=p.pattern("istio_hub", raw["istio_hub"], v.IMAGE_PREFIX, "an image hub such as docker.io/istio"),
+        sidecar_base_url=(p.url("sidecar_base_url", raw["sidecar_base_url"]) or "").rstrip("/"),
+        sidecar_fallback_urls=tuple((p.url("sidecar_fallback_urls", u) or "").rstrip("/")
+                                    for u in raw["sidecar_fallback_urls"] or ()),
         ratings_source=_ratings_source(p, raw["ratings_source"]),
         bookinfo_image_prefix=p.pattern("bookinfo_image_prefix", raw["bookinfo_image_prefix"],
                                         v.IMAGE_PREFIX, "an image prefix such as docker.io/istio/x"),
@@ -225,14 +238,12 @@ def _ssh_ranges(p: Problems, raw: Raw) -> tuple[str, ...]:
     return ranges
 
 
-def _sidecar_url(p: Problems, raw: Raw) -> str:
-    version, base = raw["istio_version"], raw["sidecar_base_url"]
-    if not p.check("istio_version", version, v.istio_version(version)):
-        return ""
-    if base != "auto":
-        return (p.url("sidecar_base_url", base) or "").rstrip("/")
-    # From 1.31 Istio publishes non-image artifacts on blob.istio.io (docs/facts.md section 1).
-    return SIDECAR_URLS["blob" if v.istio_minor(version) >= (1, 31) else "google"]
+def _listing(p: Problems, value: str) -> str:
+    """https, or a local file (an air-gapped mirror of the listing; the self-tests' stand-in)."""
+    if value.startswith("file:///"):
+        return value if Path(value[len("file://"):]).is_file() else p.add("istio_release_listing", value,
+                                                                            "names no file") or ""
+    return p.url("istio_release_listing", value) or ""
 
 
 def _ratings_source(p: Problems, value: str | None) -> Path | None:

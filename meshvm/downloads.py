@@ -78,12 +78,6 @@ def _cached_ok(dest: Path) -> bool:
     return digest.hexdigest() == recorded.read_text().strip()
 
 
-def sidecar_urls(primary_base: str, mirrors: Sequence[str], version: str) -> list[str]:
-    """istio-sidecar.deb for a version, from the configured base first, then the known mirrors."""
-    bases = [primary_base, *(m for m in mirrors if m != primary_base)]
-    return [f"{b}/{version}/deb/istio-sidecar.deb" for b in bases]
-
-
 RATINGS_FILES = ("ratings.js", "package.json")
 RAW_BASE = "https://raw.githubusercontent.com/istio/istio"
 

@@ -8,7 +8,8 @@ from meshvm.stages import BY_NAME, TEARDOWN_DEADLINE
 ADOPTING = ("network", "firewall", "cluster", "vm")  # --reuse: the kept run's, where they still exist
 
 
-def render(cfg: Config) -> str:
+def render(cfg: Config, unresolved: str | None = None) -> str:
+    """The plan; `unresolved` says why a minor --istio-version could not be resolved to a patch yet."""
     n = cfg.names
     ssh = ", ".join(cfg.ssh_source_ranges) or ("the lab host" if cfg.platform == "lab" else "(missing)")
     lines = [
@@ -16,6 +17,7 @@ def render(cfg: Config) -> str:
         f"zone {', '.join(cfg.zones)}, Istio {cfg.istio_version}",
         f"  run id {cfg.run_id}; labels {', '.join(f'{k}={v}' for k, v in cfg.labels.items())}",
         f"  artifacts {cfg.artifacts_dir}",
+        *_istio(cfg, unresolved),
     ]
     if cfg.reuse:
         lines.append(f"  reuses kept run {cfg.run_id}: its network, firewall rules, cluster and VM are adopted "
@@ -51,6 +53,25 @@ def render(cfg: Config) -> str:
     if cfg.missing:
         lines += ["", "Required settings still missing:", *(f"  - {m}" for m in cfg.missing)]
     return "\n".join(lines)
+
+
+def _istio(cfg: Config, unresolved: str | None) -> list[str]:
+    """Which Istio, from where: the version (resolved or not), the image hub, the sidecar package."""
+    if unresolved:
+        version = (f"  Istio {cfg.istio_version}: resolved to the newest {cfg.istio_version}.x when the run starts; "
+                   f"not resolved now: {unresolved}")
+    elif cfg.istio_requested:
+        version = f"  Istio {cfg.istio_version}: the newest {cfg.istio_requested}.x in {cfg.istio_release_listing}"
+    else:
+        version = f"  Istio {cfg.istio_version}"
+    if cfg.platform == "lab":
+        package = "the lab's stand-in istio-sidecar.deb, built for this version"
+    else:
+        urls = cfg.sidecar_urls() if not unresolved else [u.replace(f"/{cfg.istio_version}/", f"/{cfg.istio_version}.x/")
+                                                          for u in cfg.sidecar_urls()]
+        package = " then ".join(urls) + " (each checked against its .sha256)"
+    return [version, f"  image hub {cfg.istio_hub} (istioctl install --set hub=; every Istio image must come from it)",
+            f"  istio-sidecar.deb: {package}"]
 
 
 def _mins(seconds: int) -> str:

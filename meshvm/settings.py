@@ -69,11 +69,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vm-machine-type", "VM machine type (the recipe's)", "n1-standard-2"),
     Setting("vm-image-family", "VM image family in ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
     # what runs
-    Setting("istio-version", "Istio release under test: X.Y.Z or X.Y.Z-rc.N", "1.30.3"),
+    Setting("istio-version", "Istio release under test: X.Y.Z, X.Y.Z-rc.N, or a minor X.Y (its newest patch "
+            "in the release listing, resolved when the run starts)", "1.31"),
+    Setting("istio-release-listing", "Istio's release listing (GitHub's releases API) that resolves a minor "
+            "to its newest patch", "https://api.github.com/repos/istio/istio/releases?per_page=100"),
+    Setting("istio-hub", "image hub given to every istioctl install (--set hub=) and required of every "
+            "Istio image that runs", "docker.io/istio"),
     Setting("istio-release-url", "base URL of Istio's release archives",
             "https://github.com/istio/istio/releases/download"),
-    Setting("sidecar-base-url", "base URL of istio-sidecar.deb (auto: by version, docs/facts.md section 1)",
-            "auto"),
+    Setting("sidecar-base-url", "base URL of istio-sidecar.deb: <base>/<version>/deb/istio-sidecar[-arm64].deb "
+            "with its .sha256 (docs/facts.md section 6)", "https://blob.istio.io/istio-release/releases"),
+    Setting("sidecar-fallback-urls", "further base URLs tried in order after --sidecar-base-url (none by default)",
+            kind="list"),
     Setting("eastwest-lb", "east-west gateway load balancer: internal to the run's network, or external "
             "(source ranges restricted to the VM)", "internal", choices=("internal", "external")),
     Setting("wg-probe", "WorkloadGroup readiness probe on ratings /health, so health checks are real",

@@ -13,12 +13,14 @@ PROJECT = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 GKE_VERSION = re.compile(r"^1\.\d+(?:\.\d+(?:-gke\.\d+)?)?$")
-ISTIO_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-(?:alpha|beta|rc)\.\d+)?$")
+ISTIO_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+)(?:-(?:alpha|beta|rc)\.\d+)?)?$")
 IMAGE_PREFIX = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SA_EMAIL = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]@[-a-z0-9.]+\.gserviceaccount\.com$")
-# Kubernetes minors each Istio minor supports (docs/facts.md section 1; istio.io supported-releases).
-ISTIO_KUBERNETES = {(1, 30): (32, 36)}
+# Kubernetes minors each supported Istio minor supports (docs/facts.md section 6; istio.io's release
+# announcements: 1.29 supports Kubernetes 1.31-1.35, 1.30 and 1.31 support 1.32-1.36).
+ISTIO_KUBERNETES = {(1, 29): (31, 35), (1, 30): (32, 36), (1, 31): (32, 36)}
+NEWEST_MINOR = max(ISTIO_KUBERNETES)
 LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 # Auto-registration and WorkloadEntry health checks are on by default from 1.10 (docs/facts.md section 1).
 MIN_ISTIO = (1, 10)
@@ -45,10 +47,16 @@ def matches(pattern: re.Pattern[str], value: str, what: str) -> str | None:
 def istio_version(value: str) -> str | None:
     m = ISTIO_VERSION.match(value)
     if not m:
-        return "is not an Istio release: X.Y.Z or a pre-release such as 1.31.0-rc.0"
+        return "is not an Istio release: X.Y.Z, a pre-release such as 1.31.0-rc.0, or a minor such as 1.30"
     if (int(m[1]), int(m[2])) < MIN_ISTIO:
         return f"is older than {MIN_ISTIO[0]}.{MIN_ISTIO[1]}, the first release with auto-registration on"
     return None
+
+
+def is_minor(value: str) -> bool:
+    """A minor alone (X.Y): resolved to its newest patch when the run starts."""
+    m = ISTIO_VERSION.match(value)
+    return bool(m) and m[3] is None
 
 
 def istio_minor(value: str) -> tuple[int, int]:

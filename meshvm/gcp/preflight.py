@@ -4,10 +4,12 @@ one line; all of them are reported together."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from google.cloud import compute_v1, container_v1
 
+from meshvm import validate as v
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import errors
@@ -63,11 +65,26 @@ def gke_problems(c: Clients, cfg: Config, zones: list[str], probe: Probe) -> lis
                           parent=f"projects/{c.project}/locations/{zones[0]}") is None:
         return []  # a problem with the API is already reported by probe
     out: list[str] = []
-    for z in zones if cfg.cluster_version else []:
+    for z in zones:
         got = probe(f"GKE versions in {z}", c.container.get_server_config, name=f"projects/{c.project}/locations/{z}")
         if got is not None:
-            out += version_problems(cfg, z, got)  # type: ignore[arg-type]
+            out += version_problems(cfg, z, got) if cfg.cluster_version else default_problems(cfg, z, got)  # type: ignore[arg-type]
     return out
+
+
+def default_problems(cfg: Config, zone: str, server: container_v1.ServerConfig) -> list[str]:
+    """The version GKE would give the cluster (the channel's default) within what the Istio under
+    test supports (docs/facts.md section 6: Kubernetes 1.37 is out, outside Istio 1.31's range)."""
+    channel = _CHANNEL_NAMES.get(cfg.release_channel)
+    default = next((ch.default_version for ch in server.channels if ch.channel.name == channel), "") if channel \
+        else server.default_cluster_version
+    span = v.ISTIO_KUBERNETES.get(v.istio_minor(cfg.istio_version))
+    m = re.match(r"1\.(\d+)", default or "")
+    if not span or not m or span[0] <= int(m[1]) <= span[1]:
+        return []
+    return [f"--release-channel {cfg.release_channel}: its default GKE version in {zone} is {default}, outside the "
+            f"Kubernetes versions Istio {cfg.istio_version} supports (1.{span[0]}-1.{span[1]}); pass --cluster-version "
+            f"1.{span[1]} (or another in that range) or another --release-channel"]
 
 
 def version_problems(cfg: Config, zone: str, server: container_v1.ServerConfig) -> list[str]:

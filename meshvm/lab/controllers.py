@@ -16,6 +16,7 @@ They reconcile in one background thread at a short fixed pace until stopped.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import re
 import threading
@@ -110,7 +111,8 @@ class ClusterControllers(ReconcileLoop):
         ns, replicas = meta["namespace"], spec.get("replicas", 1)
         labels = spec["template"]["metadata"].get("labels", {})
         pods = self._res("v1", "Pod")
-        unpullable = [c["image"] for c in spec["template"]["spec"].get("containers") or []
+        pod_spec = self._inject(ns, spec["template"]["spec"])
+        unpullable = [c["image"] for c in pod_spec.get("containers") or []
                       if not PULLABLE.fullmatch(c.get("image") or "")]
         for i in range(replicas):
             name = f"{meta['name']}-{i}"
@@ -118,7 +120,7 @@ class ClusterControllers(ReconcileLoop):
                 continue
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-                "spec": spec["template"]["spec"]})
+                "spec": pod_spec})
             if unpullable:
                 self._patch_status(pods, ns, name, {"status": {"phase": "Pending", "containerStatuses": [
                     {"name": "app", "image": image, "ready": False, "restartCount": 0, "imageID": "",
@@ -134,6 +136,20 @@ class ClusterControllers(ReconcileLoop):
             self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
                 "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
                 "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
+
+    def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """The pod spec as istiod's injection webhook returns it (only the proxy container's image)."""
+        try:
+            ns = self._res("v1", "Namespace").get(name=namespace, _request_timeout=TIMEOUT).to_dict()
+            injector = self._res("v1", "ConfigMap").get(namespace="istio-system", name="istio-sidecar-injector",
+                                                        _request_timeout=TIMEOUT).to_dict()
+        except NotFoundError:
+            return pod_spec
+        if (ns["metadata"].get("labels") or {}).get("istio-injection") != "enabled":
+            return pod_spec
+        values = (json.loads((injector.get("data") or {}).get("values") or "{}").get("global")) or {}
+        proxy = {"name": "istio-proxy", "image": f"{values.get('hub')}/proxyv2:{values.get('tag')}"}
+        return {**pod_spec, "containers": [*(pod_spec.get("containers") or []), proxy]}
 
     def _service(self, s: dict[str, Any]) -> None:
         meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"

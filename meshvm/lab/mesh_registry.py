@@ -126,7 +126,11 @@ class MeshRegistry:
                 name="istiod", namespace="istio-system", _request_timeout=TIMEOUT).to_dict()
         except Exception:  # noqa: BLE001 (no istiod yet: nothing is sent either way)
             return False
-        container = ((istiod.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0]
+        return self._sends_unhealthy_of(
+            ((istiod.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0])
+
+    @staticmethod
+    def _sends_unhealthy_of(container: dict) -> bool:
         env = {e.get("name"): e.get("value") for e in container.get("env") or []}
         if SEND_UNHEALTHY in env:
             return str(env[SEND_UNHEALTHY]).lower() == "true"

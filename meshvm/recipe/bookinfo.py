@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from meshvm import manifests
 from meshvm.deadlines import Deadline
-from meshvm.recipe import waits
+from meshvm.recipe import istio, waits
 from meshvm.seams import Kube
 
 DEPLOYMENTS = ("details-v1", "productpage-v1", "reviews-v1", "reviews-v2", "reviews-v3")
 
 
-def deploy_bookinfo(kube: Kube, image_prefix: str, image_tag: str, deadline: Deadline) -> None:
-    """Deploy BookInfo (sans ratings): injection on `default`, reviews, then the rest; rolled out."""
+def deploy_bookinfo(kube: Kube, image_prefix: str, image_tag: str, hub: str, deadline: Deadline) -> None:
+    """Deploy BookInfo (sans ratings): injection on `default`, reviews, then the rest; rolled out,
+    each pod's injected proxy from the pinned hub."""
     images = {"IMAGE_PREFIX": image_prefix, "IMAGE_TAG": image_tag}
     kube.apply(manifests.text("default-injection"))
     kube.apply(manifests.text("bookinfo-reviews", **images), namespace="default")
     kube.apply(manifests.text("bookinfo-rest", **images), namespace="default")
     for name in DEPLOYMENTS:
         waits.rollout(kube, "default", name, deadline)
+    istio.require_hub(kube, hub, "default")
 
 
 def expose_ratings(kube: Kube) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from meshvm import manifests
 from meshvm.deadlines import Deadline
-from meshvm.recipe import waits
+from meshvm.recipe import istio, waits
 from meshvm.seams import Istioctl, Kube
 
 SERVICE = "istio-eastwestgateway"
@@ -20,12 +20,15 @@ def operator(lb_mode: str, vm_external_ip: str | None = None) -> str:
     return manifests.dump(manifests.merge(base, {"spec": overlay}))
 
 
-def install_eastwest(istioctl: Istioctl, kube: Kube, lb_mode: str, vm_external_ip: str | None,
+def install_eastwest(istioctl: Istioctl, kube: Kube, lb_mode: str, vm_external_ip: str | None, hub: str,
                      workdir: Path, deadline: Deadline) -> str:
-    """Install the east-west gateway, expose istiod through it; returns the gateway's address."""
+    """Install the east-west gateway (image from the pinned hub), expose istiod through it; returns
+    the gateway's address."""
     iop = workdir / "eastwest.yaml"
     iop.write_text(operator(lb_mode, vm_external_ip))
-    istioctl.run(["install", "-y", "-f", str(iop)], step="east-west: install", timeout=deadline.cap(900))
+    istioctl.run(["install", "-y", "--set", f"hub={hub}", "-f", str(iop)], step="east-west: install",
+                 timeout=deadline.cap(900))
+    istio.require_hub(kube, hub, "istio-system", deployments=(SERVICE,))
     kube.apply(manifests.text("expose-istiod"), namespace="istio-system")
     waits.rollout(kube, "istio-system", SERVICE, deadline)
     return waits.lb_address(kube, "istio-system", SERVICE, deadline)

@@ -2,6 +2,10 @@
 
 istiod's CA rejects a VM that claims any other cluster ("client claims to be in cluster ..."), so
 every later step passes exactly this value (docs/facts.md section 1).
+
+The image hub is pinned (`--set hub=`, docs/facts.md section 6: 1.30's charts name a registry that
+goes away) and every Istio image that runs is checked against it: the control plane and gateways
+here, the injected proxies after BookInfo (`hub_problems`).
 """
 
 from __future__ import annotations
@@ -20,16 +24,45 @@ PILOT_SETTINGS = ("values.pilot.env.PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION
 DEFAULT_CLUSTER_ID = "Kubernetes"
 
 
-def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], workdir: Path,
+class HubMismatch(Exception):
+    """An Istio image runs from another hub than the one the run pinned."""
+
+
+def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], hub: str, workdir: Path,
                   deadline: Deadline) -> str:
-    """Install Istio: `istioctl install` with the recipe's settings; returns istiod's cluster ID."""
+    """Install Istio: `istioctl install` with the recipe's settings and the pinned hub; returns
+    istiod's cluster ID."""
     overlay = workdir / "ingress-source-ranges.yaml"
     overlay.write_text(manifests.text("ingress-source-ranges", SOURCE_RANGES=list(source_ranges)))
-    args = ["install", "-y", *(a for s in PILOT_SETTINGS for a in ("--set", s)), "-f", str(overlay)]
+    args = ["install", "-y", "--set", f"hub={hub}", *(a for s in PILOT_SETTINGS for a in ("--set", s)),
+            "-f", str(overlay)]
     istioctl.run(args, step="istio: install", timeout=deadline.cap(900))
+    require_hub(kube, hub, "istio-system", deployments=("istiod", "istio-ingressgateway"))
     waits.rollout(kube, "istio-system", "istiod", deadline)
     waits.rollout(kube, "istio-system", "istio-ingressgateway", deadline)
     return cluster_id(kube)
+
+
+def hub_problems(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = ()) -> list[str]:
+    """Istio images in `namespace` not from `hub`: every container of the named Deployments, and the
+    `istio-proxy` container (or native-sidecar init container) of every pod."""
+    seen = []
+    for name in deployments:
+        spec = ((kube.get("apps/v1", "Deployment", name, namespace) or {}).get("spec") or {}).get("template") or {}
+        seen += [(f"Deployment {namespace}/{name}", c) for c in (spec.get("spec") or {}).get("containers") or []]
+    if not deployments:
+        for pod in kube.list("v1", "Pod", namespace):
+            spec = pod.get("spec") or {}
+            seen += [(f"pod {namespace}/{pod['metadata']['name']}", c)
+                     for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+                     if c.get("name") == "istio-proxy"]
+    return [f"{where} runs {c.get('image')}, not from --istio-hub {hub}" for where, c in seen
+            if not str(c.get("image") or "").startswith(hub.rstrip("/") + "/")]
+
+
+def require_hub(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = ()) -> None:
+    if problems := hub_problems(kube, hub, namespace, deployments):
+        raise HubMismatch("; ".join(problems))
 
 
 def istiod_image(kube: Kube) -> str:

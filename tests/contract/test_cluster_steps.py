@@ -24,6 +24,7 @@ from meshvm.recipe import bookinfo, eastwest, istio, waits, workload
 from meshvm.seams import CommandFailed
 
 RUNNER = ["203.0.113.7/32"]
+HUB = "docker.io/istio"
 VM_IP = "172.29.100.10"
 LB_POOL = ["172.29.101.10", "172.29.101.11", "172.29.101.12"]
 EW = "istio-system/istio-eastwestgateway"
@@ -83,9 +84,28 @@ def test_vm_files_before_istio_is_a_hard_error(cluster: Cluster):
                               "--clusterID=Kubernetes"], step="early")
 
 
+class Recording:
+    """The istioctl seam, keeping the arguments of every call."""
+
+    def __init__(self, istioctl: IstioctlCli):
+        self.istioctl, self.calls = istioctl, []
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.istioctl, name)
+
+    def run(self, args: list[str], **kwargs):  # noqa: ANN003, ANN201
+        self.calls.append(list(args))
+        return self.istioctl.run(args, **kwargs)
+
+
 def test_install_istio(cluster: Cluster):
-    cid = istio.install_istio(cluster.istioctl, cluster.kube, RUNNER, cluster.tmp, deadline())
+    cli = Recording(cluster.istioctl)
+    cid = istio.install_istio(cli, cluster.kube, RUNNER, HUB, cluster.tmp, deadline())
+    (args,) = cli.calls  # what istioctl received: the recipe's settings and the pinned hub
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    assert sets == [f"hub={HUB}", *istio.PILOT_SETTINGS], args
     istiod = cluster.kube.get("apps/v1", "Deployment", "istiod", "istio-system")
+    assert istiod["spec"]["template"]["spec"]["containers"][0]["image"].startswith(f"{HUB}/pilot:")
     env = env_of(istiod)
     assert env["PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION"] == "true"
     assert env["PILOT_ENABLE_WORKLOAD_ENTRY_HEALTHCHECKS"] == "true"
@@ -116,8 +136,26 @@ class FakeKube:
         return self.objects.get(name)
 
 
+def test_an_unpinned_hub_is_refused_by_the_image_check(cluster: Cluster):
+    """Without --set hub, the charts' default registry: the stage says which image, before any wait."""
+    class Unpinned(Recording):
+        def run(self, args: list[str], **kwargs):  # noqa: ANN003, ANN201
+            i = args.index(f"hub={HUB}")
+            return super().run(args[:i - 1] + args[i + 1:], **kwargs)  # `--set hub=...` left out
+
+    try:
+        with pytest.raises(istio.HubMismatch, match=r"Deployment istio-system/istiod runs registry\.istio\.io/"
+                                                     r"release/pilot:1\.30\.3, not from --istio-hub docker\.io/istio"):
+            istio.install_istio(Unpinned(cluster.istioctl), cluster.kube, RUNNER, HUB, cluster.tmp, deadline())
+    finally:
+        istio.install_istio(cluster.istioctl, cluster.kube, RUNNER, HUB, cluster.tmp, deadline())
+
+
 def test_deploy_bookinfo_sans_ratings(cluster: Cluster):
-    bookinfo.deploy_bookinfo(cluster.kube, "docker.io/istio/examples-bookinfo", "1.20.3", deadline())
+    bookinfo.deploy_bookinfo(cluster.kube, "docker.io/istio/examples-bookinfo", "1.20.3", HUB, deadline())
+    for pod in cluster.kube.list("v1", "Pod", "default"):  # injected, from the pinned hub
+        assert [c["image"] for c in pod["spec"]["containers"] if c["name"] == "istio-proxy"] == \
+            [f"{HUB}/proxyv2:1.30.3"], pod["metadata"]["name"]
     ns = cluster.kube.get("v1", "Namespace", "default")
     assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
     for name in bookinfo.DEPLOYMENTS:
@@ -153,7 +191,7 @@ spec:
 
 
 def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):
-    address = eastwest.install_eastwest(cluster.istioctl, cluster.kube, "internal", None, cluster.tmp, deadline())
+    address = eastwest.install_eastwest(cluster.istioctl, cluster.kube, "internal", None, HUB, cluster.tmp, deadline())
     svc = cluster.kube.get("v1", "Service", "istio-eastwestgateway", "istio-system")
     assert address == svc["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [

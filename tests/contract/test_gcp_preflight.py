@@ -14,7 +14,8 @@ from tests.contract.gcp_fixtures import *  # noqa: F403
 from tests.contract.gcp_fixtures import deadline, make_cfg
 
 READS = {"compute.projects.get", "compute.zones.get", "compute.machineTypes.get", "compute.images.getFromFamily",
-         "compute.regions.get", "container.clusters.list"}
+         "compute.regions.get", "container.clusters.list",
+         "container.projects.locations.getServerConfig"}  # the channel default, checked against Istio's range
 SERVER_CONFIG = "container.projects.locations.getServerConfig"
 
 
@@ -76,8 +77,8 @@ def test_preflight_disabled_gke_api_is_one_line_before_anything_is_created(stand
     assert standin.world.objects == {} and standin.gke.clusters == {}
 
 
-@pytest.mark.parametrize(("channel", "version"), [("regular", "1.33"), ("stable", "1.32.9-gke.1100000"),
-                                                  ("rapid", "1.35"), ("none", "1.34.2-gke.1100000")])
+@pytest.mark.parametrize(("channel", "version"), [("regular", "1.34"), ("stable", "1.33.9-gke.1100000"),
+                                                  ("rapid", "1.36"), ("none", "1.35.4-gke.1100000")])
 def test_preflight_accepts_a_cluster_version_the_channel_offers(standin, tmp_path, token_file, channel, version):
     serve_server_config(standin)
     cfg = make_cfg(standin, tmp_path, token_file, release_channel=channel, cluster_version=version)
@@ -87,11 +88,28 @@ def test_preflight_accepts_a_cluster_version_the_channel_offers(standin, tmp_pat
 
 def test_preflight_refuses_a_cluster_version_not_in_the_channel(standin, tmp_path, token_file):
     serve_server_config(standin)
-    cfg = make_cfg(standin, tmp_path, token_file, release_channel="stable", cluster_version="1.35",
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel="stable", cluster_version="1.36",
                    zone=["us-central1-a"])
     with pytest.raises(PreflightFailed) as e:
         GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
     assert e.value.problems == [
-        "--cluster-version 1.35: not offered by the stable release channel in us-central1-a (offered: "
-        "1.33.4-gke.1000000, 1.32.9-gke.1100000); pick one of those, or another --release-channel"]
+        "--cluster-version 1.36: not offered by the stable release channel in us-central1-a (offered: "
+        "1.34.5-gke.1000000, 1.33.9-gke.1100000); pick one of those, or another --release-channel"]
     assert standin.world.objects == {} and standin.gke.clusters == {}
+
+
+def test_preflight_refuses_a_channel_default_outside_the_istio_releases_kubernetes_range(standin, tmp_path,
+                                                                                         token_file):
+    """Rapid's default is Kubernetes 1.37 (late 2026): outside Istio 1.31's 1.32-1.36. One line, nothing made."""
+    serve_server_config(standin)
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel="rapid", istio_version="1.31.1",
+                   zone=["us-central1-a"])
+    with pytest.raises(PreflightFailed) as e:
+        GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    assert e.value.problems == [
+        "--release-channel rapid: its default GKE version in us-central1-a is 1.37.1-gke.1000000, outside the "
+        "Kubernetes versions Istio 1.31.1 supports (1.32-1.36); pass --cluster-version 1.36 (or another in that "
+        "range) or another --release-channel"]
+    assert standin.world.objects == {} and standin.gke.clusters == {}
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel="regular", istio_version="1.31.1")
+    GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())  # 1.35: in range

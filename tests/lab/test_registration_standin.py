@@ -114,8 +114,9 @@ def build(cfg: Config, lab: LabPlatform, work: Path) -> Run:
     cli = IstioctlCli(install_istioctl_standin(eff.istio_version, sub(work, "bin")),
                       lambda: kube.write_kubeconfig(sub(work, "kube")), os.environ)
     ratings.install_ratings(shell, ROOT / "meshvm/lab/standins/ratings", USER, d(120, "ratings"))
-    cluster_id = istio.install_istio(cli, kube, list(eff.ssh_source_ranges), work, d(60, "istio"))
-    address = eastwest.install_eastwest(cli, kube, eff.eastwest_lb, vm.external_ip, work, d(60, "eastwest"))
+    cluster_id = istio.install_istio(cli, kube, list(eff.ssh_source_ranges), eff.istio_hub, work, d(60, "istio"))
+    address = eastwest.install_eastwest(cli, kube, eff.eastwest_lb, vm.external_ip, eff.istio_hub, work,
+                                      d(60, "eastwest"))
     workload.create_ratings_namespace(kube)
     group_file = work / "workloadgroup.yaml"
     workload.create_workloadgroup(cli, kube, True, group_file)

@@ -19,10 +19,15 @@ import yaml
 from meshvm import manifests
 from meshvm.gcp import firewall
 from meshvm.lab.kubeapi.tokens import TokenIssuer
-from meshvm.recipe import ratings, sidecar, workload
+from meshvm.recipe import istio, ratings, sidecar, workload
 
-REGISTRATION, VM_TO_MESH, POD_TO_VM, PRODUCTPAGE = (
-    "test_vm_registration", "test_vm_to_mesh", "test_pod_to_vm", "test_productpage_ratings")
+# (module, test name): the test expected to fail first
+REGISTRATION = ("test_vm_registration", "test_workload_entry_appears_when_the_vm_agent_starts")
+VM_TO_MESH = ("test_vm_to_mesh", "test_vm_reaches_details_through_its_sidecar")
+POD_TO_VM = ("test_pod_to_vm", "test_pod_reaches_ratings_on_the_vm")
+PRODUCTPAGE = ("test_productpage_ratings", "test_product_page_shows_the_vms_stars")
+ISTIO_STAGE = ("test_stages", "test_stage[istio]")
+EXERCISE_MODULES = (REGISTRATION[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0])
 
 
 def _rules_without_pods_to_vm(cfg: Any) -> tuple:
@@ -68,6 +73,19 @@ def _group_with_plaintext_vm(istioctl: Any, kube: Any, probe: bool, out: Any) ->
     return ORIGINAL["create_workloadgroup"](istioctl, Labelled(), probe, out)
 
 
+def _install_without_hub(istioctl: Any, kube: Any, source_ranges: list, hub: str, workdir: Any, deadline: Any) -> str:
+    """`istioctl install` without `--set hub=`: the charts' default registry (docs/facts.md section 6)."""
+    class Unpinned:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(istioctl, name)
+
+        def run(self, args: list, **kwargs: Any) -> Any:
+            i = args.index(f"hub={hub}")
+            return istioctl.run(args[:i - 1] + args[i + 1:], **kwargs)
+
+    return ORIGINAL["install_istio"](Unpinned(), kube, source_ranges, hub, workdir, deadline)
+
+
 def _skip_manifest(skipped: str) -> Callable[..., str]:
     """manifests.text, where one manifest is a harmless empty ConfigMap: that `kubectl apply` forgotten."""
     def text(name: str, **values: object) -> str:
@@ -104,6 +122,7 @@ def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> 
 ORIGINAL: dict[str, Any] = {"rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
                             "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
+                            "install_istio": istio.install_istio,
                             "review": TokenIssuer.review}
 
 AGENT_LATE_S = 660  # the agent starts 11 minutes after its token was issued
@@ -115,9 +134,12 @@ def _review_later(self: Any, token: str) -> dict | None:
     return claims if claims and claims.get("exp", 0) > time.time() + AGENT_LATE_S else None
 
 
-# name -> (the exercise module expected to fail first, a regex its failure message or its diagnostics
+# name -> ((module, test) expected to fail first, a regex its failure message or its diagnostics
 #          must match (the mistake is caught for its own reason), [(module, attribute, replacement)])
-MUTATIONS: dict[str, tuple[str, str, list[tuple[Any, str, Any]]]] = {
+MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]]]] = {
+    "unpinned-hub": (ISTIO_STAGE, r"Deployment istio-system/istiod runs registry\.istio\.io/release/pilot:\S+, "
+                                  r"not from --istio-hub docker\.io/istio",
+                     [(istio, "install_istio", _install_without_hub)]),
     "no-firewall-rule": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
                          [(firewall, "rules", _rules_without_pods_to_vm)]),
     "wrong-target-tag": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",

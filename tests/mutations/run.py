@@ -1,10 +1,12 @@
 """`nox -s mutations`: a clean lab run, then one lab run per mutation (tests/mutations/mutants.py).
 
-A mutation is caught when every stage passed and the FIRST failure is a failed check (not an error)
-of the exercise module that should catch it, for its own reason: the mutation's regex matches the
-failure message or that test's diagnostics folder. Every run must also leave nothing behind
-(cleanup.json and the lab's own leftovers). Prints one line per mutation and the figure
-"N/M caught"; exits 1 unless the baseline passed and every mutation was caught.
+The baseline is green when pytest exits 0 and each of the four exercise modules has tests that all
+passed (a skip is not green). A mutation is caught when pytest exits 1, the FIRST failure is a failed
+check (not an error) of exactly the test that should catch it, every stage before it passed (for an
+exercise: every stage), and the mutation's regex matches that failure's message or its diagnostics
+(it is caught for its own reason). Every run must also leave nothing behind (cleanup.json and the
+lab's own leftovers). Prints one line per mutation and the figure "N/M caught"; exits 1 unless the
+baseline passed and every mutation was caught.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from meshvm.lab.leaks import find_leftovers
-from tests.mutations.mutants import MUTATIONS
+from tests.mutations.mutants import EXERCISE_MODULES, MUTATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_DEADLINE = "30"  # a broken step never heals: the exercises need not wait 300 s to say so
@@ -55,11 +57,12 @@ def run(name: str | None, out: Path) -> tuple[int, str]:
 
 
 def outcomes(junit: Path) -> list[tuple[str, str, str, str]]:
-    """(module, test name, 'failure' | 'error' | '', message) in run order."""
+    """(module, test name, 'failure' | 'error' | 'skipped' | '', message) in run order."""
     rows = []
     for case in ET.parse(junit).iter("testcase"):
         module = case.get("classname", "").rsplit(".", 1)[-1]
-        kind, bad = next(((k, b) for k in ("failure", "error") if (b := case.find(k)) is not None), ("", None))
+        kind, bad = next(((k, b) for k in ("failure", "error", "skipped") if (b := case.find(k)) is not None),
+                         ("", None))
         rows.append((module, case.get("name", ""), kind, "" if bad is None else (bad.get("message") or bad.text or "")))
     return rows
 
@@ -86,7 +89,9 @@ def main() -> int:
     rc, _ = run(None, base / "baseline")
     rows = outcomes(base / "baseline" / "junit.xml") if (base / "baseline" / "junit.xml").is_file() else []
     left = leftovers(base / "baseline")
-    baseline_ok = rc == 0 and bool(rows) and not [r for r in rows if r[2]] and not left
+    green = {m for m in EXERCISE_MODULES if [r for r in rows if r[0] == m]
+             and all(not r[2] for r in rows if r[0] == m)}
+    baseline_ok = rc == 0 and green == set(EXERCISE_MODULES) and not [r for r in rows if r[2]] and not left
     print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc}"
           f"{', LEFT: ' + str(left) if left else ''})", flush=True)
     caught = 0
@@ -94,16 +99,16 @@ def main() -> int:
         start, out = time.monotonic(), base / name
         rc, _ = run(name, out)
         rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
-        first = next((r for r in rows if r[2]), None)
-        stages_ok = all(not r[2] for r in rows if r[0] == "test_stages")
+        first = next((r for r in rows if r[2] and r[2] != "skipped"), None)
+        before = rows[:rows.index(first)] if first else rows
+        stages_ok = all(not r[2] for r in before if r[0] == "test_stages")
         left = leftovers(out)
         why = first is not None and re.search(reason, evidence(out, first[3])) is not None
-        ok = rc not in (0, -1) and stages_ok and first is not None and first[:3] == (expected, first[1], "failure") \
-            and why and not left
+        ok = rc == 1 and stages_ok and first is not None and first[:3] == (*expected, "failure") and why and not left
         caught += ok
         seen = f"{first[0]}::{first[1]} ({first[2]}): {first[3].splitlines()[0][:300]}" if first else \
             f"nothing failed (exit {rc})"
-        print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {expected} "
+        print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {'::'.join(expected)} "
               f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
               f"{'; LEFT: ' + str(left) if left else ''}", flush=True)
     print(f"{caught}/{len(MUTATIONS)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")

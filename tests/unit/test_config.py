@@ -32,8 +32,8 @@ def problems(options: dict, environ: dict[str, str], **kw) -> list[str]:
 def test_defaults_resolve_with_project_ssh_and_credentials(creds):
     cfg = resolve(gather(GOOD, creds), creds, NOW)
     assert cfg.platform == "gcp" and cfg.zones == ("us-central1-a",) and cfg.region == "us-central1"
-    assert cfg.keep == "never" and cfg.istio_version == "1.30.3"
-    assert cfg.sidecar_base_url == "https://storage.googleapis.com/istio-release/releases"
+    assert cfg.keep == "never" and cfg.istio_version == "1.31" and cfg.istio_hub == "docker.io/istio"
+    assert cfg.sidecar_base_url == "https://blob.istio.io/istio-release/releases" and cfg.sidecar_fallback_urls == ()
     assert cfg.labels == {"e2e-suite": "meshvm", "e2e-run": cfg.run_id, "e2e-expires": "20261126t1800z"}
     assert cfg.artifacts_dir == Path("artifacts", cfg.run_id).absolute()
 
@@ -52,9 +52,10 @@ def test_option_wins_over_environment():
     assert gather({"zone": ["europe-west1-b"]}, {"E2E_ZONE": "us-east1-c"})["zone"] == ["europe-west1-b"]
 
 
-def test_istio_minor_picks_the_sidecar_host(creds):
-    cfg = resolve(gather({**GOOD, "istio_version": "1.31.0-rc.0"}, creds), creds, NOW)
-    assert cfg.sidecar_base_url == "https://blob.istio.io/istio-release/releases"
+def test_every_version_fetches_the_sidecar_from_blob_istio_io(creds):
+    for version in ("1.29.6", "1.30.3", "1.31.0-rc.0"):
+        cfg = resolve(gather({**GOOD, "istio_version": version}, creds), creds, NOW)
+        assert cfg.sidecar_urls() == [f"https://blob.istio.io/istio-release/releases/{version}/deb/istio-sidecar.deb"]
 
 
 BAD = [
@@ -63,7 +64,12 @@ BAD = [
     ({"gcp_project": "Demo_Project"}, "--gcp-project", "not a project id"),
     ({"zone": ["us-central1"]}, "--zone", "not a zone"),
     ({"zone": ["us-central1-a", "europe-west1-b"]}, "--zone", "one region"),
-    ({"istio_version": "1.30"}, "--istio-version", "X.Y.Z"),
+    ({"istio_version": "1.30.x"}, "--istio-version", "X.Y.Z"),
+    ({"istio_hub": "Docker.io/Istio"}, "--istio-hub", "image hub"),
+    ({"istio_release_listing": "http://example.com/releases"}, "--istio-release-listing", "https"),
+    ({"sidecar_fallback_urls": ["ftp://mirror/x"]}, "--sidecar-fallback-urls", "https"),
+    ({"istio_version": "1.31", "cluster_version": "1.37"}, "--cluster-version", "1.32-1.36"),
+    ({"istio_version": "1.29.6", "cluster_version": "1.36"}, "--cluster-version", "1.31-1.35"),
     ({"istio_version": "1.9.5"}, "--istio-version", "older than 1.10"),
     ({"cluster_name": "c" * 41}, "--cluster-name", "at most 40"),
     ({"cluster_name": "Cluster"}, "--cluster-name", "lowercase"),
@@ -83,7 +89,7 @@ BAD = [
     ({"istio_release_url": "http://mirror.example.com"}, "--istio-release-url", "use https"),
     ({"release_channel": "beta"}, "--release-channel", "not one of"),
     ({"cluster_version": "latest"}, "--cluster-version", "GKE version"),
-    ({"cluster_version": "1.31"}, "--cluster-version", "Istio 1.30.3 supports (1.32-1.36)"),
+    ({"cluster_version": "1.31"}, "--cluster-version", "Istio 1.31 supports (1.32-1.36)"),
     ({"node_service_account": "nodes@"}, "--node-service-account", "service account email"),
     ({"node_count": "0"}, "--node-count", "between 1 and 20"),
     ({"node_disk_gb": "lots"}, "--node-disk-gb", "whole number"),

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from meshvm.downloads import DownloadFailed, bookinfo_ratings, fetch_verified, sidecar_urls
+from meshvm.config import gather, resolve
+from meshvm.downloads import DownloadFailed, bookinfo_ratings, fetch_verified
 from tests.unit.conftest import publish
 
 PAYLOAD = b"!<arch>\nnot really a deb, but bytes with a checksum\n"
+
+
+def sidecar_urls(base: str, fallbacks: list[str], version: str, family: str = "ubuntu-2404-lts-amd64") -> list[str]:
+    """The suite's own URL list for these settings (Config.sidecar_urls)."""
+    raw = gather({"platform": "lab", "sidecar_base_url": base, "sidecar_fallback_urls": fallbacks,
+                  "istio_version": version, "vm_image_family": family}, {})
+    return resolve(raw, {}, is_root=True).sidecar_urls()
+
+
+def test_sidecar_urls_by_version_and_architecture_with_explicit_fallbacks_only():
+    blob = "https://blob.istio.io/istio-release/releases"
+    for version in ("1.29.6", "1.30.3", "1.31.1"):  # one host for every version
+        assert sidecar_urls(blob, [], version) == [f"{blob}/{version}/deb/istio-sidecar.deb"]
+    assert sidecar_urls(blob, [], "1.30.3", "ubuntu-2404-lts-arm64") == [f"{blob}/1.30.3/deb/istio-sidecar-arm64.deb"]
+    assert sidecar_urls(blob, ["https://mirror.example/r/"], "1.30.3")[1] == \
+        "https://mirror.example/r/1.30.3/deb/istio-sidecar.deb"
 
 
 def test_fetches_checks_and_caches(server, tmp_path):

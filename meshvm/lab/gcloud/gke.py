@@ -143,9 +143,11 @@ class Gke:
 
 # getServerConfig (GET .../locations/<zone>/serverConfig): the versions each release channel offers.
 # The stand-in's clusters run no real Kubernetes version; these only let preflight check --cluster-version.
-CHANNEL_VERSIONS = {1: ("1.35.1-gke.1000000", "1.34.3-gke.1200000"),  # RAPID
-                    2: ("1.34.2-gke.1100000", "1.33.5-gke.1300000"),  # REGULAR
-                    3: ("1.33.4-gke.1000000", "1.32.9-gke.1100000")}  # STABLE
+# Late 2026 (docs/facts.md section 6): Regular defaults to 1.35; 1.37 is out (on Rapid, inferred),
+# outside Istio 1.31's Kubernetes range.
+CHANNEL_VERSIONS = {1: ("1.37.1-gke.1000000", "1.36.3-gke.1200000"),  # RAPID
+                    2: ("1.35.4-gke.1100000", "1.34.6-gke.1300000"),  # REGULAR
+                    3: ("1.34.5-gke.1000000", "1.33.9-gke.1100000")}  # STABLE
 
 
 def server_config(gke: Gke, project: str, location: str) -> dict:

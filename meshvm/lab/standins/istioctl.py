@@ -5,6 +5,9 @@ Modelled behaviour (istioctl/pkg/workload/workload.go in istio/istio, docs/facts
 - `install`: the default profile makes istiod (its CLUSTER_ID, the recipe's pilot env), the `istio`
   and `istio-sidecar-injector` ConfigMaps and the ingress gateway; `profile: empty` with an
   ingress gateway named in the IstioOperator makes that gateway. Gateways are LoadBalancer Services.
+  Images come from the hub (`--set hub=`, else the IstioOperator's `spec.hub`, else the charts'
+  default `DEFAULT_HUB`, a registry that goes away: docs/facts.md section 6) at tag VERSION; the
+  injector's values carry `global.hub` and `global.tag` for the injected proxies.
 - `x workload group create`: prints the WorkloadGroup (networking.istio.io/v1alpha3).
 - `x workload entry configure`: writes mesh.yaml, cluster.env (sorted KEY='value'), root-cert.pem
   (hard error while istio-ca-root-cert is missing), istio-token (a TokenRequest, audience istio-ca),
@@ -24,6 +27,7 @@ from kubernetes import client, config, dynamic
 
 VERSION = os.environ.get("LAB_ISTIOCTL_VERSION", "0.0.0")  # replaced when the lab installs it
 NS = "istio-system"
+DEFAULT_HUB = "registry.istio.io/release"  # 1.30's charts' hub (docs/facts.md section 6); not the lab registry's
 ISTIOD_HOST = "istiod.istio-system.svc"
 
 
@@ -78,12 +82,12 @@ def apply(dyn: dynamic.DynamicClient, obj: dict[str, Any]) -> None:
                           force_conflicts=True)
 
 
-def deployment(name: str, labels: dict[str, str], env: dict[str, str]) -> dict[str, Any]:
+def deployment(name: str, labels: dict[str, str], env: dict[str, str], hub: str) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS,
             "labels": labels}, "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
                 "metadata": {"labels": labels}, "spec": {"containers": [{
                     "name": "discovery" if name == "istiod" else "istio-proxy",
-                    "image": f"docker.io/istio/{'pilot' if name == 'istiod' else 'proxyv2'}:{VERSION}",
+                    "image": f"{hub}/{'pilot' if name == 'istiod' else 'proxyv2'}:{VERSION}",
                     "env": [{"name": k, "value": v} for k, v in sorted(env.items())]}]}}}}
 
 
@@ -110,20 +114,22 @@ def install(args: argparse.Namespace) -> None:
         with open(f) as fh:
             iop = merge(iop, yaml.safe_load(fh) or {})
     spec = iop.get("spec") or {}
+    sets = [s for s in args.set if not s.startswith("hub=")]
+    hub = next((s.partition("=")[2] for s in args.set if s.startswith("hub=")), spec.get("hub") or DEFAULT_HUB)
     core, dyn = kube(args.kubeconfig)
     apply(dyn, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     if spec.get("profile", "default") != "empty":
-        install_control_plane(dyn, spec, args.set)
+        install_control_plane(dyn, spec, sets, hub)
     for gw in (spec.get("components") or {}).get("ingressGateways") or (
             [] if spec.get("profile") == "empty" else [{"name": "istio-ingressgateway", "enabled": True}]):
         if gw.get("enabled", True):
             labels = gw.get("label") or {"istio": "ingressgateway", "app": gw["name"]}
-            apply(dyn, deployment(gw["name"], labels, {}))
+            apply(dyn, deployment(gw["name"], labels, {}, hub))
             apply(dyn, lb_service(gw["name"], labels, INGRESS_PORTS, gw.get("k8s") or {}))
     print("✔ Installation complete")
 
 
-def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets: list[str]) -> None:
+def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets: list[str], hub: str) -> None:
     env = {"PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION": "true", "PILOT_ENABLE_WORKLOAD_ENTRY_HEALTHCHECKS": "true"}
     cluster = ((spec.get("values") or {}).get("global") or {}).get("multiCluster", {}).get("clusterName", "")
     for s in sets:
@@ -135,13 +141,13 @@ def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets
         else:
             raise Fail(f"stand-in istioctl: --set {key} is not modelled")
     env["CLUSTER_ID"] = cluster or "Kubernetes"
-    apply(dyn, deployment("istiod", {"app": "istiod", "istio": "pilot"}, env))
+    apply(dyn, deployment("istiod", {"app": "istiod", "istio": "pilot"}, env, hub))
     apply(dyn, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istiod", "namespace": NS},
                 "spec": {"selector": {"app": "istiod"}, "ports": [
                     {"name": "grpc-xds", "port": 15012}, {"name": "https-webhook", "port": 443, "targetPort": 15017}]}})
     mesh = {"defaultConfig": {"discoveryAddress": f"{ISTIOD_HOST}:15012"}, "trustDomain": "cluster.local"}
     apply(dyn, configmap("istio", {"mesh": yaml.safe_dump(mesh)}))
-    values = {"global": {"multiCluster": {"clusterName": cluster}}}
+    values = {"global": {"multiCluster": {"clusterName": cluster}, "hub": hub, "tag": VERSION}}
     apply(dyn, configmap("istio-sidecar-injector", {"values": json.dumps(values), "config": "{}"}))
 
 
