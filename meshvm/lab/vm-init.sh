@@ -9,7 +9,12 @@ S=$1; HN=$2; M=$S/merged
 mkdir -p "$S/upper" "$S/work" "$M"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$S/upper,workdir=$S/work" "$M"
 mount -t proc proc "$M/proc"
-mount -t sysfs sysfs "$M/sys"            # mounted in the VM's netns: shows only its interfaces
+# The kernel's global state is the host's: read-only here, as container managers do (the VM needs
+# none of its own netns keys; the lab sets those from outside). /sys is read-only too.
+for p in sys sysrq-trigger; do
+  if [ -e "$M/proc/$p" ]; then mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"; fi
+done
+mount -t sysfs -o ro sysfs "$M/sys"      # mounted in the VM's netns: shows only its interfaces
 # pure cgroup2 => systemd runs "unified" and never touches the host's v1 hierarchies; the cgroupns
 # root is the subtree the launcher was moved into
 mount -t cgroup2 cgroup2 "$M/sys/fs/cgroup"
@@ -30,8 +35,11 @@ hostname "$HN"; echo "$HN" > "$M/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$HN" > "$M/etc/hosts"   # else sudo hangs ~20 s
 rm -f "$M/etc/resolv.conf"; echo "nameserver 127.0.0.1" > "$M/etc/resolv.conf"  # no DNS: fail fast
 W=$M/etc/systemd/system
+# Masked: consoles, timers, and every unit that writes the kernel's global state (sysctls, binfmt
+# handlers, modules, udev, kernel filesystems, AppArmor profiles, the entropy pool).
 masked="console-getty.service serial-getty@.service getty@.service container-getty@.service getty.target
-        systemd-timesyncd.service systemd-pstore.service postgresql.service e2scrub_reap.service timers.target"
+        systemd-timesyncd.service systemd-pstore.service postgresql.service e2scrub_reap.service timers.target
+        $(cat "$(dirname "$0")/vm-masked-kernel-units")"
 for t in "$M"/lib/systemd/system/*.timer "$W"/timers.target.wants/*.timer; do
   if [ -e "$t" ]; then masked="$masked ${t##*/}"; fi; done
 for u in $masked; do ln -sf /dev/null "$W/$u"; done

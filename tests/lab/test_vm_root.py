@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,10 +45,29 @@ def test_dpkg_lock_held_after_boot_and_apt_waits_for_it(boot_vm: BootVm) -> None
     assert dpkg_lock_state(vm) == "free"
 
 
-def test_writes_land_in_upper_dir_not_on_host(boot_vm: BootVm) -> None:
+@pytest.fixture
+def host_file(tmp_path):  # noqa: ANN001, ANN201
+    """Files this test creates on the host (never one of the host's own), removed afterwards."""
+    made: list[str] = []
+
+    def make(path: str, text: str = "the host's\n") -> str:
+        assert not os.path.exists(path), path
+        with open(path, "w") as f:
+            f.write(text)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def test_writes_land_in_upper_dir_not_on_host(boot_vm: BootVm, host_file) -> None:  # noqa: ANN001
     vm = boot_vm("root-vm")
-    probe = f"/etc/lab-probe-{vm.attachment.netns if vm.attachment else vm.name}"
-    victim = "/etc/issue"  # a host file the VM deletes
+    tag = vm.attachment.netns if vm.attachment else vm.name
+    probe = f"/etc/lab-probe-{tag}"
+    victim = host_file(f"/etc/lab-victim-{tag}")  # a host file of this test's, which the VM deletes
     with open(victim, "rb") as f:
         host_victim = f.read()
     assert not os.path.exists(probe)
@@ -63,7 +84,7 @@ def test_writes_land_in_upper_dir_not_on_host(boot_vm: BootVm) -> None:
     assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
 
 
-def test_vm_has_no_way_out_and_local_dns_only(boot_vm: BootVm) -> None:
+def test_vm_has_no_way_out_and_local_dns_only(boot_vm: BootVm, host_file) -> None:  # noqa: ANN001
     vm = boot_vm("net-vm")
     routes = vm.run(["ip", "-4", "route", "show"]).stdout
     assert "default" not in routes, routes
@@ -71,7 +92,10 @@ def test_vm_has_no_way_out_and_local_dns_only(boot_vm: BootVm) -> None:
     assert vm.run(["cat", "/etc/resolv.conf"]).stdout.split() == ["nameserver", "127.0.0.1"]
     assert vm.run(["getent", "hosts", vm.hostname]).returncode == 0  # sudo needs this
     assert vm.run(["hostname"]).stdout.strip() == vm.hostname
-    assert vm.run(["test", "-e", "/work/main"]).returncode != 0  # the host's private trees are hidden
+    for tree in ("/work", "/mnt", "/root"):  # the host's private trees are hidden: a probe in each
+        if os.path.isdir(tree):
+            probe = host_file(f"{tree}/lab-hidden-probe-{vm.name}")
+            assert vm.run(["test", "-e", probe]).returncode != 0, f"the VM sees the host's {probe}"
 
 
 def test_systemd_is_running_with_standins_and_masked_timers(boot_vm: BootVm) -> None:
@@ -82,3 +106,44 @@ def test_systemd_is_running_with_standins_and_masked_timers(boot_vm: BootVm) -> 
     assert failed == "", failed
     assert vm.run(["systemctl", "is-enabled", "apt-daily.timer"]).stdout.strip() == "masked"
     assert "getty" not in vm.run(["systemctl", "list-units", "--no-legend", "--plain"]).stdout
+    for unit in KERNEL_UNITS:  # none that writes the kernel's global state
+        assert vm.run(["systemctl", "is-enabled", unit]).stdout.strip() == "masked", unit
+
+
+KERNEL_UNITS = (Path(__file__).resolve().parents[2] / "meshvm" / "lab" / "vm-masked-kernel-units").read_text().split()
+SYSCTL = "/proc/sys/fs/protected_fifos"  # global; the host's sysctl.d sets it to 1
+BINFMT = "/proc/sys/fs/binfmt_misc"
+HANDLER = "meshvm-lab-probe"
+
+
+def test_a_vm_leaves_the_hosts_kernel_settings_alone(boot_vm: BootVm) -> None:
+    """A global sysctl changed at run time and a harmless binfmt handler registered on the host are
+    both as they were after a lab VM booted and halted (its /proc/sys and /sys are read-only)."""
+    with open(SYSCTL) as f:
+        original = f.read().strip()
+    mounted_here = not os.path.exists(f"{BINFMT}/register")
+    try:
+        if mounted_here:
+            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT], check=True, timeout=10)
+        with open(SYSCTL, "w") as f:
+            f.write("0")
+        with open(f"{BINFMT}/register", "w") as f:  # any file starting with the magic runs /bin/false
+            f.write(f":{HANDLER}:M::MESHVMLABPROBE::/bin/false:")
+        vm = boot_vm("kernel-vm", agent_delay=0.0, dpkg_lock_hold=0.0)
+        wait_until(lambda: vm.run(["systemctl", "is-system-running"]).stdout.strip() in ("running", "degraded"),
+                   time.monotonic() + 20, "systemd to finish booting", interval=0.1)
+        write = vm.run(["sh", "-c", f"echo 1 > {SYSCTL}"])
+        assert write.returncode != 0 and "Read-only" in write.stderr, write.stderr
+        assert vm.run(["sh", "-c", "echo 1 > /sys/kernel/mm/ksm/run"]).returncode != 0
+        vm.halt()
+        with open(SYSCTL) as f:
+            assert f.read().strip() == "0", "the VM re-applied a global sysctl"
+        assert os.path.exists(f"{BINFMT}/{HANDLER}"), "the VM unregistered the host's binfmt handler"
+    finally:
+        if os.path.exists(f"{BINFMT}/{HANDLER}"):
+            with open(f"{BINFMT}/{HANDLER}", "w") as f:
+                f.write("-1")
+        if mounted_here:
+            subprocess.run(["umount", BINFMT], check=False, timeout=10)
+        with open(SYSCTL, "w") as f:
+            f.write(original)
