@@ -77,7 +77,14 @@ def command(platform: str, run_id: str, gcp_project: str | None = None, compute_
 
 
 def lab(run_id: str | None, delete: bool) -> int:
-    from meshvm.lab import addressing, leaks, sweep  # the lab only: never loaded on the gcp path
+    from meshvm.lab import addressing  # the lab only: never loaded on the gcp path
+
+    with addressing.allocation_lock():  # no run claims a block while its claims are judged and swept
+        return _lab(run_id, delete)
+
+
+def _lab(run_id: str | None, delete: bool) -> int:
+    from meshvm.lab import addressing, leaks, sweep
 
     remaining = 0
     for claim in addressing.read_claims():

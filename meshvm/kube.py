@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,8 @@ class KubeClient:
         self._api = _TimedApiClient(self._cfg, call_timeout)
         # Discovery cache: not ~/.kube, not shared; a run passes a folder of its own that teardown removes.
         self._cache_dir = cache_dir or Path(tempfile.mkdtemp(prefix="meshvm-discovery-"))
+        if cache_dir is None:  # a folder of its own: gone with the client, closed or not
+            weakref.finalize(self, shutil.rmtree, self._cache_dir, True)
         self._dyn: DynamicClient | None = None
 
     def close(self) -> None:

@@ -3,22 +3,29 @@
 Whatever is read back from it is registered with the redaction registry; the directory is removed
 at close, so nothing secret outlives the run on the runner. A kept run (`--keep`) leaves it in place:
 `--reuse` adopts it (the kept VM accepts only the kept run's SSH key), and closes it in turn unless
-it is kept again; the janitor removes it with the run.
+it is kept again; the janitor removes it with the run, and only once its owner is provably gone: the
+owning run holds an exclusive lock on `.owner.lock` inside it for its whole life (the kernel drops
+it when the process ends, however it ends), so a dir whose lock the janitor can take has no live
+owner, whatever run ids repeat.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from meshvm import redact
 
 SSH_KEY = Path("ssh", "id_ed25519")  # inside the secret dir: the run's SSH key (meshvm.sshkeys)
+OWNER_LOCK = ".owner.lock"
+UNLOCKED_GRACE_S = 60  # a dir without its lock file yet: a run between mkdtemp and taking the lock
 
 
 def base_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -45,11 +52,28 @@ def remove_leftovers(run_id: str) -> list[Path]:
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     except OSError:
         mounts = []
-    # Never into a mount (a lab VM's root still mounted): only plain directories go.
+    # Never into a mount (a lab VM's root still mounted), never a live run's: only plain directories go.
     found = [d for d in of_run(run_id) if not any(m == str(d) or m.startswith(f"{d}/") for m in mounts)]
-    for d in found:
+    gone = [d for d in found if not owner_alive(d)]
+    for d in gone:
         shutil.rmtree(d, ignore_errors=True)
-    return found
+    return gone
+
+
+def owner_alive(d: Path) -> bool:
+    """True unless the owner's lock can be taken (or, with no lock file, the dir is old)."""
+    lock = d / OWNER_LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return time.time() - d.stat().st_mtime < UNLOCKED_GRACE_S
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class SecretDir:
@@ -63,6 +87,8 @@ class SecretDir:
             raise FileNotFoundError(f"no kept secret dir meshvm-{run_id}-* with an SSH key under {base}")
         # mkdtemp: mode 0700
         self.path = found or Path(tempfile.mkdtemp(prefix=f"meshvm-{run_id}-", dir=base))
+        self._owner = os.open(self.path / OWNER_LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a kept dir another live run adopted: raises
         token = self.path / "vm_files" / "istio-token"  # the kept run's: a secret for this run's logs too
         if found and token.is_file():
             redact.register(token.read_text(errors="replace"))
@@ -83,3 +109,6 @@ class SecretDir:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self._owner >= 0:
+            os.close(self._owner)
+            self._owner = -1

@@ -1,8 +1,45 @@
-"""Self-tests reach nothing outside this machine: Istio's release listing is the lab's local stand-in
-for every run they start (a minor --istio-version, the default, is resolved from it)."""
+"""Self-tests reach nothing outside this machine and leave nothing of theirs behind:
+- Istio's release listing is the lab's local stand-in for every run they start (a minor
+  --istio-version, the default, is resolved from it);
+- the outermost self-test session fails if it leaves new entries of the suite's own under the
+  temporary directory (secret dirs, discovery caches, stub API keys) whose owner is gone."""
 
+from __future__ import annotations
+
+import gc
 import os
+import tempfile
+from pathlib import Path
 
+import pytest
+
+from meshvm import secretdir
 from meshvm.config import LAB_RELEASE_LISTING
 
 os.environ.setdefault("E2E_ISTIO_RELEASE_LISTING", LAB_RELEASE_LISTING)
+OURS = ("meshvm-", "stubapi-")
+OUTERMOST = "MESHVM_SELFTEST_TMP_CHECK"
+_before: set[str] | None = None
+
+
+def _ours() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(OURS)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _before
+    if OUTERMOST not in os.environ:  # runs the self-tests start inherit the marker: only this one checks
+        os.environ[OUTERMOST] = "1"
+        _before = _ours()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _before is None:
+        return
+    gc.collect()  # clients that were never closed remove their own folders when collected
+    base = Path(tempfile.gettempdir())
+    left = sorted(n for n in _ours() - _before  # a secret dir whose run still lives is that run's
+                  if not ((base / n / secretdir.OWNER_LOCK).exists() and secretdir.owner_alive(base / n)))
+    if left:
+        print(f"\nself-tests left under {base}: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

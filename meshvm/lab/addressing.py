@@ -13,6 +13,7 @@ Layout of a block B (four /24s):
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -20,14 +21,14 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from meshvm.lab.netsafety import LAB_PREFIX, LAB_RANGE, run_ip
+from meshvm.lab.netsafety import CLAIMS_DIR, LAB_PREFIX, LAB_RANGE, run_ip
 
 log = logging.getLogger(__name__)
 
-CLAIMS_DIR = "/run/meshvm-lab/claims"
 BLOCK_PREFIX = 22
 _MAX_NAME = 15  # IFNAMSIZ - 1; also used for netns names so they read alike
 
@@ -102,7 +103,7 @@ class LabAddresses:
 
 
 def new_tag() -> str:
-    """`mv` + 6 random hex chars, not used by any existing netns or link."""
+    """LAB_PREFIX + 6 random hex chars, not used by any existing netns or link."""
     taken = _existing_names()
     while True:
         tag = LAB_PREFIX + secrets.token_hex(3)
@@ -113,9 +114,7 @@ def new_tag() -> str:
 def allocate(run_id: str, tag: str | None = None) -> LabAddresses:
     """Claim the first free /22 block of LAB_RANGE for this run."""
     tag = tag or new_tag()
-    os.makedirs(CLAIMS_DIR, mode=0o755, exist_ok=True)
-    with open(os.path.join(os.path.dirname(CLAIMS_DIR), "alloc.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # serialise scans; O_EXCL below is the claim itself
+    with allocation_lock():  # serialise scans; O_EXCL below is the claim itself
         used = _host_networks()
         for block in ipaddress.ip_network(LAB_RANGE).subnets(new_prefix=BLOCK_PREFIX):
             if any(block.overlaps(n) for n in used):
@@ -125,6 +124,15 @@ def allocate(run_id: str, tag: str | None = None) -> LabAddresses:
                 log.info("claimed lab block %s for run %s (tag %s)", block, run_id, tag)
                 return LabAddresses(run_id=run_id, tag=tag, block=block, claim_path=path)
     raise RuntimeError(f"no free /{BLOCK_PREFIX} block left in {LAB_RANGE}")
+
+
+@contextlib.contextmanager
+def allocation_lock() -> Iterator[None]:
+    """Held while a run claims a block, and while the janitor judges and sweeps claims."""
+    os.makedirs(CLAIMS_DIR, mode=0o755, exist_ok=True)
+    with open(os.path.join(os.path.dirname(CLAIMS_DIR), "alloc.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def read_claims() -> list[dict[str, object]]:

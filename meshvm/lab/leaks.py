@@ -1,5 +1,9 @@
 """What a run left behind on this machine, found by its tag (for teardown verification and tests).
 
+Only what is provably the run's: namespaces, links and cgroups whose names have one of the exact
+shapes derived from its tag (netsafety.run_names), routes over its links or into its claimed block,
+mounts under its namespaces' names, and processes inside its cgroups or its network namespaces. A
+process is never picked by its command line (an admin's `tcpdump -i <tag>-lab` is not the run's).
 Shared, deliberately permanent things are not leftovers: the LAB_RANGE blackhole route, the
 claims directory and its lock file, and the `meshvm-lab` cgroup parent.
 """
@@ -13,7 +17,7 @@ import os
 
 from meshvm.lab.addressing import read_claims
 from meshvm.lab.hostsys import LAB_CGROUP, cgroup2_root
-from meshvm.lab.netsafety import LAB_RANGE, run_ip
+from meshvm.lab.netsafety import LAB_RANGE, run_ip, run_names
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +39,57 @@ def find_leftovers(tag: str) -> list[str]:
     return found
 
 
-def _netns(tag: str) -> list[str]:
+def run_netns(tag: str) -> list[str]:
     names = [line.split()[0] for line in run_ip("netns", "list").stdout.splitlines() if line.strip()]
-    return [f"netns {n}" for n in names if n.startswith(tag)]
+    return [n for n in names if run_names(tag).fullmatch(n)]
+
+
+def run_links(tag: str) -> list[str]:
+    links = json.loads(run_ip("-j", "link", "show").stdout or "[]")
+    return [str(link["ifname"]) for link in links if run_names(tag).fullmatch(str(link.get("ifname", "")))]
+
+
+def run_cgroups(tag: str) -> list[str]:
+    try:
+        parent = os.path.join(cgroup2_root(), LAB_CGROUP)
+    except RuntimeError:
+        return []
+    names = os.listdir(parent) if os.path.isdir(parent) else []
+    return [os.path.join(parent, n) for n in names if run_names(tag).fullmatch(n)]
+
+
+def run_processes(tag: str) -> list[tuple[int, str]]:
+    """(pid, command line) of processes in the run's VM cgroups or its network namespaces."""
+    cgroups = {f"/{LAB_CGROUP}/{os.path.basename(c)}" for c in run_cgroups(tag)}
+    netns = set()
+    for name in run_netns(tag):
+        try:
+            netns.add(os.stat(f"/run/netns/{name}").st_ino)
+        except OSError:
+            continue
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{pid}/cgroup") as f:
+                cgroup = f.read()
+            ns = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            continue  # exited while we looked
+        if int(pid) == os.getpid() or _zombie(pid):
+            continue  # a killed process whose parent died waits for the host's PID 1 to reap it
+        if ns in netns or any(c in cgroup for c in cgroups):
+            out.append((int(pid), cmdline))
+    return out
+
+
+def _netns(tag: str) -> list[str]:
+    return [f"netns {n}" for n in run_netns(tag)]
 
 
 def _links(tag: str) -> list[str]:
-    links = json.loads(run_ip("-j", "link", "show").stdout or "[]")
-    return [f"link {link['ifname']}" for link in links if str(link.get("ifname", "")).startswith(tag)]
+    return [f"link {n}" for n in run_links(tag)]
 
 
 def _routes(tag: str, blocks: list[ipaddress.IPv4Network]) -> list[str]:
@@ -56,41 +103,25 @@ def _routes(tag: str, blocks: list[ipaddress.IPv4Network]) -> list[str]:
             in_block = any(ipaddress.ip_network(dst, strict=False).overlaps(b) for b in blocks)
         except ValueError:
             pass
-        if dev.startswith(tag) or in_block:
+        if run_names(tag).fullmatch(dev) or in_block:
             out.append(f"route {dst} dev {dev or '-'} type {route.get('type', 'unicast')}")
     return out
 
 
 def _mounts(tag: str) -> list[str]:
+    """Mounts of the run's namespaces (/run/netns/<name>) and of its VMs' roots (paths naming them)."""
+    names = run_names(tag)
     with open("/proc/self/mountinfo") as f:
-        return [f"mount {line.split()[4]}" for line in f if tag in line.split(" - ")[0]]
+        return [f"mount {line.split()[4]}" for line in f
+                if any(names.fullmatch(part) for part in line.split()[4].split("/"))]
 
 
 def _cgroups(tag: str) -> list[str]:
-    try:
-        parent = os.path.join(cgroup2_root(), LAB_CGROUP)
-    except RuntimeError:
-        return []
-    names = os.listdir(parent) if os.path.isdir(parent) else []
-    return [f"cgroup {os.path.join(parent, n)}" for n in names if n.startswith(tag)]
+    return [f"cgroup {c}" for c in run_cgroups(tag)]
 
 
 def _processes(tag: str) -> list[str]:
-    """Processes naming the tag (launchers) or living in one of the run's VM cgroups."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{pid}/cgroup") as f:
-                cgroups = f.read()
-        except OSError:
-            continue  # exited while we looked
-        if int(pid) == os.getpid() or _zombie(pid):
-            continue  # a killed process whose parent died waits for the host's PID 1 to reap it
-        if tag in cmdline or f"/{LAB_CGROUP}/{tag}" in cgroups:
-            out.append(f"process {pid}: {cmdline[:120]}")
-    return out
+    return [f"process {pid}: {cmdline[:120]}" for pid, cmdline in run_processes(tag)]
 
 
 def _zombie(pid: str) -> bool:

@@ -2,7 +2,11 @@
 
 Every lab address comes from LAB_RANGE. A blackhole route for the whole range (shared by all runs,
 never deleted) catches any lab address that no live run routes locally, and `assert_local_route`
-is called before every connection the lab makes.
+is called before every connection the lab makes: the address must be routed over the uplink of the
+run whose claim (the runs' own record, CLAIMS_DIR) holds it, and over no other device, whatever its
+name. Names: a run's tag is LAB_PREFIX + 6 hex characters ("mv" alone is macvlan's default, so an
+admin's `mv0` would pass for the lab's); each of its devices, namespaces and cgroups has one of the
+exact shapes `run_names` lists, and nothing else is ever taken for the run's.
 """
 
 from __future__ import annotations
@@ -10,13 +14,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
+import re
 import subprocess
 
 log = logging.getLogger(__name__)
 
 LAB_RANGE = "172.29.0.0/16"  # NOT 10.240/12: this machine's resolver lives at 10.255.255.53
-# Every run's interface and netns names start with this (see addressing.new_tag).
-LAB_PREFIX = "mv"
+# Every run's tag (addressing.new_tag): its interface, netns and cgroup names derive from it.
+LAB_PREFIX = "mvlab"
+TAG_PATTERN = LAB_PREFIX + "[0-9a-f]{6}"
+CLAIMS_DIR = "/run/meshvm-lab/claims"  # one file per claimed block: {"run_id", "tag", "pid", "start"}
 _IP_TIMEOUT = 10.0
 
 
@@ -31,6 +39,29 @@ def run_ip(*args: str, netns: str | None = None, check: bool = True) -> subproce
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed (rc={proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+def run_names(tag: str) -> re.Pattern[str]:
+    """The exact names a run's things take (addressing.LabAddresses, pods.py): router and host netns,
+    the uplink's two ends, the router's and the node's veths, the pods' netns."""
+    if not re.fullmatch(TAG_PATTERN, tag):
+        raise ValueError(f"{tag!r} is not a lab run tag ({TAG_PATTERN})")
+    return re.compile(rf"{tag}(?:-rt|-lab|-wan|-\d+[a-z0-9]*|[pqv]\d+)")
+
+
+def claimed_uplinks() -> dict[str, ipaddress.IPv4Network]:
+    """Every claimed block's uplink device on this host, `<tag>-lab`, with the block it routes."""
+    out = {}
+    for entry in sorted(os.listdir(CLAIMS_DIR)) if os.path.isdir(CLAIMS_DIR) else []:
+        try:
+            with open(os.path.join(CLAIMS_DIR, entry)) as f:
+                tag = str(json.load(f).get("tag", ""))
+            block = ipaddress.IPv4Network(entry.replace("_", "/"))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if re.fullmatch(TAG_PATTERN, tag):
+            out[f"{tag}-lab"] = block
+    return out
 
 
 def ensure_blackhole() -> None:
@@ -55,10 +86,11 @@ def range_in_use(resolv_conf: str = "/etc/resolv.conf") -> str | None:
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver" and in_lab_range(parts[1]):
             return f"the nameserver {parts[1]}"
+    own = claimed_uplinks()
     for route in json.loads(run_ip("-j", "route", "show").stdout or "[]"):
         dst, dev = str(route.get("dst", "")), str(route.get("dev", ""))
         via = str(route.get("gateway", ""))
-        if dev.startswith(LAB_PREFIX) or route.get("type") == "blackhole":
+        if dev in own or route.get("type") == "blackhole":
             continue
         if in_lab_range(via) or (dst not in ("", "default") and _overlaps(dst)):
             return f"the route {dst or 'default'} via {via or dev}"
@@ -90,8 +122,10 @@ def assert_local_route(ip: str) -> None:
     route = routes[0] if routes else {}
     dev = str(route.get("dev", ""))
     kind = str(route.get("type", "unicast"))
-    if kind != "unicast" or not dev.startswith(LAB_PREFIX):
+    address = ipaddress.ip_address(ip)
+    uplink = next((d for d, block in claimed_uplinks().items() if address in block), None)
+    if kind != "unicast" or uplink is None or dev != uplink:
         raise LabSafetyError(
             f"refusing to contact {ip}: route is {kind} via dev {dev or '-'} "
-            f"(expected a lab interface {LAB_PREFIX}*): {route}"
+            f"(expected the uplink of the run that claimed it: {uplink or 'no claim holds it'}): {route}"
         )

@@ -111,11 +111,11 @@ class TlsStubBackend:
 
     def start(self, name: str) -> tuple[str, str]:
         cert, key = self_signed()
-        d = tempfile.mkdtemp(prefix="stubapi-")
-        Path(d, "c.pem").write_bytes(cert)
-        Path(d, "k.pem").write_bytes(key)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(Path(d, "c.pem"), Path(d, "k.pem"))
+        with tempfile.TemporaryDirectory(prefix="stubapi-") as d:  # the test key: read once, then gone
+            Path(d, "c.pem").write_bytes(cert)
+            Path(d, "k.pem").write_bytes(key)
+            ctx.load_cert_chain(Path(d, "c.pem"), Path(d, "k.pem"))
         backend = self
 
         class H(BaseHTTPRequestHandler):

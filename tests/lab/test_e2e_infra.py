@@ -14,6 +14,7 @@ import pytest
 
 from meshvm.config import gather, resolve
 from meshvm.lab.leaks import find_leftovers
+from meshvm.lab.netsafety import TAG_PATTERN
 from meshvm.lab.platform import LabPlatform
 from meshvm.stages import STAGE_NAMES
 
@@ -22,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
     return subprocess.run([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
                           cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
 def no_lab_leftovers(out: Path) -> None:
     """The run's own lab (found by its tag in run.log; other runs may share the machine) is gone."""
-    tags = set(re.findall(r"lab router (mv[0-9a-f]{6})-rt up", (out / "run.log").read_text()))
+    tags = set(re.findall(rf"lab router ({TAG_PATTERN})-rt up", (out / "run.log").read_text()))
     assert tags, "the run.log names no lab router"
     assert [find_leftovers(t) for t in tags] == [[] for _ in tags]
 

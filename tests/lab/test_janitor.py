@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from meshvm import janitor
 from meshvm.lab.leaks import find_leftovers
+from meshvm.lab.netsafety import run_ip
 from meshvm.lab.router import Router
 
 pytestmark = pytest.mark.lab
@@ -32,7 +34,36 @@ threading.Event().wait(120)
 """
 
 
-def test_janitor_removes_what_a_killed_run_left(tmp_path, capsys, lab_router: Router):
+@pytest.fixture
+def lookalikes(request):  # noqa: ANN001, ANN201
+    """Things named like a run's but not its own, made by the test: each must survive the janitor."""
+    made: dict[str, object] = {}
+
+    def make(tag: str) -> dict[str, object]:
+        made["netns"] = f"{tag}-admin"  # the run's tag, but no shape of the run's names
+        run_ip("netns", "add", str(made["netns"]))
+        made["link"] = f"{tag}adm"
+        run_ip("link", "add", str(made["link"]), "type", "veth", "peer", "name", f"{tag}adp")
+        made["mv0"] = "mv0"  # an admin's macvlan-style device
+        run_ip("link", "add", "mv0", "type", "veth", "peer", "name", "mv0peer")
+        # an admin's capture naming the run's uplink in its argv
+        made["proc"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "tcpdump", "-i",
+                                         f"{tag}-lab"])
+        return made
+
+    yield make
+    if isinstance(made.get("proc"), subprocess.Popen):
+        made["proc"].kill()  # type: ignore[union-attr]
+        made["proc"].wait(5)  # type: ignore[union-attr]
+    for key in ("link", "mv0"):
+        if key in made:
+            run_ip("link", "del", str(made[key]), check=False)
+    if "netns" in made:
+        run_ip("netns", "del", str(made["netns"]), check=False)
+
+
+def test_janitor_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys, lab_router: Router,
+                                                                 lookalikes):  # noqa: ANN001
     run_id = f"killed-{os.getpid()}"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, run_id, str(tmp_path / "vm")], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
@@ -42,16 +73,23 @@ def test_janitor_removes_what_a_killed_run_left(tmp_path, capsys, lab_router: Ro
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert tag, "the run never came up"
+    others = lookalikes(tag)
     left = find_leftovers(tag)
     assert any(x.startswith("netns") for x in left) and any(x.startswith("process") for x in left)
+    assert not [x for x in left if "admin" in x or "adm" in x.split()[-1] or "mv0" in x or "tcpdump" in x], left
 
     assert janitor.main(["--run-id", run_id]) == 1  # dry run: lists, deletes nothing
     assert f"run {run_id} (tag {tag})" in capsys.readouterr().out and find_leftovers(tag)
 
-    assert janitor.main(["--yes"]) == 0  # every dead run; the live session run is skipped
-    out = capsys.readouterr().out
-    assert f"run {lab_router.addrs.run_id} (tag {lab_router.addrs.tag}) is still running" in out
+    assert janitor.main(["--run-id", run_id, "--yes"]) == 0  # scoped to the test's own run
     assert find_leftovers(tag) == []
+    links = {link["ifname"] for link in json.loads(run_ip("-j", "link").stdout)}
+    assert {others["link"], "mv0"} <= links, links
+    assert str(others["netns"]) in run_ip("netns", "list").stdout
+    assert others["proc"].poll() is None, "the admin's process was killed"  # type: ignore[union-attr]
+
+    assert janitor.main(["--run-id", lab_router.addrs.run_id, "--yes"]) == 0  # a live run: never touched
+    assert f"run {lab_router.addrs.run_id} (tag {lab_router.addrs.tag}) is still running" in capsys.readouterr().out
 
 
 def test_gcp_janitor_is_refused_clearly():

@@ -55,7 +55,7 @@ def test_blocks_are_distinct_and_stale_claims_are_taken_over(lab_router: Router)
     dead = subprocess.Popen(["true"])
     dead.wait(5)
     with open(first.claim_path, "w") as f:  # a claim left by a run that died
-        json.dump({"run_id": "dead-run", "tag": "mvdead00", "pid": dead.pid, "start": 1}, f)
+        json.dump({"run_id": "dead-run", "tag": "mvlabdead00", "pid": dead.pid, "start": 1}, f)
     second = addressing.allocate("pytest-alloc-b")
     try:
         assert second.block == first.block
@@ -74,3 +74,18 @@ def test_blackhole_is_refused_over_a_range_the_machine_needs(tmp_path):
     assert netsafety.range_in_use(str(resolv)) == "the nameserver 172.29.255.53"
     resolv.write_text("nameserver 10.255.255.53\n")
     assert netsafety.range_in_use(str(resolv)) is None
+
+
+def test_a_route_over_a_device_the_run_did_not_create_is_refused(lab_router: Router) -> None:
+    """An admin's `mv0` carrying a lab address: named like the lab's old prefix, but no run's uplink."""
+    ip = str(lab_router.addrs.vm_ip(201))
+    run_ip("link", "add", "mv0", "type", "veth", "peer", "name", "mv0peer")
+    try:
+        run_ip("link", "set", "mv0", "up")
+        run_ip("route", "add", f"{ip}/32", "dev", "mv0")
+        with pytest.raises(LabSafetyError, match=r"via dev mv0 \(expected the uplink of the run that claimed it"):
+            assert_local_route(ip)
+        assert netsafety.range_in_use("/dev/null") == f"the route {ip} via mv0"
+    finally:
+        run_ip("link", "del", "mv0", check=False)
+    assert_local_route(ip)  # over the run's own uplink again

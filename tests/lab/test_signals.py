@@ -45,7 +45,7 @@ def phases(out: Path) -> dict[str, str]:
 ])
 def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "--platform",
                              "lab", "--artifacts-dir", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,7 +70,7 @@ def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
 
 
 def start(out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / "stderr.txt", "wb") as err:
         return subprocess.Popen([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args,

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from meshvm.lab.leaks import find_leftovers
+from meshvm.lab.netsafety import TAG_PATTERN
 from tests.mutations.mutants import EXERCISE_MODULES, MUTATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,10 @@ def leftovers(out: Path) -> list[str]:
     cleanup = json.loads((out / "cleanup.json").read_text())
     left = [str(x) for x in (cleanup.get("remaining") or []) + (cleanup.get("leftovers") or [])]
     log = (out / "run.log").read_text(errors="replace") if (out / "run.log").is_file() else ""
-    for tag in set(re.findall(r"lab router (mv[0-9a-f]{6})-rt up", log)):
+    tags = set(re.findall(rf"lab router ({TAG_PATTERN})-rt up", log))
+    if not tags:
+        left.append("run.log names no lab router: its leftovers cannot be checked")
+    for tag in tags:
         left += find_leftovers(tag)
     return left
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_suite(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
               home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
     base.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     if home:
         base["HOME"] = str(home)  # no gcloud credentials there
@@ -39,6 +39,34 @@ def test_plan_prints_every_stage_without_any_network(tmp_path):
     assert "instance mvm-planrun-vm" in r.stdout and "Worst case: " in r.stdout
     assert "--ssh-source-ranges" in r.stdout  # listed as still missing
     assert not (ROOT / "artifacts" / "planrun").exists()
+
+
+@pytest.mark.parametrize("version", ["1.30.3", "1.29.6"])
+def test_plan_shows_the_sidecar_url_on_blob_istio_io_and_the_hub(tmp_path, version):
+    r = run_suite("--plan", "--gcp-project", "demo-project", "--istio-version", version, home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"istio-sidecar.deb: https://blob.istio.io/istio-release/releases/{version}/deb/istio-sidecar.deb" in r.stdout
+    assert "image hub docker.io/istio" in r.stdout
+
+
+def test_plan_resolves_a_minor_from_the_listing(tmp_path):
+    listing = tmp_path / "releases.json"
+    listing.write_text('[{"tag_name": "1.30.9", "prerelease": true}, {"tag_name": "1.30.4"}, {"tag_name": "1.30.5"},'
+                       ' {"tag_name": "1.31.1"}, {"tag_name": "1.30.8", "draft": true}]')
+    r = run_suite("--plan", "--gcp-project", "demo-project", "--istio-version", "1.30", home=tmp_path,
+                  env={"E2E_ISTIO_RELEASE_LISTING": listing.as_uri()})
+    assert r.returncode == 0, r.stderr
+    assert f"Istio 1.30.5: the newest 1.30.x in {listing.as_uri()}" in r.stdout
+    assert "releases/1.30.5/deb/istio-sidecar.deb" in r.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a netns")
+def test_plan_says_when_the_listing_is_unreachable(tmp_path):
+    r = run_suite("--plan", "--gcp-project", "demo-project", "--istio-version", "1.30", prefix=("unshare", "--net"),
+                  home=tmp_path, env={"E2E_ISTIO_RELEASE_LISTING": "https://api.github.com/repos/istio/istio/releases"})
+    assert r.returncode == 0, r.stderr
+    assert "Istio 1.30: resolved to the newest 1.30.x when the run starts; not resolved now: Istio's release " \
+           "listing https://api.github.com/repos/istio/istio/releases could not be read" in r.stdout
 
 
 def test_no_project_fails_fast_and_points_to_the_lab(tmp_path):

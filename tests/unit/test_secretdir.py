@@ -1,11 +1,15 @@
 """The secrets folder: 0700, outside the artifacts, registered for redaction, gone at close."""
 
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from meshvm import redact, secretdir
-from meshvm.secretdir import SecretDir
+from meshvm.secretdir import SecretDir, remove_leftovers
 
 
 def test_secret_dir_is_private_registered_and_removed(tmp_path):
@@ -36,6 +40,22 @@ def test_a_runs_secret_dirs_are_its_own_not_those_of_a_run_whose_id_starts_alike
     mine, other = tmp_path / "meshvm-killed-ab12cd34", tmp_path / "meshvm-killed-1a2b-ab12cd34"
     for d in (mine, other):
         d.mkdir()
+        (d / secretdir.OWNER_LOCK).touch()  # as a run leaves it; no process holds its lock: both are dead
     assert secretdir.of_run("killed") == [mine]
     assert secretdir.remove_leftovers("killed") == [mine]
     assert other.is_dir() and not mine.exists()
+
+
+def test_the_janitor_removes_a_secret_dir_only_once_its_owner_is_gone(tmp_path, monkeypatch):
+    """Run ids may repeat: a live run's secret dir (its lock held) is never removed; a dead one's is."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    live = SecretDir("same-id", tmp_path / "artifacts")
+    code = ("import sys, os; from pathlib import Path; from meshvm.secretdir import SecretDir; "
+            "d = SecretDir('same-id', Path(sys.argv[1])); print(d.path, flush=True); os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a2")], capture_output=True, text=True,
+                          timeout=60, check=True, env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)},
+                          cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+    assert Path(dead).is_dir() and live.path.is_dir()
+    assert remove_leftovers("same-id") == [Path(dead)]  # its process ended without closing it
+    assert live.path.is_dir() and not Path(dead).exists()
+    live.close()
