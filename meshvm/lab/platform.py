@@ -13,6 +13,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,6 +217,11 @@ class LabPlatform:
                        gcp_access_token_file=self.tokens.path, subnet_range=str(addrs.vm_subnet),
                        pod_range=str(addrs.pod_range), service_range=str(addrs.service_range),
                        ssh_source_ranges=(f"{self.backing.router.external_source}/32",))
+
+    def dumps(self) -> dict[str, Callable[[], str]]:
+        """The lab's side of a failure dump: its router's firewall, as GCP's firewall logs would show it."""
+        assert self.backing is not None
+        return {"firewall.txt": self.backing.router.firewall_report}
 
     def _node_tags(self, cluster: str) -> tuple[str, ...]:
         """The node pool's network tags, as the GKE create request that the local cloud got set them."""

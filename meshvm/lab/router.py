@@ -177,6 +177,17 @@ class Router:
         """The router's filter table as iptables-save prints it (for diagnostics)."""
         return _netns_exec(self.netns, "iptables-save", "-t", "filter").stdout
 
+    def firewall_report(self) -> str:
+        """For a failure dump: the run's firewall rules as the router applies them, the attached hosts
+        with their tags, and the firewall chain with its packet counters (the last line counts the
+        packets no rule admitted)."""
+        lines = ["firewall rules:"]
+        lines += [f"  rule {r.name}: sources {','.join(r.source_ranges)} -> targets "
+                  f"({','.join(r.target_tags) or 'every host'}): {_allowed(r.allowed)}" for r in self.rules()]
+        lines += ["hosts:"] + [f"  host {a.name} {a.ip} tags ({','.join(a.tags)})" for a in self.hosts()]
+        chain = _netns_exec(self.netns, "iptables", "-w", "5", "-L", FW_CHAIN, "-v", "-n", "-x").stdout
+        return "\n".join([*lines, f"{FW_CHAIN} chain, packets and bytes per rule:", chain])
+
     def _check_addresses(self, name: str, ip: str, alias_ranges: tuple[str, ...]) -> None:
         if name in self._hosts:
             raise ValueError(f"host {name} is already attached")
@@ -249,6 +260,10 @@ def _rule_lines(rule: FirewallRule, att: Attachment) -> list[str]:
                     out.append(f'-A {FW_CHAIN} -s {src_net} -d {dst} {match}'
                                f' -m comment --comment "{rule.name}" -j ACCEPT')
     return out
+
+
+def _allowed(allowed: tuple[Allowed, ...]) -> str:
+    return " ".join(f"{proto}:{','.join(ports) or 'all'}" for proto, ports in allowed)
 
 
 def _matches(proto: str, ports: tuple[str, ...]) -> list[str]:

@@ -42,12 +42,15 @@ def _pods_of(kube: Kube, namespace: str, selector: str) -> Callable[[], str]:
 
 
 def cluster_dump(kube: Kube) -> dict[str, Callable[[], str]]:
-    """What the cluster shows of the mesh: every namespace's WorkloadEntries, WorkloadGroups, pods
-    and events; istiod's and the east-west gateway's pods with their logs' last lines."""
+    """What the cluster shows of the mesh: every namespace's WorkloadEntries, WorkloadGroups, pods,
+    Deployments (images, env), Gateways, VirtualServices and events; istiod's and the east-west gateway's pods with their logs' last lines."""
     return {
         "workloadentries.yaml": lambda: _yaml(kube.list(NET, "WorkloadEntry")),
         "workloadgroups.yaml": lambda: _yaml(kube.list(NET, "WorkloadGroup")),
         "pods.yaml": lambda: _yaml(kube.list("v1", "Pod")),
+        "deployments.yaml": lambda: _yaml(kube.list("apps/v1", "Deployment")),
+        "gateways.yaml": lambda: _yaml(kube.list(NET, "Gateway")),
+        "virtualservices.yaml": lambda: _yaml(kube.list(NET, "VirtualService")),
         "events.yaml": lambda: _yaml(kube.list("v1", "Event")),
         "istiod-logs.txt": _pods_of(kube, "istio-system", "app=istiod"),
         "eastwest-logs.txt": _pods_of(kube, "istio-system", f"istio={EASTWEST.removeprefix('istio-')}"),

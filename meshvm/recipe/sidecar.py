@@ -136,6 +136,8 @@ VM_DUMP = {
     "agent-ready.txt": (f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {READY_URL}", 15),
     "config_dump.json": ("curl -s -m 10 localhost:15000/config_dump", 20),
     "stats.txt": ("curl -s -m 10 localhost:15000/stats", 20),
+    "istio-metrics.txt": ("curl -s -m 10 localhost:15020/stats/prometheus | grep -E '^(# TYPE )?istio_'", 20),
+    "systemctl-status-ratings.txt": ("systemctl status ratings --no-pager -l", 20),
 }
 
 

@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import yaml
 
 from meshvm import manifests
 from meshvm.gcp import firewall
-from meshvm.lab.kubeapi.tokens import TokenIssuer
+from meshvm.lab.kubeapi import tokens
 from meshvm.recipe import istio, ratings, sidecar, workload
 
 # (module, test name): the test expected to fail first
@@ -122,51 +123,69 @@ def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> 
 ORIGINAL: dict[str, Any] = {"rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
                             "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
-                            "install_istio": istio.install_istio,
-                            "review": TokenIssuer.review}
+                            "install_istio": istio.install_istio}
 
 AGENT_LATE_S = 660  # the agent starts 11 minutes after its token was issued
 
 
-def _review_later(self: Any, token: str) -> dict | None:
-    """The token reviewer (istiod's TokenReview) as it answers AGENT_LATE_S later."""
-    claims = ORIGINAL["review"](self, token)
-    return claims if claims and claims.get("exp", 0) > time.time() + AGENT_LATE_S else None
+def _files_then_eleven_minutes(*args: Any, **kwargs: Any) -> Any:
+    """The VM's files with a token for the API's minimum of 600 s; then the cluster's clock (that of
+    the API stand-in, which issues and reviews tokens by its unchanged rules) moves on 11 minutes, as
+    if the agent started that much later: the token really expires."""
+    out = _vm_files(token_duration=600)(*args, **kwargs)
+    tokens.time = SimpleNamespace(time=lambda: time.time() + AGENT_LATE_S)  # type: ignore[attr-defined]
+    return out
 
+
+# The firewall dropped packets no rule admitted (the lab router's counters in the firewall dump).
+DROPPED = r"(?m)^\s+[1-9]\d*\s+\d+\s+DROP\s+all\b"
+Effect = tuple[str, str, bool]  # (artifact glob in the run's folder, regex, whether it must match or must not)
 
 # name -> ((module, test) expected to fail first, a regex its failure message or its diagnostics
-#          must match (the mistake is caught for its own reason), [(module, attribute, replacement)])
-MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]]]] = {
+#          must match (the mistake is caught for its own reason), [(module, attribute, replacement)],
+#          the artifact that shows the mutation took effect)
+MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Effect]] = {
     "unpinned-hub": (ISTIO_STAGE, r"Deployment istio-system/istiod runs registry\.istio\.io/release/pilot:\S+, "
                                   r"not from --istio-hub docker\.io/istio",
-                     [(istio, "install_istio", _install_without_hub)]),
-    "no-firewall-rule": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
-                         [(firewall, "rules", _rules_without_pods_to_vm)]),
-    "wrong-target-tag": (POD_TO_VM, r"from pod curl-\S+: not reached .*last seen: 'curl exited",
-                         [(firewall, "rules", _rules_with_wrong_tag)]),
+                     [(istio, "install_istio", _install_without_hub)],
+        ("diagnostics/*/cluster-deployments.yaml", r"image: registry\.istio\.io/release/pilot:", True)),
+    "no-firewall-rule": (POD_TO_VM, DROPPED,
+                         [(firewall, "rules", _rules_without_pods_to_vm)],
+        ("ledger.json", r"pods-to-vm", False)),
+    "wrong-target-tag": (POD_TO_VM, DROPPED,
+                         [(firewall, "rules", _rules_with_wrong_tag)],
+        ("diagnostics/*/lab-firewall.txt", r"-pods-to-vm: .* -> targets \(mesh-vm-typo\)", True)),
     "vm-inbound-passthrough": (POD_TO_VM, r"source_principal='unknown', destination_service='ratings\.ratings', "
                                r"destination_principal='unknown', response_code='200', connection_security_policy='none'",
-                               [(workload, "create_workloadgroup", _group_with_plaintext_vm)]),
+                               [(workload, "create_workloadgroup", _group_with_plaintext_vm)],
+        ("diagnostics/*/cluster-workloadentries.yaml", r"security\.istio\.io/tlsMode: disabled", True)),
     "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
-                                     [(manifests, "text", _reviews_without_ratings_host)]),
+                                     [(manifests, "text", _reviews_without_ratings_host)],
+        ("diagnostics/*/cluster-deployments.yaml", r"SERVICES_DOMAIN", False)),
     "no-expose-istiod": (REGISTRATION, r"not connected: Remote end closed connection without response",
-                         [(manifests, "text", _skip_manifest("expose-istiod"))]),
+                         [(manifests, "text", _skip_manifest("expose-istiod"))],
+        ("diagnostics/*/cluster-gateways.yaml", r"istiod-gateway", False)),
     "no-workloadgroup": (REGISTRATION, r"cannot find WorkloadGroup ratings/ratings",
-                         [(workload, "create_workloadgroup", _group_not_applied)]),
+                         [(workload, "create_workloadgroup", _group_not_applied)],
+        ("diagnostics/*/cluster-workloadgroups.yaml", r"name: ratings", False)),
     "no-autoregister": (REGISTRATION, r"connected to istiod .*; WorkloadEntry None;", [
         (workload, "generate_vm_files", _vm_files(lambda a: [x for x in a if x != "--autoregister"])),
-        (workload, "check_vm_files", lambda out, cluster_id: None)]),
+        (workload, "check_vm_files", lambda out, cluster_id: None)],
+        ("diagnostics/*/vm-cluster.env", r"ISTIO_META_AUTO_REGISTER_GROUP", False)),
     "wrong-cluster-id": (REGISTRATION, r'client claims to be in cluster "not-the-cluster"', [
         (workload, "generate_vm_files", _vm_files(cluster_id="not-the-cluster")),
-        (workload, "check_vm_files", lambda out, cluster_id: None)]),
+        (workload, "check_vm_files", lambda out, cluster_id: None)],
+        ("diagnostics/*/vm-cluster.env", r"ISTIO_META_CLUSTER_ID='not-the-cluster'", True)),
     "empty-hosts": (REGISTRATION, r"/etc/hosts: lacks ' istiod\.istio-system\.svc'",
-                    [(sidecar, "hosts_line", lambda vm_files: "")]),
+                    [(sidecar, "hosts_line", lambda vm_files: "")],
+        ("diagnostics/*/vm-etc-hosts.txt", r"istiod\.istio-system\.svc", False)),
     # A token issued for the API's minimum of 600 s, presented 11 minutes later.
     "expired-token": (REGISTRATION, r"the istio-token is not valid \(unknown, malformed or expired\)", [
-        (workload, "generate_vm_files", _vm_files(token_duration=600)),
-        (TokenIssuer, "review", _review_later)]),
+        (workload, "generate_vm_files", _files_then_eleven_minutes)],
+        ("diagnostics/*/cluster-istiod-logs.txt", r"rejected proxy .*the istio-token is not valid", True)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
-                            [(ratings, "install_ratings", _ratings_not_started)]),
+                            [(ratings, "install_ratings", _ratings_not_started)],
+        ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),
 }
 
 

@@ -64,7 +64,8 @@ def outcomes(junit: Path) -> list[tuple[str, str, str, str]]:
         module = case.get("classname", "").rsplit(".", 1)[-1]
         kind, bad = next(((k, b) for k in ("failure", "error", "skipped") if (b := case.find(k)) is not None),
                          ("", None))
-        rows.append((module, case.get("name", ""), kind, "" if bad is None else (bad.get("message") or bad.text or "")))
+        rows.append((module, case.get("name", ""), kind,  # the message, then the whole report (all its lines)
+                     "" if bad is None else "\n".join(filter(None, (bad.get("message"), bad.text)))))
     return rows
 
 
@@ -80,6 +81,17 @@ def leftovers(out: Path) -> list[str]:
     for tag in tags:
         left += find_leftovers(tag)
     return left
+
+
+def effect_seen(out: Path, effect: tuple[str, str, bool]) -> tuple[bool, str]:
+    """(whether the run's own artifact shows the mutation took effect, that artifact's name)."""
+    glob, regex, present = effect
+    files = sorted(p for p in out.glob(glob) if p.is_file())
+    if not files:
+        return False, f"{glob} (missing)"
+    hit = next((p for p in files if re.search(regex, p.read_text(errors="replace"))), None)
+    shown = str((hit or files[0]).relative_to(out))
+    return (hit is not None) == present, f"{shown} {'shows' if present else 'lacks'} /{regex}/"
 
 
 def evidence(out: Path, message: str) -> str:
@@ -99,7 +111,7 @@ def main() -> int:
     print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc}"
           f"{', LEFT: ' + str(left) if left else ''})", flush=True)
     caught = 0
-    for name, (expected, reason, _) in MUTATIONS.items():
+    for name, (expected, reason, _, effect) in MUTATIONS.items():
         start, out = time.monotonic(), base / name
         rc, _ = run(name, out)
         rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
@@ -108,13 +120,15 @@ def main() -> int:
         stages_ok = all(not r[2] for r in before if r[0] == "test_stages")
         left = leftovers(out)
         why = first is not None and re.search(reason, evidence(out, first[3])) is not None
-        ok = rc == 1 and stages_ok and first is not None and first[:3] == (*expected, "failure") and why and not left
+        took, artifact = effect_seen(out, effect)
+        ok = rc == 1 and stages_ok and first is not None and first[:3] == (*expected, "failure") and why and took \
+            and not left
         caught += ok
         seen = f"{first[0]}::{first[1]} ({first[2]}): {first[3].splitlines()[0][:300]}" if first else \
             f"nothing failed (exit {rc})"
         print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {'::'.join(expected)} "
               f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
-              f"{'; LEFT: ' + str(left) if left else ''}", flush=True)
+              f"; effect: {artifact}{'' if took else ' (NOT SO)'}{'; LEFT: ' + str(left) if left else ''}", flush=True)
     print(f"{caught}/{len(MUTATIONS)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")
     return 0 if baseline_ok and caught == len(MUTATIONS) else 1
 
