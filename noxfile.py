@@ -12,6 +12,7 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 # After Ctrl-C or SIGTERM the run tears down what it created: give it that time before nox escalates.
 TEARDOWN_GRACE_S = 1800
+BENCHMARKS = "artifacts/self-tests/benchmarks.json"
 
 
 @nox.session(python=PYTHON)
@@ -19,7 +20,9 @@ def tests(session: nox.Session) -> None:
     """Self-tests: unit, contract and lab (the lab ones need root)."""
     session.install("-e", ".[test]")
     lab_host_tools(session)
-    session.run("pytest", "tests", "--ignore=tests/e2e", *session.posargs)
+    # The benchmarks' figures (lab boot, whole lab run with each stage's share) land in a report.
+    os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
+    session.run("pytest", "tests", "--ignore=tests/e2e", f"--benchmark-json={BENCHMARKS}", *session.posargs)
 
 
 def lab_host_tools(session: nox.Session) -> None:

@@ -23,6 +23,7 @@ from meshvm.ledger import Ledger
 from tests.contract.gcp_fixtures import *  # noqa: F403
 from tests.contract.gcp_fixtures import PROJECT, TlsStubBackend, deadline, make_cfg
 from tests.lab._helpers import pinned_client
+from tests.root import require_root
 
 pytestmark = pytest.mark.lab
 USER = "tester"
@@ -30,10 +31,7 @@ USER = "tester"
 
 @pytest.fixture
 def lab_standin(tmp_path: Path):
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("lab tests need root; under CI they must run, not skip", pytrace=False)
-        pytest.skip("lab tests need root (network namespaces, systemd VMs)")
+    require_root()
     backing = LabBacking.up(f"ct-gcp-{os.getpid()}", str(tmp_path / "vms"), hostkey_delay=0.5, agent_delay=0.5)
     server = GCloudStandIn(PROJECT, backing, lambda name: TlsStubBackend(), op_delay=0.05, wait_cap=1.0)
     tag = backing.router.addrs.tag

@@ -15,23 +15,16 @@ from meshvm.lab import addressing
 from meshvm.lab.router import FirewallRule, Router
 from meshvm.lab.vmhost import VmHost
 from tests.lab._helpers import SSH_USER
+from tests.root import require_root
 
 VM_TAG = "lab-vm"
 BOOT_TIMEOUT = 20.0
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        reason = "lab tests need root: they build network namespaces, iptables rules and systemd VMs"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; under CI they must run, not skip", pytrace=False)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def lab_router() -> Iterator[Router]:
     """The session's lab network; the host machine may SSH to every VM (tag lab-vm)."""
-    _require_root()
+    require_root()
     addrs = addressing.allocate(f"pytest-lab-{os.getpid()}")
     router = Router(addrs)
     try:

@@ -42,6 +42,7 @@ from meshvm.recipe import eastwest, istio, ratings, sidecar, workload
 from meshvm.seams import NetworkInfo, VmInfo
 from meshvm.ssh import SshShell
 from meshvm.sshkeys import new_key
+from tests.root import require_root
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 log = logging.getLogger(__name__)
@@ -128,8 +129,7 @@ def build(cfg: Config, lab: LabPlatform, work: Path) -> Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
+    require_root()
     work = tmp_path_factory.mktemp("registration")
     work.chmod(0o700)
     raw = gather({"platform": "lab", "run_id": f"reg-{os.getpid()}", "artifacts_dir": str(work / "out")}, {})

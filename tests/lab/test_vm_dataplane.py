@@ -40,6 +40,7 @@ from meshvm.lab.standins import istiostats
 from meshvm.recipe import sidecar
 from tests.lab._helpers import stop, wait_listening
 from tests.lab.test_registration_standin import Run, build, wait_for
+from tests.root import require_root
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 PORT = 9080
@@ -114,8 +115,7 @@ def add_rule(run: Run, rule: firewall.Rule) -> str:
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
+    require_root()
     work = tmp_path_factory.mktemp("dataplane")
     work.chmod(0o700)
     cfg = resolve(gather({"platform": "lab", "run_id": f"dp-{os.getpid()}", "artifacts_dir": str(work / "out")}, {}), {})

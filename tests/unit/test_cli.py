@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshvm.stages import STAGE_NAMES
+from tests.root import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +27,9 @@ def run_suite(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, 
                           timeout=120)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a netns")
 def test_plan_prints_every_stage_without_any_network(tmp_path):
     """Run in a new network namespace holding only a down loopback: any connection attempt fails."""
+    require_root("needs root for a network namespace", "unshare")
     r = run_suite("--plan", "--gcp-project", "demo-project", "--run-id", "planrun",
                   prefix=("unshare", "--net"), home=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -60,8 +60,8 @@ def test_plan_resolves_a_minor_from_the_listing(tmp_path):
     assert "releases/1.30.5/deb/istio-sidecar.deb" in r.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a netns")
 def test_plan_says_when_the_listing_is_unreachable(tmp_path):
+    require_root("needs root for a network namespace", "unshare")
     r = run_suite("--plan", "--gcp-project", "demo-project", "--istio-version", "1.30", prefix=("unshare", "--net"),
                   home=tmp_path, env={"E2E_ISTIO_RELEASE_LISTING": "https://api.github.com/repos/istio/istio/releases"})
     assert r.returncode == 0, r.stderr
