@@ -96,7 +96,8 @@ class GcpCloud:
         """Record in the ledger what GKE made for the LoadBalancer Service `namespace/name` of the run's
         cluster, now that it has `address` (forwarding rule, pool or backend service, health checks,
         `k8s-fw-*` rules, address reservation). Returns the entries."""
-        svc = loadbalancers.Service(namespace, name, address, self.cfg.names.cluster)
+        svc = loadbalancers.Service(namespace, name, address, self.cfg.names.cluster,
+                                    self.cfg.network or self.cfg.names.network)
         return loadbalancers.record(self.clients, self.ledger, self.cfg.region, svc, deadline)
 
     def release_load_balancers(self, kube: Kube, deadline: Deadline) -> bool:

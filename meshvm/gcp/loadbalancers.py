@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ from meshvm.ledger import Entry, Ledger
 from meshvm.seams import Kube
 
 log = logging.getLogger(__name__)
-SERVICE_KEY = "kubernetes.io/service-name"
+SERVICE_KEYS = ("kubernetes.io/service-name", "networking.gke.io/service-name")  # before and from GKE 1.36
 # kind -> (regional client, global client, request field). `where` is "project/region" or "project".
 KINDS: dict[str, tuple[type | None, type | None, str]] = {
     "forwarding-rule": (compute_v1.ForwardingRulesClient, compute_v1.GlobalForwardingRulesClient, "forwarding_rule"),
@@ -61,6 +62,7 @@ class Service:
     name: str
     address: str
     cluster: str
+    network: str  # the run's network: internal addresses are unique per network only
 
     @property
     def key(self) -> str:
@@ -68,12 +70,15 @@ class Service:
 
 
 def service_of(description: str | None) -> str:
-    """The `<ns>/<name>` GKE writes into a resource's JSON description ("" for anything else)."""
+    """The `<ns>/<name>` GKE writes into a resource's JSON description ("" for anything else), under
+    either key GKE has used (docs/facts.md section 6)."""
     try:
         value = json.loads(description or "")
     except ValueError:
         return ""
-    return str(value.get(SERVICE_KEY, "")) if isinstance(value, dict) else ""
+    if not isinstance(value, dict):
+        return ""
+    return next((str(value[k]) for k in SERVICE_KEYS if value.get(k)), "")
 
 
 # ---- finding and recording -------------------------------------------------------------------------
@@ -84,7 +89,8 @@ def find(c: Clients, region: str, svc: Service, deadline: Deadline) -> list[Entr
     extra = {"service": svc.key, "cluster": svc.cluster}
     first = [e for fr in frs for e in resources_of(c, fr, extra, deadline)]
     names = {f"k8s-fw-{fr.name}" for fr in frs} | {f"k8s-{fr.name}-http-hc" for fr in frs} | {
-        f"{e.name}-http-hc" for e in first if e.kind.endswith("health-check") and e.name.startswith("k8s")}
+        f"{e.name}{suffix}" for e in first for suffix in ("-http-hc", "-hc")  # `k8s-<uid>-node-hc`: internal
+        if e.kind.endswith("health-check") and e.name.startswith("k8s")}
     rules = [Entry("firewall", f.name, c.project, extra=extra)
              for f in c.call("listing firewall rules", c.firewalls.list, deadline, project=c.project)
              if f.name in names or (service_of(f.description) == svc.key and _targets(f, svc.cluster))]
@@ -118,18 +124,24 @@ def record(c: Clients, ledger: Ledger, region: str, svc: Service, deadline: Dead
 
 
 def _ours(c: Clients, fr: compute_v1.ForwardingRule, svc: Service, deadline: Deadline) -> bool:
-    if svc.address and fr.I_p_address == svc.address:
-        return True
-    if service_of(fr.description) != svc.key:
+    """Never by address: two runs' networks may hold the same internal address. Ours when the rule
+    names the Service, lies in the run's network (an external one has no network: its firewall rule's
+    does), and its `k8s-fw-` firewall rule, in the run's network, targets the run's cluster's nodes."""
+    if service_of(fr.description) != svc.key or (fr.network and _last(fr.network) != svc.network):
         return False
     # Every cluster of the project has an istio-system/istio-ingressgateway: only this cluster's counts.
     fw = _get(c, "firewall", Entry("firewall", f"k8s-fw-{fr.name}", c.project), deadline)
-    return fw is not None and _targets(fw, svc.cluster)
+    return fw is not None and _last(fw.network) == svc.network and _targets(fw, svc.cluster)
+
+
+def _last(link: str) -> str:
+    return link.rsplit("/", 1)[-1]
 
 
 def _targets(fw: compute_v1.Firewall, cluster: str) -> bool:
-    """GKE's LB firewall rules target the cluster's node tag `gke-<cluster>-<hash>-node`."""
-    return any(t.startswith(f"gke-{cluster}-") for t in fw.target_tags)
+    """GKE's LB firewall rules target the cluster's node tag, exactly `gke-<cluster>-<hash>-node`
+    (never another cluster's whose name merely starts alike, such as `<cluster>-2`)."""
+    return any(re.fullmatch(rf"gke-{re.escape(cluster)}-[0-9a-f]+-node", t) for t in fw.target_tags)
 
 
 _COLLECTION = {"target-pool": "targetPools", "backend-service": "backendServices"}

@@ -35,8 +35,9 @@ LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"
                       r"|examples-bookinfo-reviews-v[123]):1\.20\.3|docker\.io/curlimages/curl:8\.11\.1"
                       r"|docker\.io/istio/(pilot|proxyv2):[0-9][0-9a-z.-]*")
-# on_lb(namespace, name, ip, loadBalancerSourceRanges, ((protocol, port), ...)); on_lb_deleted(namespace, name)
-OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]]], None]
+# on_lb(namespace, name, ip, loadBalancerSourceRanges, ((protocol, port), ...), annotations);
+# on_lb_deleted(namespace, name)
+OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]], dict[str, str]], None]
 OnLbDeleted = Callable[[str, str], None]
 
 
@@ -173,7 +174,8 @@ class ClusterControllers(ReconcileLoop):
             self._finalizers(meta, [*finalizers, LB_FINALIZER])
         if self._on_lb:
             ports = [(p.get("protocol", "TCP"), p["port"]) for p in s["spec"].get("ports") or []]
-            self._on_lb(meta["namespace"], meta["name"], ip, s["spec"].get("loadBalancerSourceRanges") or [], ports)
+            self._on_lb(meta["namespace"], meta["name"], ip, s["spec"].get("loadBalancerSourceRanges") or [], ports,
+                        dict(meta.get("annotations") or {}))
         self._patch_status(self._res("v1", "Service"), meta["namespace"], meta["name"], {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
         log.info("lab load balancer: %s gets %s", key, ip)
 

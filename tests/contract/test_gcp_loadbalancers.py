@@ -33,16 +33,21 @@ from tests.contract.gcp_fixtures import PROJECT, PaperBacking, deadline, make_cf
 
 INGRESS, EASTWEST = ("istio-system", "istio-ingressgateway"), ("istio-system", "istio-eastwestgateway")
 RUNNER = "203.0.113.7/32"
-LB_KINDS = {"forwarding-rule", "target-pool", "http-health-check", "firewall"}
+EXTERNAL_KINDS = {"forwarding-rule", "target-pool", "http-health-check", "firewall"}  # the ingress gateway's
+INTERNAL_KINDS = {"forwarding-rule", "backend-service", "health-check", "firewall"}  # the east-west gateway's
+LB_KINDS = EXTERNAL_KINDS | INTERNAL_KINDS
+INTERNAL_LB = {"networking.gke.io/load-balancer-type": "Internal"}  # manifests/eastwest-lb-internal.yaml
 
 
-@pytest.fixture
-def standin(tmp_path: Path, token_file: Path) -> Iterator[GCloudStandIn]:
-    """The local Google Cloud whose clusters run the API and controller stand-ins (own LB pools)."""
+@pytest.fixture(params=["own pools"])
+def standin(request, tmp_path: Path, token_file: Path) -> Iterator[GCloudStandIn]:  # noqa: ANN001
+    """The local Google Cloud whose clusters run the API and controller stand-ins, each cluster with an
+    address pool of its own, or (param "one pool") all from the same addresses, as two runs' networks
+    with the same subnet range give their internal load balancers the same addresses."""
     tokens, pools = {token_file.read_text().strip()}, itertools.count(10)
 
     def cluster(name: str) -> KubeClusterBackend:
-        block = next(pools)
+        block = next(pools) if request.param == "own pools" else 10
         pool = [f"198.18.{block}.{i}" for i in range(1, 5)]
         return KubeClusterBackend(tokens, "10.44.0.0/16", pool, tmp_path)  # type: ignore[arg-type]
 
@@ -64,9 +69,10 @@ class Run:
         self.kube = KubeClient(f"https://{info.endpoint}", tmp / "ca.crt",
                                lambda: Token(bearer_token(creds), time.time() + 60), call_timeout=10)
         self.kube.ensure_namespace("istio-system")
-        for (ns, name), extra in ((INGRESS, {"loadBalancerSourceRanges": [RUNNER]}), (EASTWEST, {})):
+        for (ns, name), extra, notes in ((INGRESS, {"loadBalancerSourceRanges": [RUNNER]}, {}),
+                                         (EASTWEST, {}, INTERNAL_LB)):
             self.kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {
-                "name": name, "namespace": ns}, "spec": {"type": "LoadBalancer", "ports": [
+                "name": name, "namespace": ns, "annotations": notes}, "spec": {"type": "LoadBalancer", "ports": [
                     {"name": "tls", "port": 15443, "protocol": "TCP"}], **extra}}))
         self.ips = {svc: waits.lb_address(self.kube, *svc, deadline(20)) for svc in (INGRESS, EASTWEST)}
 
@@ -91,19 +97,21 @@ def test_recorded_once_the_service_has_an_address(standin, cfg, tmp_path):
         ledger = {e.key for e in run.cloud.ledger.entries()}
         assert {e.key for e in entries} <= ledger
         objs = standin.world.objects
-        for svc, ranges in ((INGRESS, [RUNNER]), (EASTWEST, ["0.0.0.0/0"])):
+        for svc, ranges, backend in ((INGRESS, [RUNNER], "target-pool"), (EASTWEST, ["0.0.0.0/0"], "backend-service")):
             fr = [e for e in entries if e.kind == "forwarding-rule" and e.extra["service"] == "/".join(svc)]
             assert len(fr) == 1 and re.fullmatch(r"a[0-9a-f]{31}", fr[0].name)
             body = objs[f"regions/{cfg.region}/forwardingRules/{fr[0].name}"]
             assert body["IPAddress"] == run.ips[svc]
             assert json.loads(body["description"]) == {"kubernetes.io/service-name": "/".join(svc)}
-            assert f"target-pool/{PROJECT}/{cfg.region}/{fr[0].name}" in ledger
+            assert f"{backend}/{PROJECT}/{cfg.region}/{fr[0].name}" in ledger
             fw = objs[f"global/firewalls/k8s-fw-{fr[0].name}"]
             assert fw["sourceRanges"] == ranges and fw["allowed"] == [{"IPProtocol": "tcp", "ports": ["15443"]}]
             assert f"firewall/{PROJECT}/k8s-fw-{fr[0].name}" in ledger
             assert LB_FINALIZER in run.kube.get("v1", "Service", svc[1], svc[0])["metadata"]["finalizers"]
         kinds = [e.kind for e in run.cloud.ledger.entries()]
         assert kinds.count("http-health-check") == 1  # shared by the cluster's pools: recorded once
+        node_hc = [e for e in run.cloud.ledger.entries() if e.kind == "health-check"]
+        assert len(node_hc) == 1 and f"firewall/{PROJECT}/{node_hc[0].name}-hc" in ledger  # the internal one's
         assert {r["name"] for r in standin.backing.rules} >= {f"k8s-fw-{e.name}" for e in entries
                                                                if e.kind == "forwarding-rule"}  # on the router
     finally:
@@ -123,13 +131,41 @@ def test_only_this_clusters_load_balancers_are_recorded(standin, cfg, tmp_path, 
         # only the one whose k8s-fw rule targets this cluster's nodes is found.
         from meshvm.gcp import loadbalancers
         found = loadbalancers.find(mine.cloud.clients, cfg.region,
-                                   loadbalancers.Service(*INGRESS, "", cfg.names.cluster), deadline())
+                                   loadbalancers.Service(*INGRESS, "", cfg.names.cluster, cfg.names.network),
+                                   deadline())
         assert [e.name for e in found if e.kind == "forwarding-rule"] == [
             e.name for e in entries if e.kind == "forwarding-rule" and e.extra["service"] == "/".join(INGRESS)]
     finally:
         for run in (mine, other):
             run.cloud.release_load_balancers(run.kube, deadline(20))
             run.teardown()
+
+
+@pytest.mark.parametrize("standin", ["one pool"], indirect=True)
+def test_another_runs_load_balancer_at_the_same_address_is_never_ours(standin, cfg, tmp_path, token_file):
+    """Two runs, two networks, the same addresses: each records, and its teardown deletes, only its own."""
+    mine = Run(cfg, tmp_path)
+    other = Run(make_cfg(standin, tmp_path / "other", token_file), tmp_path / "other")
+    try:
+        assert mine.ips == other.ips  # the same internal address in both networks (GCP allows it)
+        entries, others = mine.record(), other.record()
+        assert {e.kind for e in entries} == LB_KINDS
+        shared = {e.key for e in entries} & {e.key for e in others}
+        assert shared == set(), shared
+        theirs = _lb_objects(standin)
+        assert mine.cloud.release_load_balancers(mine.kube, deadline(20)) is True
+        summary = mine.teardown()
+        assert summary["remaining"] == [] and summary["leftovers"] == []
+        assert not {e.key for e in summary_items(summary)} & {e.key for e in others}
+        assert all(k in standin.world.objects for k in theirs if any(e.name in k for e in others))
+    finally:
+        other.cloud.release_load_balancers(other.kube, deadline(20))
+        other.teardown()
+
+
+def summary_items(summary: dict) -> list:
+    from meshvm.ledger import Entry
+    return [Entry(i["kind"], i["name"], i["where"]) for i in summary["items"]]
 
 
 def test_release_waits_for_the_finalizer_then_teardown_leaves_nothing(standin, cfg, tmp_path):

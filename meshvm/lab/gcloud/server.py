@@ -157,8 +157,8 @@ def _compute_routes(s: GCloudStandIn) -> list:
              ("targetPools", "regions/(?P<region>[^/]+)", None, lb.check_target_pool_delete),
              ("httpHealthChecks", "global", None, lb.check_http_health_check_delete),
              ("addresses", "regions/(?P<region>[^/]+)", None, None),
-             ("backendServices", "regions/(?P<region>[^/]+)", None, None),
-             ("healthChecks", "global", None, None),
+             ("backendServices", "regions/(?P<region>[^/]+)", None, lb.check_backend_service_delete),
+             ("healthChecks", "global", None, lb.check_health_check_delete),
              ("instances", "zones/(?P<zone>[^/]+)", k.halt_instance, None)]
     for coll, scope_re, work, check in colls:
         r += _collection_routes(c, coll, scope_re, work, check, q)
