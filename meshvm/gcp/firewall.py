@@ -42,6 +42,9 @@ class Rule:
     target_tags: tuple[str, ...] = ()
 
 
+PURPOSES = ("ssh", "pods-to-vm", "vm-to-pods", "vm-to-eastwest")  # every rule `rules` makes, by purpose
+
+
 def rules(cfg: Config) -> tuple[Rule, ...]:
     vm, nodes = (cfg.names.vm_tag,), (node_tag(cfg),)
     return (

@@ -138,10 +138,19 @@ def _last(link: str) -> str:
     return link.rsplit("/", 1)[-1]
 
 
+_NODE_TAG = re.compile(r"gke-(?P<cluster>[a-z](?:[-a-z0-9]*[a-z0-9])?)-[0-9a-f]{8}-node")
+
+
+def node_tag_of(tag: str) -> str:
+    """The cluster whose node tag this is, exactly `gke-<cluster>-<8 hex>-node`; "" for any other tag."""
+    m = _NODE_TAG.fullmatch(tag)
+    return m["cluster"] if m else ""
+
+
 def _targets(fw: compute_v1.Firewall, cluster: str) -> bool:
-    """GKE's LB firewall rules target the cluster's node tag, exactly `gke-<cluster>-<hash>-node`
-    (never another cluster's whose name merely starts alike, such as `<cluster>-2`)."""
-    return any(re.fullmatch(rf"gke-{re.escape(cluster)}-[0-9a-f]+-node", t) for t in fw.target_tags)
+    """GKE's LB firewall rules target the cluster's node tag (never that of another cluster whose
+    name merely starts alike, such as `<cluster>-2`)."""
+    return any(node_tag_of(t) == cluster for t in fw.target_tags)
 
 
 _COLLECTION = {"target-pool": "targetPools", "backend-service": "backendServices"}

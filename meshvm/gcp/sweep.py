@@ -2,10 +2,11 @@
 expiry) and the janitor (runs whose `e2e-expires` has passed; never an unexpired run).
 
 Load-balancer leftovers carry no labels (docs/facts.md section 3): `k8s-*` firewall rules are matched to a
-run through its cluster name (node tags `gke-<cluster>-...`; a deleted cluster's name is derived from
-the run id) or its network; forwarding rules through those rules' names (`k8s-fw-<rule>`), their
-network or the cluster name; pools, backend services, health checks and addresses through the
-forwarding rules (meshvm.gcp.loadbalancers).
+run through its cluster (node tag exactly `gke-<cluster>-<hash>-node`; a deleted cluster's name is
+derived from the run id) or its network; forwarding rules through those rules' names (`k8s-fw-<rule>`)
+or their network; pools, backend services, health checks and addresses through the forwarding rules
+(meshvm.gcp.loadbalancers). Never by a prefix or a substring of a name: run ids may prefix each other
+(`dev`, `dev-2`) and a project holds load balancers that are not the suite's.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
     names = {cl.name for cl in clusters} | {Names.derive(r).cluster for r in runs if r}
     net_names = {n.name for n in nets}
     rules = c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
+    run_rules = {Names.derive(run_id).firewall(purpose) for purpose in firewall.PURPOSES} if run_id else set()
     k8s = {f.name for f in rules if _k8s_rule_of(f, names, net_names)}
     out += [Entry("cluster", cl.name, f"{p}/{cl.zone or cl.location}", extra=dict(cl.resource_labels))
             for cl in clusters]
-    out += _lb_leftovers(c, deadline, names, net_names, {n.removeprefix("k8s-fw-") for n in k8s})
+    out += _lb_leftovers(c, deadline, net_names, {n.removeprefix("k8s-fw-") for n in k8s})
     out += [Entry("firewall", f.name, p, extra=meta.labels_of(f.description))
             for f in rules
             if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description))) or f.name in k8s
-            or (run_id and not only_expired and f.name.startswith(Names.derive(run_id).firewall_prefix))]
+            or (run_id and not only_expired and f.name in run_rules)]
     out += [Entry("subnetwork", s.name, f"{p}/{meta.location_of(s.region, 'regions')}",
                   extra=meta.labels_of(s.description))
             for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)
@@ -89,15 +91,13 @@ def _k8s_rule_of(f: compute_v1.Firewall, clusters: set[str], nets: set[str]) -> 
     """GKE's LoadBalancer firewall rules (`k8s-fw-*`, `k8s-*-hc`) target the cluster's node tags."""
     if not f.name.startswith("k8s-"):
         return False
-    return f.network.rsplit("/", 1)[-1] in nets or any(
-        t.startswith(f"gke-{c}-") for t in f.target_tags for c in clusters)
+    return f.network.rsplit("/", 1)[-1] in nets or any(loadbalancers.node_tag_of(t) in clusters for t in f.target_tags)
 
 
-def _lb_leftovers(c: Clients, deadline: Deadline, clusters: set[str], nets: set[str], lbs: set[str]) -> list[Entry]:
+def _lb_leftovers(c: Clients, deadline: Deadline, nets: set[str], lbs: set[str]) -> list[Entry]:
     out = []
     for fr in _aggregated(c, compute_v1.ForwardingRulesClient, deadline):
-        text = f"{fr.name} {fr.description}"
-        if fr.name in lbs or fr.network.rsplit("/", 1)[-1] in nets or any(cl in text for cl in clusters):
+        if fr.name in lbs or fr.network.rsplit("/", 1)[-1] in nets:
             out += loadbalancers.resources_of(c, fr, {}, deadline)
     return list({e.key: e for e in out}.values())
 

@@ -17,22 +17,23 @@ from tests.contract.gcp_fixtures import deadline, make_cfg
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx5Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo tester"
 
 
-def _run(standin, tmp_path, token_file, now, name):
-    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="1")
+def _run(standin, tmp_path, token_file, now, name, **options):
+    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="1", **options)
     cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
     net = cloud.create_network(deadline())
     cloud.create_firewall_rules(net, deadline())
     return cloud, net
 
 
-def _lb_leftovers(cloud, net):
+def _lb_leftovers(cloud, net, lb="a0123456789abcdef", cluster=None, network=None):
     """What a LoadBalancer Service leaves after its cluster is gone (no labels; docs/facts.md section 3)."""
     c, fr = cloud.clients, compute_v1.ForwardingRulesClient
-    rule = compute_v1.ForwardingRule(name="a0123456789abcdef", network=net.network, region=net.region,
+    network = network or net.network
+    rule = compute_v1.ForwardingRule(name=lb, network=network, region=net.region,
                                      description='{"kubernetes.io/service-name":"istio-system/istio-eastwestgateway"}')
     c.call("lb", c.compute(fr).insert, deadline(), project=c.project, region=net.region, forwarding_rule_resource=rule)
-    fw = compute_v1.Firewall(name="k8s-fw-a0123456789abcdef", network=net.network, source_ranges=["0.0.0.0/0"],
-                             target_tags=[f"gke-{cloud.cfg.names.cluster}-1234abcd-node"],
+    fw = compute_v1.Firewall(name=f"k8s-fw-{lb}", network=network, source_ranges=["0.0.0.0/0"],
+                             target_tags=[f"gke-{cluster or cloud.cfg.names.cluster}-1234abcd-node"],
                              allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["15443"])])
     c.call("k8s-fw", c.firewalls.insert, deadline(), project=c.project, firewall_resource=fw)
 
@@ -94,6 +95,36 @@ def test_janitor_without_run_id_never_touches_an_unexpired_run(standin, tmp_path
     assert "0 expired suite resource(s)" in capsys.readouterr().out
     assert set(standin.world.objects) == before
     fresh.teardown(fresh.cfg.artifacts_dir / "cleanup.json")
+
+
+def test_run_ids_that_prefix_each_other_and_a_look_alike_load_balancer_are_never_picked(standin, tmp_path,
+                                                                                        token_file, capsys):
+    """An expired run `dev` and a live run `dev-2` (whose cluster name `mvm-...-dev-2` starts with
+    `dev`'s), and a load balancer not of the suite whose names contain `dev`'s cluster name, in a
+    network of its own: the janitor, with or without --run-id, picks only `dev`'s."""
+    stamp = tmp_path.name[-6:].replace("_", "")
+    dev, dev_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=3), "dev",
+                        run_id=f"dev{stamp}")
+    live, live_net = _run(standin, tmp_path, token_file, datetime.now(UTC), "dev-2", run_id=f"dev{stamp}-2")
+    assert live.cfg.names.cluster.startswith(dev.cfg.names.cluster)
+    _lb_leftovers(dev, dev_net)
+    _lb_leftovers(live, live_net, lb="a0123456789abcdee")
+    c = dev.clients  # not the suite's: its own network, names that contain dev's cluster name
+    shop = compute_v1.Network(name=f"shop-{dev.cfg.names.cluster}", auto_create_subnetworks=False)
+    c.call("shop net", c.compute(compute_v1.NetworksClient).insert, deadline(), project=c.project,
+           network_resource=shop)
+    _lb_leftovers(dev, dev_net, lb=f"web{dev.cfg.names.cluster}-frontend", cluster=f"shop-{dev.cfg.names.cluster}",
+                  network=f"projects/{c.project}/global/networks/{shop.name}")
+    keep = sorted(k for k in standin.world.objects
+                  if any(mark in k for mark in (live.cfg.run_id, "0123456789abcdee", "shop", "frontend")))
+
+    for run_id in ([], ["--run-id", dev.cfg.run_id]):
+        assert janitor.main(_args(standin, token_file, *run_id)) == 1
+        out = capsys.readouterr().out
+        assert "a0123456789abcdef" in out and "0123456789abcdee" not in out and "frontend" not in out, out
+        assert live.cfg.names.network not in out, out
+    assert janitor.main(_args(standin, token_file, "--run-id", dev.cfg.run_id, "--yes")) == 0
+    assert sorted(standin.world.objects) == keep  # the live run's and the look-alike, untouched
 
 
 def test_janitor_gcp_needs_a_project(capsys):

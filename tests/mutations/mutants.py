@@ -138,7 +138,7 @@ def _files_then_eleven_minutes(*args: Any, **kwargs: Any) -> Any:
 
 
 # The firewall dropped packets no rule admitted (the lab router's counters in the firewall dump).
-DROPPED = r"(?m)^\s+[1-9]\d*\s+\d+\s+DROP\s+all\b"
+DROPPED = r"(?m)^\s+[1-9]\d*\s+\d+\s+DROP\s"
 Effect = tuple[str, str, bool]  # (artifact glob in the run's folder, regex, whether it must match or must not)
 
 # name -> ((module, test) expected to fail first, a regex its failure message or its diagnostics

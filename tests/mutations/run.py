@@ -100,7 +100,13 @@ def evidence(out: Path, message: str) -> str:
     return "\n".join([message, *(f.read_text(errors="replace") for f in files if f.is_file())])
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    """The baseline, then every mutation (or those named)."""
+    unknown = [n for n in names if n not in MUTATIONS]
+    if unknown:
+        print(f"no such mutation: {', '.join(unknown)}; there are: {', '.join(MUTATIONS)}", file=sys.stderr)
+        return 2
+    chosen = {n: m for n, m in MUTATIONS.items() if not names or n in names}
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
     rc, _ = run(None, base / "baseline")
     rows = outcomes(base / "baseline" / "junit.xml") if (base / "baseline" / "junit.xml").is_file() else []
@@ -111,7 +117,7 @@ def main() -> int:
     print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc}"
           f"{', LEFT: ' + str(left) if left else ''})", flush=True)
     caught = 0
-    for name, (expected, reason, _, effect) in MUTATIONS.items():
+    for name, (expected, reason, _, effect) in chosen.items():
         start, out = time.monotonic(), base / name
         rc, _ = run(name, out)
         rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
@@ -129,9 +135,9 @@ def main() -> int:
         print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {'::'.join(expected)} "
               f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
               f"; effect: {artifact}{'' if took else ' (NOT SO)'}{'; LEFT: ' + str(left) if left else ''}", flush=True)
-    print(f"{caught}/{len(MUTATIONS)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")
-    return 0 if baseline_ok and caught == len(MUTATIONS) else 1
+    print(f"{caught}/{len(chosen)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")
+    return 0 if baseline_ok and caught == len(chosen) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
