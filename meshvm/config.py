@@ -20,7 +20,7 @@ from meshvm import validate as v
 from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
 from meshvm.problems import Problems
 from meshvm.settings import BY_FIELD, SETTINGS
-from meshvm.stages import ALIASES, BY_NAME, STAGE_NAMES, STAGES, WIRED
+from meshvm.stages import ALIASES, BY_NAME, EXERCISE_WAITS, STAGE_NAMES, STAGES, TEARDOWN_DEADLINE, WIRED
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
@@ -98,6 +98,11 @@ class Config:
         if self.until is None:
             return STAGE_NAMES
         return STAGE_NAMES[: STAGE_NAMES.index(self.until) + 1]
+
+    def worst_case_s(self) -> int:
+        """The longest this run may take: its stages' deadlines, the exercises' waits, teardown."""
+        exercises = self.exercise_deadline * EXERCISE_WAITS if self.until is None else 0
+        return sum(self.deadlines[s] for s in self.stages()) + exercises + TEARDOWN_DEADLINE
 
     def token_window(self) -> int:
         """Seconds from the istio-token's creation to the agent presenting it, at worst: the deadlines of
@@ -301,6 +306,10 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
         p.add("token_duration", str(cfg.token_duration), f"is shorter than the worst case from the istio-token's "
               f"creation (stage vm_files) to the agent's first connection (exercise 1): {window} s of stage "
               "deadlines and --exercise-deadline; raise it or lower those deadlines")
+    if not p.problems and (hours := int(str(raw["expires_hours"]))) * 3600 <= cfg.worst_case_s():
+        p.add("expires_hours", str(hours), f"is not longer than the run's worst case ({cfg.worst_case_s() // 60} min "
+              "of stage deadlines, exercise waits and teardown): the janitor could delete the run while it runs; "
+              "raise it or lower those deadlines")
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":

@@ -26,22 +26,20 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
     if cfg.platform == "lab":
         lines.append("  addresses: allocated from the lab range 172.29.0.0/16 when the run starts")
     lines.append("")
-    total = 0
     for i, name in enumerate(cfg.stages(), 1):
         stage, deadline = BY_NAME[name], cfg.deadlines[name]
-        total += deadline
         creates = stage.creates.format(n=n, c=cfg, zone=cfg.zones[0], ssh=ssh)
         lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
         verb = "adopts or creates" if cfg.reuse and name in ADOPTING else "creates"
         lines.append(f"    {'':<18} {'':>7}  {verb}: {creates}")
-    total += TEARDOWN_DEADLINE
     lines += [
         f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse"
         + (" (adopted included)" if cfg.reuse else ""),
         "",
         "Then the exercises: the WorkloadEntry appears; the VM reaches details.default.svc; "
         "a pod reaches ratings.ratings; the product page shows stars.",
-        f"Worst case: {_mins(total)} (sum of the stage deadlines and teardown).",
+        f"Worst case: {_mins(cfg.worst_case_s())} (the stage deadlines, the exercises' waits and teardown); "
+        f"the run's resources expire at {cfg.labels['e2e-expires']}.",
     ]
     if cfg.token_window():
         lines.append(f"The istio-token ({_mins(cfg.token_duration)}) must outlive {_mins(cfg.token_window())}: "

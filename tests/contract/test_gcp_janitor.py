@@ -18,7 +18,7 @@ PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx5Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY
 
 
 def _run(standin, tmp_path, token_file, now, name, **options):
-    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="1", **options)
+    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="4", **options)
     cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
     net = cloud.create_network(deadline())
     cloud.create_firewall_rules(net, deadline())
@@ -44,7 +44,7 @@ def _args(standin, token_file, *extra):
 
 
 def test_janitor_deletes_only_expired_suite_resources(standin, tmp_path, token_file, capsys):
-    old, old_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=3), "old")
+    old, old_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=6), "old")
     old.create_cluster(old_net, deadline())
     old.create_vm(old_net, "tester", PUB, deadline())
     _lb_leftovers(old, old_net)
@@ -103,7 +103,7 @@ def test_run_ids_that_prefix_each_other_and_a_look_alike_load_balancer_are_never
     `dev`'s), and a load balancer not of the suite whose names contain `dev`'s cluster name, in a
     network of its own: the janitor, with or without --run-id, picks only `dev`'s."""
     stamp = tmp_path.name[-6:].replace("_", "")
-    dev, dev_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=3), "dev",
+    dev, dev_net = _run(standin, tmp_path, token_file, datetime.now(UTC) - timedelta(hours=6), "dev",
                         run_id=f"dev{stamp}")
     live, live_net = _run(standin, tmp_path, token_file, datetime.now(UTC), "dev-2", run_id=f"dev{stamp}-2")
     assert live.cfg.names.cluster.startswith(dev.cfg.names.cluster)

@@ -65,6 +65,7 @@ BAD = [
     ({"zone": ["us-central1"]}, "--zone", "not a zone"),
     ({"zone": ["us-central1-a", "europe-west1-b"]}, "--zone", "one region"),
     ({"istio_version": "1.30.x"}, "--istio-version", "X.Y.Z"),
+    ({"expires_hours": "2"}, "--expires-hours", "not longer than the run's worst case"),
     ({"istio_hub": "Docker.io/Istio"}, "--istio-hub", "image hub"),
     ({"istio_release_listing": "http://example.com/releases"}, "--istio-release-listing", "https"),
     ({"sidecar_fallback_urls": ["ftp://mirror/x"]}, "--sidecar-fallback-urls", "https"),
