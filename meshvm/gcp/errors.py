@@ -87,6 +87,16 @@ def transient(exc: BaseException) -> bool:
     return kind(exc) in ("stockout", "rate-limited", "unavailable", "server-error", "in-progress")
 
 
+# Right after a cluster delete, GKE still holds the network's resources: a delete answers 400 with
+# one of these for minutes (docs/facts.md section 6); in teardown that is transient.
+NOT_YET_DELETABLE = {"resourceInUseByAnotherResource", "resourceNotReady"}
+
+
+def not_yet_deletable(exc: BaseException | None) -> bool:
+    return isinstance(exc, gexc.GoogleAPICallError) and int(exc.code or 0) == 400 \
+        and bool(_reasons(exc) & NOT_YET_DELETABLE)
+
+
 def maybe_accepted(exc: BaseException) -> bool:
     """After a create request failed this way, may Google still have accepted it? Yes unless the
     server answered with a refusal: a transport error (the response was lost), a 5xx other than a

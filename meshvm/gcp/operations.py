@@ -68,13 +68,24 @@ def wait_gke(c: Clients, location: str, op: container_v1.Operation, what: str, d
 
 
 def delete_and_wait(c: Clients, what: str, fn: Callable[..., Any], deadline: Deadline, **kw: str) -> None:
-    """Delete a compute resource and wait for it; NotFound (before or during) means done."""
-    try:
-        op = c.call_retrying(what, fn, deadline, project=c.project, **kw)
-        wait_compute(c, op, what, deadline, zone=kw.get("zone"), region=kw.get("region"))
-    except errors.CloudError as e:
-        if not not_found(e):
+    """Delete a compute resource and wait for it; NotFound (before or during) means done. A 400 that
+    says it is still in use or not ready (right after a cluster delete) is retried until the deadline."""
+    def attempt() -> None:
+        try:
+            op = c.call_retrying(what, fn, deadline, project=c.project, **kw)
+            wait_compute(c, op, what, deadline, zone=kw.get("zone"), region=kw.get("region"))
+        except errors.CloudError as e:
+            if not_found(e):
+                return
+            if errors.not_yet_deletable(e.__cause__ or e.cause):
+                raise errors.Transient(str(e)) from e
             raise
+
+    try:
+        retry.until(what, attempt, deadline, transient=(errors.Transient,), accept=lambda _: True,
+                    initial=2.0, ceiling=20.0)
+    except retry.WaitFailed as e:
+        raise errors.CloudError("not-yet-deletable", str(e)) from e
 
 
 def exists(c: Clients, fn: Callable[..., Any], deadline: Deadline, **kw: str) -> bool:

@@ -28,6 +28,10 @@ class World:
         "CPUS": (24.0, 0.0), "IN_USE_ADDRESSES": (8.0, 0.0), "SSD_TOTAL_GB": (500.0, 0.0)})
     objects: dict[str, dict] = field(default_factory=dict)  # "<collection path>/<name>" -> body
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # network name -> time.monotonic() until which deleting it or its subnetworks answers 400
+    # resourceNotReady: GKE still releases the deleted cluster's hold on them (docs/facts.md section 6)
+    settling: dict[str, float] = field(default_factory=dict)
+    settle_s: float = 3.0
 
 
 class Compute:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 
 from meshvm.lab.gcloud.backing import ClusterBackend
@@ -91,6 +92,9 @@ class Gke:
             if backend is not None:
                 backend.stop()
             self.clusters.pop((location, name), None)
+            with self.w.lock:  # deletes in its network answer resourceNotReady for a while
+                self.w.settling[str(cl.get("network") or "default").rsplit("/", 1)[-1]] = \
+                    time.monotonic() + self.w.settle_s
 
         return self.ops.start("gke", self._op_fields(project, location, name, DELETE_CLUSTER), work,
                               delay=self.cluster_delay / 2).json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 
 from meshvm.lab.gcloud.compute import MACHINE_CPUS, Compute
 from meshvm.lab.gcloud.faults import ApiError, not_found
@@ -32,8 +33,15 @@ class Kinds:
         with self.c.w.lock:
             return [o["name"] for k, o in self.c.w.objects.items() if k.startswith(prefix) and pred(o)]
 
+    def _settling(self, network: str, what: str) -> None:
+        with self.c.w.lock:
+            until = self.c.w.settling.get(network, 0.0)
+        if time.monotonic() < until:
+            raise ApiError(400, "resourceNotReady", f"The resource '{what}' is not ready")
+
     # networks ----------------------------------------------------------------------------------------
     def check_network_delete(self, net: dict) -> None:
+        self._settling(net["name"], f"projects/{self.c.w.project}/global/networks/{net['name']}")
         users = self._users("regions/", lambda o: _name(o.get("network", "")) == net["name"]) + \
             self._users("global/firewalls/", lambda o: _name(o.get("network", "")) == net["name"])
         if users:
@@ -48,6 +56,7 @@ class Kinds:
             raise _invalid("resource.ipCidrRange", "", "An IP range is required.")
 
     def check_subnetwork_delete(self, sub: dict) -> None:
+        self._settling(_name(sub.get("network", "")), f"subnetworks/{sub['name']}")
         users = self._users("zones/", lambda o: any(_name(n.get("subnetwork", "")) == sub["name"]
                                                    for n in o.get("networkInterfaces", [])))
         if users:
