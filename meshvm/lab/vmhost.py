@@ -215,7 +215,7 @@ class VmHost:
     def _seed_root(self) -> None:
         """Write, into the not-yet-mounted upper dir, what makes this VM itself (kept across reboots)."""
         upper = Path(self.root_path("/"))
-        for d in ("etc/ssh/sshd_config.d", "etc/lab-standin", "usr/local/lib/lab-standin",
+        for d in ("etc/ssh/sshd_config.d", "etc/lab-standin", "usr/local/lib/lab-standin", "usr/local/bin",
                   "etc/systemd/system/multi-user.target.wants"):
             (upper / d).mkdir(parents=True, exist_ok=True, mode=0o755)
         for kind in HOST_KEY_TYPES:
@@ -230,6 +230,9 @@ class VmHost:
         (upper / "etc/lab-standin/metadata.json").write_text(json.dumps(self.metadata))
         (upper / "etc/lab-standin/env").write_text(
             f"LAB_STANDIN_AGENT_DELAY={self.agent_delay}\nLAB_STANDIN_DPKG_LOCK_HOLD={self.dpkg_lock_hold}\n")
+        cloud_init = upper / "usr/local/bin/cloud-init"  # GCE's Ubuntu images run cloud-init at first boot
+        cloud_init.write_text("#!/bin/sh\nexec /usr/bin/python3 /usr/local/lib/lab-standin/lab-standin-cloud-init.py \"$@\"\n")
+        cloud_init.chmod(0o755)
         for src in STANDINS.glob("lab-standin-*"):  # the VM-wide stand-ins only, not other fixtures
             if src.suffix == ".py":
                 shutil.copyfile(src, upper / "usr/local/lib/lab-standin" / src.name)

@@ -11,26 +11,49 @@ from pathlib import Path
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
-from meshvm.seams import VmShell
+from meshvm.seams import CommandFailed, VmShell
 
 PORT = 9080
 UNIT = "ratings"
 # The documented answer of ratings v1 for product 123 (docs/facts.md section 2).
 EXPECTED = {"id": 123, "ratings": {"Reviewer1": 5, "Reviewer2": 4}}
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+LISTS_LOCK = "/var/lib/apt/lists/lock"
+
+
+class ListsLocked(Exception):
+    """apt's package-lists lock is held (first boot's apt run): `DPkg::Lock::Timeout` does not wait for it."""
 
 
 def apt_get(vm: VmShell, args: str, deadline: Deadline, step: str) -> None:
-    """apt-get that waits for the dpkg lock (held by Ubuntu's first-boot apt runs) within the deadline."""
+    """apt-get that waits for the dpkg lock (held by Ubuntu's first-boot apt runs) within the deadline,
+    and tries again while the package-lists lock is held (docs/facts.md section 6)."""
+    def attempt() -> None:
+        wait = int(deadline.remaining())
+        command = f"apt-get -q -y -o DPkg::Lock::Timeout={wait} {args}"
+        r = vm.run(command, sudo=True, env=APT_ENV, step=step, timeout=deadline.cap(wait + 60), check=False)
+        if r.ok:
+            return
+        if LISTS_LOCK in r.stderr + r.stdout:
+            raise ListsLocked(f"{step}: {LISTS_LOCK} is held")
+        raise CommandFailed(step, command, r)
+
+    retry.until(step, attempt, deadline, transient=(ListsLocked,), accept=lambda _: True, initial=1.0, ceiling=5.0)
+
+
+def first_boot_done(vm: VmShell, deadline: Deadline) -> None:
+    """Wait for cloud-init's first boot to finish (it runs apt) where the image has cloud-init;
+    `status --wait` exits 2 when it finished with recoverable errors, which is done too."""
     wait = int(deadline.remaining())
-    vm.run(f"apt-get -q -y -o DPkg::Lock::Timeout={wait} {args}", sudo=True, env=APT_ENV, step=step,
-           timeout=deadline.cap(wait + 60))
+    vm.run(f"command -v cloud-init >/dev/null || exit 0; timeout {wait} cloud-init status --wait; rc=$?; "
+           "[ $rc -eq 0 ] || [ $rc -eq 2 ]", sudo=True, step="ratings: wait for cloud-init", timeout=deadline.cap(wait + 30))
 
 
 def ensure_node(vm: VmShell, deadline: Deadline) -> None:
     """`sudo apt-get install nodejs npm`, unless both are already there."""
     if vm.run("command -v node && command -v npm", step="ratings: find node", check=False).ok:
         return
+    first_boot_done(vm, deadline)
     apt_get(vm, "update", deadline, "ratings: apt-get update")
     apt_get(vm, "install --no-install-recommends nodejs npm", deadline, "ratings: install nodejs npm")
 

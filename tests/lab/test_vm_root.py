@@ -147,3 +147,29 @@ def test_a_vm_leaves_the_hosts_kernel_settings_alone(boot_vm: BootVm) -> None:
             subprocess.run(["umount", BINFMT], check=False, timeout=10)
         with open(SYSCTL, "w") as f:
             f.write(original)
+
+
+def test_first_boot_holds_the_lists_lock_and_the_suite_waits_for_it(boot_vm: BootVm) -> None:
+    """On a new VM, `DPkg::Lock::Timeout` does not cover apt's lists lock: a plain `apt-get update`
+    fails at once; the suite's apt_get tries again until first boot is done, and `cloud-init status
+    --wait` returns once it is."""
+    from meshvm.deadlines import Deadline
+    from meshvm.recipe import ratings
+    from meshvm.seams import Result
+
+    class AsRoot:  # the VmShell seam over the VM's own exec (root inside the VM)
+        def run(self, command: str, *, step: str, sudo: bool = False, timeout: float = 60, check: bool = True,
+                env: dict | None = None) -> Result:
+            exports = "".join(f"export {k}={v}; " for k, v in (env or {}).items())
+            p = vm.run(["sh", "-c", exports + command], timeout=timeout)
+            return Result(p.returncode, p.stdout, p.stderr)
+
+    vm = boot_vm("lists-vm", dpkg_lock_hold=DPKG_LOCK_HOLD)
+    nothing = "update -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts=/nonexistent"  # lock, no fetch
+    plain = vm.run(["sh", "-c", f"apt-get -q -o DPkg::Lock::Timeout=60 {nothing}"], timeout=60)
+    assert plain.returncode != 0 and ratings.LISTS_LOCK in plain.stdout + plain.stderr, plain.stderr
+    booted = time.monotonic()
+    ratings.apt_get(AsRoot(), nothing, Deadline.after(60, "apt"), "test: apt-get update")
+    assert time.monotonic() - booted < 60
+    done = vm.run(["cloud-init", "status", "--wait"], timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "status: done", done.stdout + done.stderr
