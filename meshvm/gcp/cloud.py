@@ -61,8 +61,8 @@ class GcpCloud:
     def create_cluster(self, net: NetworkInfo, deadline: Deadline) -> ClusterInfo:
         kept = self._kept(lambda z: cluster.adopt_kept(self.clients, self.cfg, z, self.ledger, deadline))
         if kept is None:
-            return self._in_zones("GKE cluster", lambda z: cluster.create(
-                self.clients, self.cfg, net, z, self.ledger, deadline))
+            return self._in_zones("GKE cluster", lambda z, d: cluster.create(
+                self.clients, self.cfg, net, z, self.ledger, d), deadline, discard=self._discard_cluster)
         self._adopt_load_balancers(deadline)
         return kept
 
@@ -77,8 +77,8 @@ class GcpCloud:
     def create_vm(self, net: NetworkInfo, ssh_user: str, ssh_public_key: str, deadline: Deadline) -> VmInfo:
         return self._kept(lambda z: instance.adopt_kept(
             self.clients, self.cfg, z, ssh_user, ssh_public_key, self.ledger, deadline)) or \
-            self._in_zones("VM", lambda z: instance.create(
-                self.clients, self.cfg, net, z, ssh_user, ssh_public_key, self.ledger, deadline))
+            self._in_zones("VM", lambda z, d: instance.create(
+                self.clients, self.cfg, net, z, ssh_user, ssh_public_key, self.ledger, d), deadline)
 
     def check_kept(self, deadline: Deadline) -> None:
         """--reuse, before anything is created: the project still holds something of the kept run."""
@@ -107,19 +107,32 @@ class GcpCloud:
         what `record_load_balancer` recorded); never raises for that."""
         return loadbalancers.release(kube, deadline)
 
-    def _in_zones(self, what: str, create: Callable[[str], T]) -> T:
-        """Try each zone in order; only a stock-out moves on to the next one."""
+    def _in_zones(self, what: str, create: Callable[[str, Deadline], T], deadline: Deadline,
+                  discard: Callable[[str, Deadline], None] | None = None) -> T:
+        """Try each zone in order, each with its share of what is left of the deadline (never the whole
+        of it); only a stock-out moves on to the next one, after `discard` removed what the failed
+        zone kept (GKE keeps a failed cluster, holding quota)."""
         stockouts = []
-        for zone in self.cfg.zones:
+        for i, zone in enumerate(self.cfg.zones):
+            share = Deadline.after(deadline.remaining() / (len(self.cfg.zones) - i), f"{what} in {zone}")
             try:
-                return create(zone)
+                return create(zone, share)
             except errors.CloudError as e:
                 if e.kind != "stockout":
                     raise
                 log.warning("%s: zone %s is out of resources; trying the next zone", what, zone)
                 stockouts.append(f"{zone}: {e}")
+                if discard is not None:
+                    discard(zone, deadline)
         raise errors.CloudError("stockout", f"{what}: every zone is out of resources ({', '.join(self.cfg.zones)}); "
                                 "add zones with --zone: " + " | ".join(stockouts))
+
+    def _discard_cluster(self, zone: str, deadline: Deadline) -> None:
+        """A cluster whose creation failed (GKE keeps it in ERROR): deleted before the next zone."""
+        cluster.delete(self.clients, Entry("cluster", self.cfg.names.cluster, f"{self.clients.project}/{zone}"),
+                       deadline)
+        log.warning("GKE cluster %s in %s: creation failed; deleted before trying the next zone",
+                    self.cfg.names.cluster, zone)
 
     def deleters(self) -> dict[str, ledger_mod.Deleter]:
         return {kind: (lambda e, f=f: f(e, self._deadline_for(e))) for kind, f in sweep.deleters(self.clients).items()}

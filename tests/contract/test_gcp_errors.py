@@ -69,7 +69,13 @@ def test_gke_stockout_in_the_operation_falls_back(cloud, standin, cfg):
     standin.faults.inject("container.clusters.create", "stockout", in_operation=True)
     assert cloud.create_cluster(net, deadline()).zone == cfg.zones[1]
     kinds = [(e.kind, e.where) for e in cloud.ledger.entries() if e.kind == "cluster"]
-    assert len(kinds) == 2  # the ERROR cluster of zone 1 is recorded, and deleted at teardown
+    assert len(kinds) == 2  # the ERROR cluster of zone 1 is recorded the moment it may exist
+    # ... and deleted before zone 2 is tried: it holds quota until it goes
+    calls = [(r.method, r.path) for r in standin.recorded
+             if r.method in ("container.clusters.create", "container.clusters.delete")]
+    assert [(m, f"/locations/{z}/" in p) for (m, p), z in zip(calls, (cfg.zones[0], cfg.zones[0], cfg.zones[1]),
+                                                             strict=True)] == [
+        ("container.clusters.create", True), ("container.clusters.delete", True), ("container.clusters.create", True)]
     assert cloud.teardown(cfg.artifacts_dir / "cleanup.json")["remaining"] == []
     assert standin.gke.clusters == {}
 
