@@ -41,6 +41,9 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
         f"Worst case: {_mins(cfg.worst_case_s())} (the stage deadlines, the exercises' waits and teardown); "
         f"the run's resources expire at {cfg.labels['e2e-expires']}.",
     ]
+    if cfg.platform == "gcp" and not cfg.node_service_account:
+        lines.append("Warning: the nodes run as the project's default Compute service account (broad roles); "
+                     "pass --node-service-account with a minimal one.")
     if cfg.token_window():
         lines.append(f"The istio-token ({_mins(cfg.token_duration)}) must outlive {_mins(cfg.token_window())}: "
                      "stage vm_files to the agent's first connection.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from datetime import UTC, datetime
 
 from google.cloud import container_v1
 
@@ -33,6 +34,24 @@ _RUNNING = container_v1.Operation.Status.RUNNING
 _PENDING = container_v1.Operation.Status.PENDING
 
 
+def protection(cfg: Config, now: datetime | None = None) -> dict[str, object]:
+    """The cluster's exposure and drift during the run (docs/facts.md section 6): its API endpoint
+    answers only the runner's ranges (master authorized networks, else 0.0.0.0/0), and a maintenance
+    exclusion (no upgrades) from now until the run's expiry keeps GKE from upgrading it mid-run."""
+    now = now or datetime.now(UTC)
+    until = datetime.strptime(cfg.labels["e2e-expires"], "%Y%m%dt%H%Mz").replace(tzinfo=UTC)
+    exclusion = container_v1.TimeWindow(
+        start_time=now, end_time=until, maintenance_exclusion_options=container_v1.MaintenanceExclusionOptions(
+            scope=container_v1.MaintenanceExclusionOptions.Scope.NO_UPGRADES))
+    return {
+        "master_authorized_networks_config": container_v1.MasterAuthorizedNetworksConfig(
+            enabled=True, cidr_blocks=[container_v1.MasterAuthorizedNetworksConfig.CidrBlock(
+                cidr_block=r, display_name="meshvm runner") for r in cfg.ssh_source_ranges]),
+        "maintenance_policy": container_v1.MaintenancePolicy(window=container_v1.MaintenanceWindow(
+            maintenance_exclusions={f"meshvm-{cfg.run_id}"[:40]: exclusion})),
+    }
+
+
 def body(cfg: Config, network: NetworkInfo) -> container_v1.Cluster:
     if network.pods_range_name:  # our subnetwork already holds the secondary ranges
         ip = container_v1.IPAllocationPolicy(use_ip_aliases=True,
@@ -53,7 +72,8 @@ def body(cfg: Config, network: NetworkInfo) -> container_v1.Cluster:
         release_channel=container_v1.ReleaseChannel(channel=_CHANNELS[cfg.release_channel]),
         initial_cluster_version=cfg.cluster_version or "",
         node_pools=[container_v1.NodePool(name="default-pool", initial_node_count=cfg.node_count,
-                                          config=node_config)])
+                                          config=node_config)],
+        **protection(cfg))
 
 
 def create(c: Clients, cfg: Config, network: NetworkInfo, zone: str, ledger: Ledger,

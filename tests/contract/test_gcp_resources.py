@@ -105,6 +105,17 @@ def test_bodies_build_offline(cfg):
     assert existing.ip_allocation_policy.cluster_ipv4_cidr_block == cfg.pod_range
 
 
+def test_the_cluster_answers_only_the_runner_and_is_not_upgraded_mid_run(cfg):
+    net = network.NetworkInfo("projects/p/global/networks/n", "projects/p/regions/r/subnetworks/s", "r", True)
+    got = cluster.body(cfg, net)
+    man = got.master_authorized_networks_config
+    assert man.enabled and [b.cidr_block for b in man.cidr_blocks] == list(cfg.ssh_source_ranges) == ["203.0.113.7/32"]
+    (name, window), = got.maintenance_policy.window.maintenance_exclusions.items()
+    assert name == f"meshvm-{cfg.run_id}"[:40]
+    assert window.maintenance_exclusion_options.scope.name == "NO_UPGRADES"
+    assert window.end_time.strftime("%Y%m%dt%H%Mz") == cfg.labels["e2e-expires"] and window.start_time < window.end_time
+
+
 def test_existing_network_is_read_only_and_its_reaching_rules_are_logged(standin, tmp_path, token_file, caplog):
     from google.cloud import compute_v1
 
