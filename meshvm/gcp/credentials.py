@@ -4,6 +4,7 @@ the redaction registry the moment it is read."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import google.auth
@@ -74,11 +75,25 @@ def load(cfg: Target) -> ga_credentials.Credentials:
     return RedactedCredentials(inner)
 
 
-def bearer_token(creds: ga_credentials.Credentials, timeout: float = 30.0) -> str:
-    """A current access token (for the Kubernetes client of a GKE cluster); refreshed when stale."""
-    if isinstance(creds, TokenFileCredentials) or not creds.valid:
+# google-auth refreshes a token only when under ~3m45s of life remain; a kubeconfig handed to
+# istioctl must outlive its longest command (`istioctl install`, up to 15 min; docs/facts.md section 6).
+MIN_LIFE_S = 20 * 60
+
+
+def bearer_token(creds: ga_credentials.Credentials, timeout: float = 30.0, min_life_s: float = MIN_LIFE_S) -> str:
+    """A current access token (for the Kubernetes client of a GKE cluster and the kubeconfig handed to
+    istioctl) with at least `min_life_s` left where the credentials say when it expires: refreshed
+    when stale or shorter-lived (a token file's validity is the file's, not a clock's)."""
+    expiry = getattr(creds, "expiry", None)
+    short = expiry is not None and (expiry - _utcnow()).total_seconds() < min_life_s
+    if isinstance(creds, TokenFileCredentials) or not creds.valid or short:
         creds.refresh(_Timed(timeout))
     return str(creds.token)
+
+
+def _utcnow() -> datetime.datetime:
+    """google-auth's expiry is a naive UTC datetime."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 class _Timed(RequestsRequest):

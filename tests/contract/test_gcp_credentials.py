@@ -78,3 +78,23 @@ def test_adc_tokens_are_redacted_and_the_quota_project_kept():
     assert headers == {"authorization": "Bearer ya29.adc-minted-token-42", "x-goog-user-project": "billing-project"}
     assert redact.MASK in redact.scrub("token ya29.adc-minted-token-42")
     assert credentials.bearer_token(creds) == "ya29.adc-minted-token-42"
+
+
+def test_a_token_with_less_than_twenty_minutes_left_is_refreshed_before_istioctl_gets_it():
+    """google-auth would keep a token with 5 minutes left; `istioctl install` may run 15."""
+    import datetime
+
+    class ShortLived(credentials.ga_credentials.Credentials):
+        minted = 0
+
+        def refresh(self, request):
+            ShortLived.minted += 1
+            self.token = f"ya29.token-{ShortLived.minted}"
+            self.expiry = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) + datetime.timedelta(
+                minutes=5 if ShortLived.minted == 1 else 60)
+
+    creds = credentials.RedactedCredentials(ShortLived())
+    creds.refresh(None)
+    assert creds.valid and creds.token == "ya29.token-1"  # google-auth: still valid for 5 minutes
+    assert credentials.bearer_token(creds) == "ya29.token-2"  # the suite: refreshed, now an hour
+    assert credentials.bearer_token(creds) == "ya29.token-2"  # long-lived enough: kept
