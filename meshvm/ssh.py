@@ -25,6 +25,8 @@ from meshvm.seams import CommandFailed, Result
 
 log = logging.getLogger(__name__)
 OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is only logged
+KEEPALIVE_S = 30  # some networks drop a connection idle for ~4 min
+RECONNECT_S = 60
 # Errors that mean "sshd not (yet) there": retried until the connect deadline. Other SSHExceptions
 # (no common algorithm, host key, authentication) are final, or turned into final errors.
 _NOT_UP = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
@@ -101,10 +103,35 @@ class SshShell:
             client.connect(self.host, 22, username=self.user, pkey=self._key, timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
                            look_for_keys=False)
+            # The one connection idles for minutes while the cluster stages run: networks that drop
+            # idle connections (docs/facts.md section 6) see traffic every KEEPALIVE_S.
+            client.get_transport().set_keepalive(KEEPALIVE_S)  # type: ignore[union-attr]
         except BaseException:
             client.close()
             raise
         return client
+
+    def _transport(self) -> paramiko.Transport:
+        """The live connection: if it was dropped meanwhile, one reconnect first (the same pinned host
+        key: a changed one is refused). Never in the middle of a command: a command never runs twice."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            log.warning("ssh to %s: the connection was dropped; reconnecting", self.host)
+            self._reconnect()
+            transport = self.client.get_transport()
+        return transport  # type: ignore[return-value]
+
+    def _reconnect(self) -> None:
+        self.close()
+        self.connect(Deadline.after(RECONNECT_S, f"reconnecting to {self.host}"), auth_window=0)
+
+    def _session(self) -> paramiko.Channel:
+        try:
+            return self._transport().open_session(timeout=self._connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:  # lost between the check and the open
+            log.warning("ssh to %s: the connection was lost (%s); reconnecting", self.host, e)
+            self._reconnect()
+            return self._transport().open_session(timeout=self._connect_timeout)
 
     def close(self) -> None:
         if self._client:
@@ -121,7 +148,7 @@ class SshShell:
             check: bool = True, env: Mapping[str, str] | None = None) -> Result:
         line = render(command, sudo=sudo, env=env)
         log.debug("[%s] $ %s", step, line)
-        channel = self.client.get_transport().open_session(timeout=self._connect_timeout)  # type: ignore[union-attr]
+        channel = self._session()
         try:
             channel.exec_command(line)
             channel.shutdown_write()
@@ -133,6 +160,7 @@ class SshShell:
         return result
 
     def upload(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        self._transport()
         sftp = self.client.open_sftp()
         sftp.get_channel().settimeout(self._connect_timeout * 3)  # type: ignore[union-attr]
         try:

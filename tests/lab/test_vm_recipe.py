@@ -277,3 +277,18 @@ def test_output_is_streamed_to_the_log_with_secrets_masked(shell: SshShell, capl
         assert TOKEN not in caplog.text and TOKEN in result.stdout  # the caller still gets the output
     finally:
         redact.clear()
+
+
+def test_a_dropped_connection_is_reconnected_once_with_the_same_pinned_key(vm: VmHost, ssh_key: Path):
+    """The one connection of a run idles for minutes: keepalives on it, and if a network drops it
+    anyway, the next command reconnects (pinned key unchanged) instead of failing the run."""
+    s = shell_for(vm, ssh_key)
+    s.connect(Deadline.after(30, "ssh"))
+    try:
+        assert s.client.get_transport().packetizer._Packetizer__keepalive_interval == 30  # paramiko keeps it there
+        s.client.get_transport().sock.close()  # the network dropped it: the transport dies
+        assert s.run("id -un", step="after the drop").stdout.strip() == SSH_USER
+        s.client.get_transport().close()
+        assert s.run("echo again", step="after a close").stdout.strip() == "again"
+    finally:
+        s.close()
