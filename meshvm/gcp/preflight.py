@@ -12,7 +12,7 @@ from google.cloud import compute_v1, container_v1
 from meshvm import validate as v
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
-from meshvm.gcp import errors
+from meshvm.gcp import errors, firewall
 from meshvm.gcp.clients import Clients
 from meshvm.gcp.instance import IMAGE_PROJECT
 
@@ -38,7 +38,8 @@ def check(c: Clients, cfg: Config, deadline: Deadline) -> None:
             return None
 
     p, zone = c.project, cfg.zones[0]
-    if probe(f"project {p}", c.compute(compute_v1.ProjectsClient).get, project=p) is None:
+    project = probe(f"project {p}", c.compute(compute_v1.ProjectsClient).get, project=p)
+    if project is None:
         raise PreflightFailed(problems)  # nothing else can be read
     zones = [z for z in cfg.zones
              if probe(f"zone {z}", c.compute(compute_v1.ZonesClient).get, project=p, zone=z) is not None]
@@ -52,6 +53,7 @@ def check(c: Clients, cfg: Config, deadline: Deadline) -> None:
     region = probe(f"region {cfg.region}", c.compute(compute_v1.RegionsClient).get, project=p, region=cfg.region)
     if region is not None and vm is not None and node is not None:
         problems += quota_problems(cfg, region, vm, node)  # type: ignore[arg-type]
+        problems += _short(f"project {p}", project.quotas, project_needs(cfg, vm, node))  # type: ignore[attr-defined,arg-type]
     problems += gke_problems(c, cfg, zones, probe)
     if problems:
         raise PreflightFailed(problems)
@@ -109,13 +111,33 @@ def needs(cfg: Config, vm: compute_v1.MachineType, node: compute_v1.MachineType)
             "SSD_TOTAL_GB": cfg.node_count * cfg.node_disk_gb}  # node disks are pd-balanced
 
 
+# GKE's own firewall rules: per cluster (its internal, ssh, vms and health-check rules) and per
+# LoadBalancer Service (its k8s-fw rule and a health-check rule): two gateways.
+GKE_FIREWALLS = 4 + 2 * LB_ADDRESSES
+
+
+def project_needs(cfg: Config, vm: compute_v1.MachineType, node: compute_v1.MachineType) -> dict[str, float]:
+    """What the run consumes of the project-wide quotas (docs/facts.md section 6)."""
+    return {"NETWORKS": 0 if cfg.network else 1, "FIREWALLS": len(firewall.PURPOSES) + GKE_FIREWALLS,
+            "CPUS_ALL_REGIONS": needs(cfg, vm, node)["CPUS"]}
+
+
 def quota_problems(cfg: Config, region: compute_v1.Region, vm: compute_v1.MachineType,
                    node: compute_v1.MachineType) -> list[str]:
-    quotas = {q.metric: q for q in region.quotas}
+    return _short(cfg.region, region.quotas, needs(cfg, vm, node))
+
+
+def _short(where: str, quotas: object, wanted: dict[str, float]) -> list[str]:
+    """One line per quota with less free than the run needs."""
+    have = {q.metric: q for q in quotas}  # type: ignore[attr-defined]
     out = []
-    for metric, need in needs(cfg, vm, node).items():
-        q = quotas.get(metric)
+    for metric, need in wanted.items():
+        q = have.get(metric)
         if q is not None and q.limit - q.usage < need:
-            out.append(f"quota {metric} in {cfg.region}: the run needs {need:g}, {q.limit - q.usage:g} free "
-                       f"(limit {q.limit:g}, in use {q.usage:g}); raise it or use smaller machines / fewer nodes")
+            out.append(f"quota {metric} in {where}: the run needs {need:g}, {q.limit - q.usage:g} free "
+                       f"(limit {q.limit:g}, in use {q.usage:g}); raise it or {_FEWER.get(metric, _FEWER['CPUS'])}")
     return out
+
+
+_FEWER = {"CPUS": "use smaller machines / fewer nodes", "NETWORKS": "delete unused networks (or pass --network)",
+          "FIREWALLS": "delete unused firewall rules"}

@@ -47,6 +47,21 @@ def test_preflight_reports_every_problem(standin, tmp_path, token_file):
     assert all("\n" not in p for p in e.value.problems) and len(e.value.problems) == 3
 
 
+def test_preflight_project_quotas(standin, cloud):
+    standin.world.project_quotas.update({"NETWORKS": (5.0, 5.0), "FIREWALLS": (100.0, 95.0),
+                                         "CPUS_ALL_REGIONS": (32.0, 30.0)})
+    with pytest.raises(PreflightFailed) as e:
+        cloud.preflight(deadline())
+    assert e.value.problems == [
+        "quota NETWORKS in project meshvm-lab: the run needs 1, 0 free (limit 5, in use 5); raise it or delete "
+        "unused networks (or pass --network)",
+        "quota FIREWALLS in project meshvm-lab: the run needs 12, 5 free (limit 100, in use 95); raise it or delete "
+        "unused firewall rules",
+        "quota CPUS_ALL_REGIONS in project meshvm-lab: the run needs 10, 2 free (limit 32, in use 30); raise it or "
+        "use smaller machines / fewer nodes"]
+    assert standin.world.objects == {}
+
+
 def test_preflight_quota(standin, cloud):
     standin.world.quotas["CPUS"] = (8.0, 4.0)  # the run needs 2 + 2 x 4
     standin.world.quotas["IN_USE_ADDRESSES"] = (8.0, 6.0)

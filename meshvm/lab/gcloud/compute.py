@@ -26,6 +26,8 @@ class World:
     zones: tuple[str, ...] = ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f")
     quotas: dict[str, tuple[float, float]] = field(default_factory=lambda: {
         "CPUS": (24.0, 0.0), "IN_USE_ADDRESSES": (8.0, 0.0), "SSD_TOTAL_GB": (500.0, 0.0)})
+    project_quotas: dict[str, tuple[float, float]] = field(default_factory=lambda: {
+        "NETWORKS": (15.0, 0.0), "FIREWALLS": (200.0, 0.0), "CPUS_ALL_REGIONS": (32.0, 0.0)})
     objects: dict[str, dict] = field(default_factory=dict)  # "<collection path>/<name>" -> body
     lock: threading.RLock = field(default_factory=threading.RLock)
     # network name -> time.monotonic() until which deleting it or its subnetworks answers 400
@@ -43,7 +45,8 @@ class Compute:
     # --- reference data -------------------------------------------------------------------------
     def project(self, project: str) -> dict:
         self._project(project)
-        return {"kind": "compute#project", "name": project, "id": "123"}
+        return {"kind": "compute#project", "name": project, "id": "123",
+                "quotas": [{"metric": m, "limit": lim, "usage": use} for m, (lim, use) in self.w.project_quotas.items()]}
 
     def zone(self, project: str, zone: str) -> dict:
         self._zone(project, zone)
