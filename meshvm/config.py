@@ -48,6 +48,8 @@ class Config:
     ssh_source_ranges: tuple[str, ...]
     compute_endpoint: str | None
     container_endpoint: str | None
+    iam_endpoint: str | None
+    resourcemanager_endpoint: str | None
     release_channel: str
     cluster_version: str | None
     cluster_machine_type: str
@@ -163,6 +165,8 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         ssh_source_ranges=_ssh_ranges(p, raw),
         compute_endpoint=p.url("compute_endpoint", raw["compute_endpoint"]),
         container_endpoint=p.url("container_endpoint", raw["container_endpoint"]),
+        iam_endpoint=p.url("iam_endpoint", raw["iam_endpoint"]),
+        resourcemanager_endpoint=p.url("resourcemanager_endpoint", raw["resourcemanager_endpoint"]),
         release_channel=p.choice("release_channel", raw["release_channel"]),
         cluster_version=p.pattern("cluster_version", raw["cluster_version"], v.GKE_VERSION,
                                   "a GKE version such as 1.33 or 1.33.5-gke.1000"),
@@ -313,7 +317,7 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":
-        for f in ("compute_endpoint", "container_endpoint", "network", "subnetwork"):
+        for f in ("compute_endpoint", "container_endpoint", "network", "subnetwork"):  # IAM's, RM's: replaced
             if raw[f]:
                 p.add(f, raw[f], "is not supported on --platform lab (the lab provides its own)")
         if cfg.reuse:

@@ -55,6 +55,9 @@ SETTINGS: tuple[Setting, ...] = (
             kind="flag"),
     Setting("compute-endpoint", "Compute Engine API endpoint override (private endpoint; the lab's)"),
     Setting("container-endpoint", "GKE API endpoint override (private endpoint; the lab's)"),
+    Setting("iam-endpoint", "IAM API endpoint override (preflight's actAs check; the lab's)"),
+    Setting("resourcemanager-endpoint", "Resource Manager API endpoint override (preflight's organisation "
+            "policy checks; the lab's)"),
     # the cluster
     Setting("cluster-name", "GKE cluster name, <= 40 chars (default: derived from the run id)"),
     Setting("release-channel", "GKE release channel", "regular",

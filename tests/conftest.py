@@ -17,6 +17,11 @@ from meshvm import secretdir
 from meshvm.config import LAB_RELEASE_LISTING
 
 os.environ.setdefault("E2E_ISTIO_RELEASE_LISTING", LAB_RELEASE_LISTING)
+# A gcp-path run a self-test starts without naming these reads its policies from a closed local port
+# (the preflight warns that it could not), never from Google.
+for api in ("IAM", "RESOURCEMANAGER"):
+    os.environ.setdefault(f"E2E_{api}_ENDPOINT", "http://127.0.0.1:9")
+KEPT = ("E2E_ISTIO_RELEASE_LISTING", "E2E_IAM_ENDPOINT", "E2E_RESOURCEMANAGER_ENDPOINT")  # kept for runs tests start
 OURS = ("meshvm-", "stubapi-")
 OUTERMOST = "MESHVM_SELFTEST_TMP_CHECK"
 _before: set[str] | None = None

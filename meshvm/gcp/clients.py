@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.auth import credentials as ga_credentials
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1, container_v1
 
 from meshvm import retry
@@ -21,6 +22,7 @@ from meshvm.gcp import errors
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CALL_TIMEOUT = 60.0  # one HTTP call; waits are loops of calls under their own deadline
+_GOOGLE = {"iam": "https://iam.googleapis.com", "resourcemanager": "https://cloudresourcemanager.googleapis.com"}
 
 
 class Target(Protocol):
@@ -47,6 +49,20 @@ class Clients:
     def container(self) -> container_v1.ClusterManagerClient:
         return container_v1.ClusterManagerClient(
             credentials=self.creds, transport="rest", client_options=_options(self.cfg.container_endpoint))
+
+    def post(self, api: str, path: str, body: dict[str, Any], what: str, deadline: Deadline) -> dict[str, Any]:
+        """A REST call the client libraries of this suite do not cover (IAM, Resource Manager): POST
+        `path` on the API's endpoint (`iam` or `resourcemanager`: the configured one, else Google's),
+        with a timeout; transient errors retried, API errors mapped like every other call."""
+        base = (getattr(self.cfg, f"{api}_endpoint", None) or _GOOGLE[api]).rstrip("/")
+
+        def call(timeout: float, retry: object = None) -> dict[str, Any]:
+            r = AuthorizedSession(self.creds).request("POST", base + path, json=body, timeout=timeout)
+            if r.status_code >= 400:
+                raise gexc.from_http_response(r)
+            return dict(r.json())
+
+        return self.call_retrying(what, call, deadline)
 
     @property
     def instances(self) -> compute_v1.InstancesClient:

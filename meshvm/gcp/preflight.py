@@ -4,6 +4,7 @@ one line; all of them are reported together."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from meshvm.gcp import errors, firewall
 from meshvm.gcp.clients import Clients
 from meshvm.gcp.instance import IMAGE_PROJECT
 
+log = logging.getLogger(__name__)
 LB_ADDRESSES = 2  # the ingress and east-west gateways' LoadBalancer IPs
 _CHANNEL_NAMES = {"rapid": "RAPID", "regular": "REGULAR", "stable": "STABLE"}
 Probe = Callable[..., object]
@@ -55,8 +57,59 @@ def check(c: Clients, cfg: Config, deadline: Deadline) -> None:
         problems += quota_problems(cfg, region, vm, node)  # type: ignore[arg-type]
         problems += _short(f"project {p}", project.quotas, project_needs(cfg, vm, node))  # type: ignore[attr-defined,arg-type]
     problems += gke_problems(c, cfg, zones, probe)
+    problems += policy_problems(c, cfg, deadline)
     if problems:
         raise PreflightFailed(problems)
+
+
+ACT_AS = "iam.serviceAccounts.actAs"
+EXTERNAL_IP, OS_LOGIN = "constraints/compute.vmExternalIpAccess", "constraints/compute.requireOsLogin"
+
+
+def policy_problems(c: Clients, cfg: Config, deadline: Deadline) -> list[str]:
+    """What IAM and the organisation's policies would refuse later: acting as --node-service-account
+    (testIamPermissions), an external IP on the VM (the runner SSHes to it), and OS Login required
+    (the VM would ignore the metadata SSH key the run uses). A policy this run may not read is a
+    warning, not a refusal."""
+    out = []
+    if cfg.node_service_account:
+        granted = _read(c, "iam", f"/v1/projects/-/serviceAccounts/{cfg.node_service_account}:testIamPermissions",
+                        {"permissions": [ACT_AS]}, f"IAM permissions on {cfg.node_service_account}", deadline, out)
+        if granted is not None and ACT_AS not in (granted.get("permissions") or []):
+            out.append(f"--node-service-account {cfg.node_service_account}: the run's credentials lack {ACT_AS} on it; "
+                       "grant them roles/iam.serviceAccountUser on that service account")
+    for constraint in (EXTERNAL_IP, OS_LOGIN):
+        policy = _read(c, "resourcemanager", f"/v1/projects/{c.project}:getEffectiveOrgPolicy",
+                       {"constraint": constraint}, f"organisation policy {constraint}", deadline, None)
+        if policy is not None and (why := _blocks(constraint, policy, c.project, cfg)):
+            out.append(f"organisation policy {constraint} on project {c.project} {why}")
+    return out
+
+
+def _blocks(constraint: str, policy: dict, project: str, cfg: Config) -> str:
+    if constraint == OS_LOGIN:
+        return ("is enforced: the VM would ignore the metadata SSH key the run uses; run in a project where it is "
+                "not enforced") if (policy.get("booleanPolicy") or {}).get("enforced") else ""
+    lp = policy.get("listPolicy") or {}
+    allowed = lp.get("allowedValues") or []
+    vm = f"projects/{project}/zones/{cfg.zones[0]}/instances/{cfg.names.vm}"
+    if lp.get("allValues") == "DENY" or (allowed and vm not in allowed):
+        return (f"forbids the VM's external IP (the runner reaches it over SSH); allow {vm} "
+                "(every --zone) or run in a project without the constraint")
+    return ""
+
+
+def _read(c: Clients, api: str, path: str, body: dict, what: str, deadline: Deadline,
+          problems: list[str] | None) -> dict | None:
+    """The answer; on an error a problem line (when `problems` is given) or a warning, and None."""
+    try:
+        return c.post(api, path, body, f"reading {what}", deadline)
+    except errors.CloudError as e:
+        if problems is not None:
+            problems.append(str(e))
+        else:
+            log.warning("preflight: could not read %s (%s); not checked", what, e)
+        return None
 
 
 def gke_problems(c: Clients, cfg: Config, zones: list[str], probe: Probe) -> list[str]:

@@ -214,6 +214,7 @@ class LabPlatform:
         self.server.tokens = self.tokens  # type: ignore[assignment]  # only current tokens are accepted
         log.info("lab: local Google Cloud at %s, lab block %s", self.server.url, addrs.block)
         return replace(self.cfg, compute_endpoint=self.server.url, container_endpoint=self.server.url,
+                       iam_endpoint=self.server.url, resourcemanager_endpoint=self.server.url,
                        gcp_access_token_file=self.tokens.path, subnet_range=str(addrs.vm_subnet),
                        pod_range=str(addrs.pod_range), service_range=str(addrs.service_range),
                        ssh_source_ranges=(f"{self.backing.router.external_source}/32",))

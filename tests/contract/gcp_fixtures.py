@@ -165,6 +165,7 @@ def make_cfg(server: GCloudStandIn, tmp_path: Path, token_file: Path, now: datet
     assert urlsplit(server.url).hostname in LOOPBACK  # every client of these tests talks to the stand-in
     raw = gather({"platform": "gcp", "gcp_project": PROJECT, "ssh_source_ranges": ["203.0.113.7/32"],
                   "zone": list(ZONES), "compute_endpoint": server.url, "container_endpoint": server.url,
+                  "iam_endpoint": server.url, "resourcemanager_endpoint": server.url,
                   "gcp_access_token_file": str(token_file), "run_id": "ct-" + os.urandom(3).hex(),
                   "artifacts_dir": str(tmp_path / "artifacts"), **options}, {})
     return resolve(raw, {}, now=now)

@@ -15,7 +15,8 @@ from tests.contract.gcp_fixtures import deadline, make_cfg
 
 READS = {"compute.projects.get", "compute.zones.get", "compute.machineTypes.get", "compute.images.getFromFamily",
          "compute.regions.get", "container.clusters.list",
-         "container.projects.locations.getServerConfig"}  # the channel default, checked against Istio's range
+         "container.projects.locations.getServerConfig",  # the channel default, checked against Istio's range
+         "cloudresourcemanager.projects.getEffectiveOrgPolicy"}  # the organisation policies that would block the run
 SERVER_CONFIG = "container.projects.locations.getServerConfig"
 
 
@@ -128,3 +129,42 @@ def test_preflight_refuses_a_channel_default_outside_the_istio_releases_kubernet
     assert standin.world.objects == {} and standin.gke.clusters == {}
     cfg = make_cfg(standin, tmp_path, token_file, release_channel="regular", istio_version="1.31.1")
     GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())  # 1.35: in range
+
+
+SA = "meshvm-nodes@meshvm-lab.iam.gserviceaccount.com"
+
+
+@pytest.mark.parametrize(("setup", "line"), [
+    (lambda w: w.sa_permissions.update({SA: []}),
+     f"--node-service-account {SA}: the run's credentials lack iam.serviceAccounts.actAs on it; grant them "
+     "roles/iam.serviceAccountUser on that service account"),
+    (lambda w: w.org_policies.update({"constraints/compute.vmExternalIpAccess": {"listPolicy": {"allValues": "DENY"}}}),
+     "organisation policy constraints/compute.vmExternalIpAccess on project meshvm-lab forbids the VM's external IP "
+     "(the runner reaches it over SSH); allow projects/meshvm-lab/zones/us-central1-a/instances/"),
+    (lambda w: w.org_policies.update({"constraints/compute.requireOsLogin": {"booleanPolicy": {"enforced": True}}}),
+     "organisation policy constraints/compute.requireOsLogin on project meshvm-lab is enforced: the VM would ignore "
+     "the metadata SSH key the run uses; run in a project where it is not enforced"),
+], ids=["actAs", "external-ip", "os-login"])
+def test_preflight_refuses_what_iam_or_the_organisation_would_refuse_later(standin, tmp_path, token_file, setup,
+                                                                           line):
+    setup(standin.world)
+    cfg = make_cfg(standin, tmp_path, token_file, node_service_account=SA)
+    with pytest.raises(PreflightFailed) as e:
+        GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(line), e.value.problems
+    assert standin.world.objects == {}
+
+
+def test_preflight_allows_what_is_allowed_and_warns_on_a_policy_it_cannot_read(standin, tmp_path, token_file,
+                                                                               caplog):
+    standin.world.org_policies["constraints/compute.vmExternalIpAccess"] = {"listPolicy": {"allowedValues": [
+        "projects/meshvm-lab/zones/us-central1-a/instances/mvm-pf-allowed-vm"]}}
+    cfg = make_cfg(standin, tmp_path, token_file, node_service_account=SA, run_id="pf-allowed")
+    GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())  # the VM is allowed
+    from meshvm.lab.gcloud.faults import Fault
+
+    standin.faults.inject("cloudresourcemanager.projects.getEffectiveOrgPolicy",
+                          Fault(403, "forbidden", "The caller does not have permission"), times=2)
+    with caplog.at_level("WARNING"):
+        GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json")).preflight(deadline())
+    assert "could not read organisation policy" in caplog.text

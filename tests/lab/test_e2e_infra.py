@@ -17,13 +17,14 @@ from meshvm.lab.leaks import find_leftovers
 from meshvm.lab.netsafety import TAG_PATTERN
 from meshvm.lab.platform import LabPlatform
 from meshvm.stages import STAGE_NAMES
+from tests.conftest import KEPT
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k in KEPT}
     return subprocess.run([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args],
                           cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=600)
 
@@ -67,6 +68,8 @@ def test_gcp_path_against_a_server_speaking_the_apis(tmp_path):
         eff = lab.start()
         r = suite("--platform", "gcp", "--gcp-project", "meshvm-lab", "--until", "infra",
                   "--compute-endpoint", str(eff.compute_endpoint), "--container-endpoint", str(eff.container_endpoint),
+                  "--iam-endpoint", str(eff.iam_endpoint),
+                  "--resourcemanager-endpoint", str(eff.resourcemanager_endpoint),
                   "--ssh-source-ranges", eff.ssh_source_ranges[0], "--subnet-range", eff.subnet_range,
                   "--pod-range", eff.pod_range, "--service-range", eff.service_range,
                   "--artifacts-dir", str(tmp_path / "out"),

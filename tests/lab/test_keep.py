@@ -33,7 +33,8 @@ def local_cloud(tmp_path: Path, run_id: str) -> Iterator[tuple[LabPlatform, list
     try:
         eff = lab.start()
         args = ["--platform", "gcp", "--gcp-project", PROJECT, "--compute-endpoint", str(eff.compute_endpoint),
-                "--container-endpoint", str(eff.container_endpoint), "--ssh-source-ranges", eff.ssh_source_ranges[0],
+                "--container-endpoint", str(eff.container_endpoint), "--iam-endpoint", str(eff.iam_endpoint),
+                "--resourcemanager-endpoint", str(eff.resourcemanager_endpoint), "--ssh-source-ranges", eff.ssh_source_ranges[0],
                 "--subnet-range", eff.subnet_range, "--pod-range", eff.pod_range, "--service-range", eff.service_range,
                 "--run-id", run_id]
         yield lab, args, {"E2E_GCP_ACCESS_TOKEN_FILE": str(eff.gcp_access_token_file)}

@@ -18,6 +18,7 @@ import pytest
 from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.secretdir import base_dir
+from tests.conftest import KEPT
 from tests.lab.test_e2e_infra import ROOT, no_lab_leftovers
 from tests.lab.test_keep import janitor, local_cloud, run_objects
 
@@ -45,7 +46,7 @@ def phases(out: Path) -> dict[str, str]:
 ])
 def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k in KEPT}
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "--platform",
                              "lab", "--artifacts-dir", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,7 +71,7 @@ def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
 
 
 def start(out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k in KEPT}
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / "stderr.txt", "wb") as err:
         return subprocess.Popen([sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", *args,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshvm.stages import STAGE_NAMES
+from tests.conftest import KEPT
 from tests.root import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_suite(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
               home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k == "E2E_ISTIO_RELEASE_LISTING"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k in KEPT}
     base.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     if home:
         base["HOME"] = str(home)  # no gcloud credentials there

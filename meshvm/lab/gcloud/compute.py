@@ -33,6 +33,10 @@ class World:
     # network name -> time.monotonic() until which deleting it or its subnetworks answers 400
     # resourceNotReady: GKE still releases the deleted cluster's hold on them (docs/facts.md section 6)
     settling: dict[str, float] = field(default_factory=dict)
+    # IAM and the organisation (the preflight's policy checks): service account -> the run's permissions
+    # on it (absent: all it asks), constraint -> its effective policy on the project (absent: none)
+    sa_permissions: dict[str, list[str]] = field(default_factory=dict)
+    org_policies: dict[str, dict] = field(default_factory=dict)
     settle_s: float = 3.0
 
 

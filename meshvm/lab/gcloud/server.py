@@ -117,7 +117,7 @@ def _q(qs: dict, key: str) -> str:
 
 
 def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]:
-    r = _compute_routes(s) + _gke_routes(s)
+    r = _compute_routes(s) + _gke_routes(s) + _policy_routes(s)
     return [(verb, re.compile(regex), method, h) for verb, regex, method, h in r]
 
 
@@ -168,6 +168,24 @@ def _compute_routes(s: GCloudStandIn) -> list:
         r += [("GET", base, f"compute.{kind}.get", lambda m, qs, b: c.operation(m["project"], m["op"], False)),
               ("POST", base + "/wait", f"compute.{kind}.wait", lambda m, qs, b: c.operation(m["project"], m["op"], True))]
     return r
+
+
+def _policy_routes(s: GCloudStandIn) -> list:
+    """IAM's testIamPermissions on a service account and Resource Manager's effective org policy."""
+    w = s.world
+
+    def test_permissions(m: dict, qs: dict, b: dict) -> dict:
+        asked = list((b or {}).get("permissions") or [])
+        held = w.sa_permissions.get(m["sa"], asked)
+        return {"permissions": [p for p in asked if p in held]}
+
+    return [
+        ("POST", r"/v1/projects/-/serviceAccounts/(?P<sa>[^/:]+):testIamPermissions",
+         "iam.serviceAccounts.testIamPermissions", test_permissions),
+        ("POST", r"/v1/projects/(?P<project>[^/:]+):getEffectiveOrgPolicy", "cloudresourcemanager.projects."
+         "getEffectiveOrgPolicy", lambda m, qs, b: {"constraint": (b or {}).get("constraint"),
+                                                    **w.org_policies.get((b or {}).get("constraint", ""), {})}),
+    ]
 
 
 def _gke_routes(s: GCloudStandIn) -> list:
