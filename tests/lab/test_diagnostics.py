@@ -14,9 +14,10 @@ from tests.lab.test_e2e_infra import no_lab_leftovers, suite
 pytestmark = pytest.mark.lab
 FAILED = "test_vm_to_mesh.py_test_vm_reaches_details_through_its_sidecar"
 VM_FILES = {"systemctl-status-istio.txt", "journal-istio.txt", "var-log-istio.txt", "cluster.env",
-            "iptables-save.txt", "etc-hosts.txt", "agent-ready.txt", "config_dump.json", "stats.txt"}
-CLUSTER_FILES = {"workloadentries.yaml", "workloadgroups.yaml", "pods.yaml", "events.yaml", "istiod-logs.txt",
-                 "eastwest-logs.txt"}
+            "iptables-save.txt", "etc-hosts.txt", "agent-ready.txt", "config_dump.json", "stats.txt",
+            "istio-metrics.txt", "systemctl-status-ratings.txt"}
+CLUSTER_FILES = {"workloadentries.yaml", "workloadgroups.yaml", "pods.yaml", "deployments.yaml", "gateways.yaml",
+                 "virtualservices.yaml", "events.yaml", "istiod-logs.txt", "eastwest-logs.txt"}
 
 
 def secret_hits(out: Path, extra: list[str]) -> list[str]:
@@ -38,10 +39,11 @@ def test_failed_exercise_leaves_diagnostics_without_secrets(tmp_path, capsys):
     folder = out / "diagnostics" / FAILED
     names = {p.name for p in folder.iterdir()}
     want = ({f"vm-{n}" for n in VM_FILES} | {f"cluster-{n}" for n in CLUSTER_FILES}
-            | {"istioctl-proxy-status.txt", "INDEX.txt"})
+            | {"istioctl-proxy-status.txt", "lab-firewall.txt", "INDEX.txt"})
     assert want <= names, f"missing: {sorted(want - names)}; index: {(folder / 'INDEX.txt').read_text()}"
     index = (folder / "INDEX.txt").read_text()
-    assert "vm: 9 collector(s)" in index and "cluster: 6 collector(s)" in index
+    assert f"vm: {len(VM_FILES)} collector(s)" in index and f"cluster: {len(CLUSTER_FILES)} collector(s)" in index
+    assert "lab: 1 collector(s)" in index and "LAB-VPC-FW chain" in (folder / "lab-firewall.txt").read_text()
     assert "ISTIO_META_CLUSTER_ID" in (folder / "vm-cluster.env").read_text()  # cluster.env is no secret
     assert "istiod.istio-system.svc" in (folder / "vm-etc-hosts.txt").read_text()
     assert "kind: WorkloadGroup" in (folder / "cluster-workloadgroups.yaml").read_text()
