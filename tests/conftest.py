@@ -1,6 +1,9 @@
-"""Self-tests reach nothing outside this machine and leave nothing of theirs behind:
+"""Self-test sessions (never an e2e run, whose tests also live under tests/) reach nothing outside
+this machine and leave nothing of theirs behind:
 - Istio's release listing is the lab's local stand-in for every run they start (a minor
-  --istio-version, the default, is resolved from it);
+  --istio-version, the default, is resolved from it), and a gcp-path run they start without naming
+  IAM's and Resource Manager's endpoints reads its policies from a closed local port (the preflight
+  warns that it could not), never from Google;
 - the outermost self-test session fails if it leaves new entries of the suite's own under the
   temporary directory (secret dirs, discovery caches, stub API keys) whose owner is gone."""
 
@@ -13,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.plugin import is_e2e_run
 from meshvm import secretdir
 from meshvm.config import LAB_RELEASE_LISTING
 
-os.environ.setdefault("E2E_ISTIO_RELEASE_LISTING", LAB_RELEASE_LISTING)
-# A gcp-path run a self-test starts without naming these reads its policies from a closed local port
-# (the preflight warns that it could not), never from Google.
-for api in ("IAM", "RESOURCEMANAGER"):
-    os.environ.setdefault(f"E2E_{api}_ENDPOINT", "http://127.0.0.1:9")
-KEPT = ("E2E_ISTIO_RELEASE_LISTING", "E2E_IAM_ENDPOINT", "E2E_RESOURCEMANAGER_ENDPOINT")  # kept for runs tests start
+DEFAULTS = {"E2E_ISTIO_RELEASE_LISTING": LAB_RELEASE_LISTING, "E2E_IAM_ENDPOINT": "http://127.0.0.1:9",
+            "E2E_RESOURCEMANAGER_ENDPOINT": "http://127.0.0.1:9"}
+KEPT = tuple(DEFAULTS)  # the E2E_* variables the runs that self-tests start keep
 OURS = ("meshvm-", "stubapi-")
 OUTERMOST = "MESHVM_SELFTEST_TMP_CHECK"
 _before: set[str] | None = None
@@ -31,9 +32,14 @@ def _ours() -> set[str]:
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(OURS)}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
     global _before
-    if OUTERMOST not in os.environ:  # runs the self-tests start inherit the marker: only this one checks
+    if is_e2e_run(config):
+        return  # a conformance run (a user's, or one a self-test started): nothing of this applies
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if OUTERMOST not in os.environ:  # the self-test sessions this one starts inherit the marker
         os.environ[OUTERMOST] = "1"
         _before = _ours()
 
