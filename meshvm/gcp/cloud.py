@@ -97,7 +97,7 @@ class GcpCloud:
         cluster, now that it has `address` (forwarding rule, pool or backend service, health checks,
         `k8s-fw-*` rules, address reservation). Returns the entries."""
         svc = loadbalancers.Service(namespace, name, address, self.cfg.names.cluster,
-                                    self.cfg.network or self.cfg.names.network)
+                                    self.cfg.network or self.cfg.names.network, own_network=not self.cfg.network)
         return loadbalancers.record(self.clients, self.ledger, self.cfg.region, svc, deadline)
 
     def release_load_balancers(self, kube: Kube, deadline: Deadline) -> bool:

@@ -63,6 +63,7 @@ class Service:
     address: str
     cluster: str
     network: str  # the run's network: internal addresses are unique per network only
+    own_network: bool = True  # created for the run (no other cluster in it), not a given --network
 
     @property
     def key(self) -> str:
@@ -126,9 +127,13 @@ def record(c: Clients, ledger: Ledger, region: str, svc: Service, deadline: Dead
 def _ours(c: Clients, fr: compute_v1.ForwardingRule, svc: Service, deadline: Deadline) -> bool:
     """Never by address: two runs' networks may hold the same internal address. Ours when the rule
     names the Service, lies in the run's network (an external one has no network: its firewall rule's
-    does), and its `k8s-fw-` firewall rule, in the run's network, targets the run's cluster's nodes."""
+    does), and belongs to the run's cluster: an internal one in a network made for the run (whatever
+    GKE names it: `a<hex>`, or `k8s2-` from 1.36), else its `k8s-fw-` firewall rule, in the run's
+    network, targets the run's cluster's nodes."""
     if service_of(fr.description) != svc.key or (fr.network and _last(fr.network) != svc.network):
         return False
+    if fr.network and svc.own_network:
+        return True
     # Every cluster of the project has an istio-system/istio-ingressgateway: only this cluster's counts.
     fw = _get(c, "firewall", Entry("firewall", f"k8s-fw-{fr.name}", c.project), deadline)
     return fw is not None and _last(fw.network) == svc.network and _targets(fw, svc.cluster)
