@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from meshvm import releases
+from meshvm.config import LAB_RELEASE_LISTING
 from meshvm.lab.gcloud.gke import CREATE_CLUSTER
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.platform import LabPlatform
@@ -23,7 +25,9 @@ from tests.lab.test_keep import local_cloud, run_objects
 
 pytestmark = pytest.mark.lab
 KINDS = ["cluster", "firewall", "instance", "network", "subnetwork"]
-VERSION = BY_FIELD["istio_version"].default
+# The patch the default --istio-version resolves to from the (self-tests') release listing: the istioctl
+# the gcp-path run looks for in its cache.
+VERSION = releases.newest_patch(BY_FIELD["istio_version"].default, LAB_RELEASE_LISTING)
 
 
 def creates(lab: LabPlatform) -> list[str]:
