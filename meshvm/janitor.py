@@ -84,10 +84,10 @@ def lab(run_id: str | None, delete: bool) -> int:
 
 
 def _lab(run_id: str | None, delete: bool) -> int:
-    from meshvm.lab import addressing, leaks, sweep
+    from meshvm.lab import addressing, leaks, netsafety, sweep
 
     remaining = 0
-    for claim in addressing.read_claims():
+    for claim in netsafety.read_claims():
         if run_id and claim.get("run_id") != run_id:
             continue
         tag, path = str(claim.get("tag", "")), str(claim["path"])

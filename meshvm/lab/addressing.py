@@ -135,19 +135,6 @@ def allocation_lock() -> Iterator[None]:
         yield
 
 
-def read_claims() -> list[dict[str, object]]:
-    """Every claim file's content (plus its path), live or stale."""
-    out: list[dict[str, object]] = []
-    for entry in sorted(os.listdir(CLAIMS_DIR)) if os.path.isdir(CLAIMS_DIR) else []:
-        path = os.path.join(CLAIMS_DIR, entry)
-        try:
-            with open(path) as f:
-                out.append({**json.load(f), "path": path})
-        except (OSError, ValueError):
-            out.append({"path": path})
-    return out
-
-
 def _try_claim(path: str, run_id: str, tag: str) -> bool:
     if os.path.exists(path) and claim_is_stale(path):
         log.warning("taking over stale lab claim %s", path)

@@ -15,9 +15,8 @@ import json
 import logging
 import os
 
-from meshvm.lab.addressing import read_claims
 from meshvm.lab.hostsys import LAB_CGROUP, cgroup2_root
-from meshvm.lab.netsafety import LAB_RANGE, run_ip, run_names
+from meshvm.lab.netsafety import LAB_RANGE, read_claims, run_ip, run_names
 
 log = logging.getLogger(__name__)
 

@@ -49,18 +49,26 @@ def run_names(tag: str) -> re.Pattern[str]:
     return re.compile(rf"{tag}(?:-rt|-lab|-wan|-\d+[a-z0-9]*|[pqv]\d+)")
 
 
+def read_claims() -> list[dict[str, object]]:
+    """Every claim file's content (plus its path), live or stale."""
+    out: list[dict[str, object]] = []
+    for entry in sorted(os.listdir(CLAIMS_DIR)) if os.path.isdir(CLAIMS_DIR) else []:
+        path = os.path.join(CLAIMS_DIR, entry)
+        try:
+            with open(path) as f:
+                out.append({**json.load(f), "path": path})
+        except (OSError, ValueError):
+            out.append({"path": path})
+    return out
+
+
 def claimed_uplinks() -> dict[str, ipaddress.IPv4Network]:
     """Every claimed block's uplink device on this host, `<tag>-lab`, with the block it routes."""
     out = {}
-    for entry in sorted(os.listdir(CLAIMS_DIR)) if os.path.isdir(CLAIMS_DIR) else []:
-        try:
-            with open(os.path.join(CLAIMS_DIR, entry)) as f:
-                tag = str(json.load(f).get("tag", ""))
-            block = ipaddress.IPv4Network(entry.replace("_", "/"))
-        except (OSError, ValueError, AttributeError):
-            continue
+    for claim in read_claims():
+        tag = str(claim.get("tag", ""))
         if re.fullmatch(TAG_PATTERN, tag):
-            out[f"{tag}-lab"] = block
+            out[f"{tag}-lab"] = ipaddress.IPv4Network(os.path.basename(str(claim["path"])).replace("_", "/"))
     return out
 
 

@@ -13,10 +13,9 @@ import re
 import signal
 import time
 
-from meshvm.lab.addressing import read_claims
 from meshvm.lab.hostsys import remove_cgroup
 from meshvm.lab.leaks import find_leftovers, run_cgroups, run_links, run_netns, run_processes
-from meshvm.lab.netsafety import TAG_PATTERN, run_ip
+from meshvm.lab.netsafety import TAG_PATTERN, read_claims, run_ip
 
 log = logging.getLogger(__name__)
 _GRACE_S = 10.0

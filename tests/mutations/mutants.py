@@ -47,44 +47,41 @@ def _reviews_without_ratings_host(name: str, **values: object) -> str:
     return "\n".join(line for line in text.splitlines() if "SERVICES_DOMAIN, value" not in line) + "\n"
 
 
+class _But:
+    """A seam (the Kube or the istioctl the recipe is handed) with some of its methods replaced."""
+
+    def __init__(self, inner: Any, **methods: Callable[..., Any]) -> None:
+        self._inner = inner
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def _group_not_applied(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
-    class NoApply:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(kube, name)
-
-        def apply(self, *args: Any, **kwargs: Any) -> None:
-            pass  # `kubectl apply -f workloadgroup.yaml` forgotten
-
-    return ORIGINAL["create_workloadgroup"](istioctl, NoApply(), probe, out)
+    no_apply = _But(kube, apply=lambda *args, **kwargs: None)  # `kubectl apply -f workloadgroup.yaml` forgotten
+    return ORIGINAL["create_workloadgroup"](istioctl, no_apply, probe, out)
 
 
 def _group_with_plaintext_vm(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
     """The WorkloadGroup applied with its entries labelled `security.istio.io/tlsMode: disabled`:
     callers send plaintext, so the VM's inbound path works without identity or policy (what Istio's
     bugs #57334 and #61157 did to VM entries)."""
-    class Labelled:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(kube, name)
+    def apply(text: str, **kwargs: Any) -> Any:
+        group = yaml.safe_load(text)
+        group["spec"]["metadata"].setdefault("labels", {})["security.istio.io/tlsMode"] = "disabled"
+        return kube.apply(yaml.safe_dump(group), **kwargs)
 
-        def apply(self, text: str, **kwargs: Any) -> Any:
-            group = yaml.safe_load(text)
-            group["spec"]["metadata"].setdefault("labels", {})["security.istio.io/tlsMode"] = "disabled"
-            return kube.apply(yaml.safe_dump(group), **kwargs)
-
-    return ORIGINAL["create_workloadgroup"](istioctl, Labelled(), probe, out)
+    return ORIGINAL["create_workloadgroup"](istioctl, _But(kube, apply=apply), probe, out)
 
 
 def _install_without_hub(istioctl: Any, kube: Any, source_ranges: list, hub: str, workdir: Any, deadline: Any) -> str:
     """`istioctl install` without `--set hub=`: the charts' default registry (docs/facts.md section 6)."""
-    class Unpinned:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(istioctl, name)
+    def run(args: list, **kwargs: Any) -> Any:
+        i = args.index(f"hub={hub}")
+        return istioctl.run(args[:i - 1] + args[i + 1:], **kwargs)
 
-        def run(self, args: list, **kwargs: Any) -> Any:
-            i = args.index(f"hub={hub}")
-            return istioctl.run(args[:i - 1] + args[i + 1:], **kwargs)
-
-    return ORIGINAL["install_istio"](Unpinned(), kube, source_ranges, hub, workdir, deadline)
+    return ORIGINAL["install_istio"](_But(istioctl, run=run), kube, source_ranges, hub, workdir, deadline)
 
 
 def _skip_manifest(skipped: str) -> Callable[..., str]:
@@ -102,15 +99,10 @@ def _vm_files(change: Callable[[list], list] | None = None, **overrides: Any) ->
     @functools.wraps(ORIGINAL["generate_vm_files"])
     def generate(istioctl: Any, kube: Any, group_file: Any, out: Any, cluster_id: str, vm_ip: str,
                  eastwest_ip: str, token_duration: int, deadline: Any) -> Any:
-        class Changed:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(istioctl, name)
-
-            def run(self, args: list, **kwargs: Any) -> Any:
-                return istioctl.run(change(list(args)) if change else args, **kwargs)
-
+        changed = _But(istioctl, run=lambda args, **kwargs: istioctl.run(change(list(args)) if change else args,
+                                                                         **kwargs))
         params = {"cluster_id": cluster_id, "token_duration": token_duration, **overrides}
-        return ORIGINAL["generate_vm_files"](Changed(), kube, group_file, out, params["cluster_id"], vm_ip,
+        return ORIGINAL["generate_vm_files"](changed, kube, group_file, out, params["cluster_id"], vm_ip,
                                              eastwest_ip, params["token_duration"], deadline)
     return generate
 
