@@ -104,8 +104,13 @@ class GcpCloud:
         """Delete every LoadBalancer Service of the cluster and wait until each is gone (GKE clears the
         finalizer once it deleted the load balancer). Call it from the e2e teardown BEFORE `teardown`:
         the cluster must still exist. False if they did not all go in time (then `teardown` deletes
-        what `record_load_balancer` recorded); never raises for that."""
-        return loadbalancers.release(kube, deadline)
+        what `record_load_balancer` recorded); never raises for that. From GKE 1.36 also waits until
+        GKE deleted the Services' NEGs, which it does later on its own period (docs/facts.md section 6)."""
+        uid = loadbalancers.cluster_uid(kube)
+        released = loadbalancers.release(kube, deadline)
+        if not uid:  # the cluster did not answer: nothing to go by (teardown deletes what was recorded)
+            return released
+        return loadbalancers.wait_negs_gone(self.clients, uid, deadline) and released
 
     def _in_zones(self, what: str, create: Callable[[str, Deadline], T], deadline: Deadline,
                   discard: Callable[[str, Deadline], None] | None = None) -> T:

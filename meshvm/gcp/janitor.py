@@ -64,4 +64,4 @@ def find(c: Clients, run_id: str | None, deadline: Deadline) -> list[Entry]:
 
 
 def _unlabelled_rule(e: Entry) -> bool:
-    return e.kind == "firewall" and not e.name.startswith("k8s-") and e.extra.get("e2e-suite") != SUITE
+    return e.kind == "firewall" and not e.name.startswith(sweep.GKE_PREFIXES) and e.extra.get("e2e-suite") != SUITE

@@ -53,7 +53,11 @@ KINDS: dict[str, tuple[type | None, type | None, str]] = {
     "health-check": (compute_v1.RegionHealthChecksClient, compute_v1.HealthChecksClient, "health_check"),
     "http-health-check": (None, None, "http_health_check"),  # legacy API: see _legacy_hc
     "address": (compute_v1.AddressesClient, compute_v1.GlobalAddressesClient, "address"),
+    # zonal (`where` is "project/zone"): an internal backend service's backends, before and from GKE 1.36
+    "instance-group": (compute_v1.InstanceGroupsClient, None, "instance_group"),
+    "network-endpoint-group": (compute_v1.NetworkEndpointGroupsClient, None, "network_endpoint_group"),
 }
+ZONAL = frozenset({"instance-group", "network-endpoint-group"})
 
 
 @dataclass(frozen=True)
@@ -73,27 +77,22 @@ class Service:
 def service_of(description: str | None) -> str:
     """The `<ns>/<name>` GKE writes into a resource's JSON description ("" for anything else), under
     either key GKE has used (docs/facts.md section 6)."""
-    try:
-        value = json.loads(description or "")
-    except ValueError:
-        return ""
-    if not isinstance(value, dict):
-        return ""
+    value = _description(description)
     return next((str(value[k]) for k in SERVICE_KEYS if value.get(k)), "")
 
 
 # ---- finding and recording -------------------------------------------------------------------------
 def find(c: Clients, region: str, svc: Service, deadline: Deadline) -> list[Entry]:
     """The Service's Compute resources, in creation order (what others use first)."""
+    firewalls = list(c.call("listing firewall rules", c.firewalls.list, deadline, project=c.project))
     frs = [fr for fr in c.call("listing forwarding rules", c.compute(compute_v1.ForwardingRulesClient).list,
-                               deadline, project=c.project, region=region) if _ours(c, fr, svc, deadline)]
+                               deadline, project=c.project, region=region) if _ours(fr, svc, firewalls)]
     extra = {"service": svc.key, "cluster": svc.cluster}
     first = [e for fr in frs for e in resources_of(c, fr, extra, deadline)]
-    names = {f"k8s-fw-{fr.name}" for fr in frs} | {f"k8s-{fr.name}-http-hc" for fr in frs} | {
-        f"{e.name}{suffix}" for e in first for suffix in ("-http-hc", "-hc")  # `k8s-<uid>-node-hc`: internal
+    names = {n for fr in frs for n in rule_names(fr)} | {
+        f"{e.name}{suffix}" for e in first for suffix in ("-http-hc", "-hc", "-fw")  # the health checks' own
         if e.kind.endswith("health-check") and e.name.startswith("k8s")}
-    rules = [Entry("firewall", f.name, c.project, extra=extra)
-             for f in c.call("listing firewall rules", c.firewalls.list, deadline, project=c.project)
+    rules = [Entry("firewall", f.name, c.project, extra=extra) for f in firewalls
              if f.name in names or (service_of(f.description) == svc.key and _targets(f, svc.cluster))]
     return list({e.key: e for e in first + rules}.values())  # a shared health check once
 
@@ -110,6 +109,7 @@ def resources_of(c: Clients, fr: compute_v1.ForwardingRule, extra: dict[str, str
             backend = Entry(kind, link.rsplit("/", 1)[-1], _where_of(c, link), extra=extra)
             found = _get(c, kind, backend, deadline)
             out += [_health_check(c, hc, extra) for hc in (getattr(found, "health_checks", None) or [])]
+            out += [_group(c, b.group, extra) for b in (getattr(found, "backends", None) or []) if _group_kind(b.group)]
             out.append(backend)
     return [*out, Entry("forwarding-rule", fr.name, where, extra=extra)]
 
@@ -124,19 +124,26 @@ def record(c: Clients, ledger: Ledger, region: str, svc: Service, deadline: Dead
     return found
 
 
-def _ours(c: Clients, fr: compute_v1.ForwardingRule, svc: Service, deadline: Deadline) -> bool:
+def _ours(fr: compute_v1.ForwardingRule, svc: Service, firewalls: list[compute_v1.Firewall]) -> bool:
     """Never by address: two runs' networks may hold the same internal address. Ours when the rule
     names the Service, lies in the run's network (an external one has no network: its firewall rule's
     does), and belongs to the run's cluster: an internal one in a network made for the run (whatever
-    GKE names it: `a<hex>`, or `k8s2-` from 1.36), else its `k8s-fw-` firewall rule, in the run's
-    network, targets the run's cluster's nodes."""
+    GKE names it: `a<hex>`, or `k8s2-` from 1.36), else its firewall rule (`k8s-fw-<rule>`, or from
+    1.36 named as its backend service), in the run's network, targets the run's cluster's nodes."""
     if service_of(fr.description) != svc.key or (fr.network and _last(fr.network) != svc.network):
         return False
     if fr.network and svc.own_network:
         return True
     # Every cluster of the project has an istio-system/istio-ingressgateway: only this cluster's counts.
-    fw = _get(c, "firewall", Entry("firewall", f"k8s-fw-{fr.name}", c.project), deadline)
-    return fw is not None and _last(fw.network) == svc.network and _targets(fw, svc.cluster)
+    names = rule_names(fr)
+    return any(f.name in names and _last(f.network) == svc.network and _targets(f, svc.cluster) for f in firewalls)
+
+
+def rule_names(fr: compute_v1.ForwardingRule) -> set[str]:
+    """The firewall rules GKE names after a forwarding rule: `k8s-fw-<rule>` and `k8s-<rule>-http-hc`
+    (target pools, internal before 1.36); from 1.36 the rule is named as the backend service."""
+    names = {f"k8s-fw-{fr.name}", f"k8s-{fr.name}-http-hc"}
+    return names | ({_last(fr.backend_service)} if fr.backend_service and fr.name.startswith(("k8s2-", "k8s3-")) else set())
 
 
 def _last(link: str) -> str:
@@ -165,6 +172,16 @@ def _where_of(c: Clients, link: str) -> str:
     return f"{c.project}/{meta.location_of(link, 'regions')}" if "/regions/" in link else c.project
 
 
+def _group_kind(link: str) -> str:
+    return "network-endpoint-group" if "/networkEndpointGroups/" in link else \
+        "instance-group" if "/instanceGroups/" in link else ""
+
+
+def _group(c: Clients, link: str, extra: dict[str, str]) -> Entry:
+    """A backend's instance group (`k8s-ig--<cluster uid>`) or GCE_VM_IP NEG (`k8s2-...`), in its zone."""
+    return Entry(_group_kind(link), _last(link), f"{c.project}/{meta.location_of(link, 'zones')}", extra=extra)
+
+
 def _health_check(c: Clients, link: str, extra: dict[str, str]) -> Entry:
     kind = "http-health-check" if "/httpHealthChecks/" in link else "health-check"
     return Entry(kind, link.rsplit("/", 1)[-1], _where_of(c, link), extra=extra)
@@ -174,7 +191,7 @@ def _health_check(c: Clients, link: str, extra: dict[str, str]) -> Entry:
 def _api(c: Clients, entry: Entry, verb: str) -> tuple[Callable[..., Any], dict[str, str]]:
     regional, global_, field = KINDS[entry.kind]
     parts = entry.where.split("/")
-    kw = {field: entry.name, **({"region": parts[1]} if len(parts) > 1 else {})}
+    kw = {field: entry.name, **({"zone" if entry.kind in ZONAL else "region": parts[1]} if len(parts) > 1 else {})}
     if entry.kind == "http-health-check":
         return _legacy_hc(c, verb), kw
     cls = regional if len(parts) > 1 else global_
@@ -216,6 +233,49 @@ def _legacy_hc(c: Clients, verb: str) -> Callable[..., Any]:
             raise gexc.from_http_response(r)
         return compute_v1.Operation.from_json(r.text, ignore_unknown_fields=True) if verb == "DELETE" else r.json()
     return call
+
+
+# ---- GKE's network endpoint groups (from 1.36) -----------------------------------------------------
+def cluster_uid(kube: Kube) -> str:
+    """The cluster's kube-system namespace UID, which GKE's NEG controller writes into each NEG's
+    description (`cluster-uid`); "" when the cluster does not answer."""
+    try:
+        return str(((kube.get("v1", "Namespace", "kube-system") or {}).get("metadata") or {}).get("uid") or "")
+    except (retry.WaitFailed, KubeError) as e:
+        log.warning("reading the cluster's kube-system UID: %s; not waiting for its NEGs", e)
+        return ""
+
+
+def negs_of(c: Clients, uid: str, deadline: Deadline) -> list[Entry]:
+    """The NEGs GKE's NEG controller made for the cluster whose kube-system UID is `uid`: exactly those
+    whose description names it (docs/facts.md section 6), in any zone."""
+    request = compute_v1.AggregatedListNetworkEndpointGroupsRequest(project=c.project)
+    pager = c.call("listing network endpoint groups", c.compute(compute_v1.NetworkEndpointGroupsClient).aggregated_list,
+                   deadline, request=request)
+    return [Entry("network-endpoint-group", neg.name, f"{c.project}/{meta.location_of(neg.zone, 'zones')}")
+            for _, scoped in pager for neg in (scoped.network_endpoint_groups or [])
+            if uid and _description(neg.description).get("cluster-uid") == uid]
+
+
+def wait_negs_gone(c: Clients, uid: str, deadline: Deadline) -> bool:
+    """After the Services went: wait until GKE's NEG controller deleted the cluster's NEGs (it does so on
+    its own period, after the Service's finalizer cleared). A cluster deleted sooner leaves them, and
+    a leftover NEG blocks deleting the subnetwork and the network. True when none is left in time."""
+    try:
+        left = retry.until("GKE to delete the cluster's network endpoint groups", lambda: negs_of(c, uid, deadline),
+                           deadline, accept=lambda negs: not negs, initial=1.0, ceiling=10.0)
+    except (retry.WaitFailed, errors.CloudError) as e:
+        log.error("waiting for the cluster's NEGs: %s; teardown deletes what the ledger recorded", e)
+        return False
+    return not left
+
+
+def _description(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 # ---- releasing the Services ------------------------------------------------------------------------

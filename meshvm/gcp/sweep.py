@@ -24,9 +24,10 @@ from meshvm.ledger import Entry
 from meshvm.naming import PREFIX, SUITE, Names
 
 log = logging.getLogger(__name__)
+GKE_PREFIXES = ("k8s-", "k8s2-", "k8s3-")  # what GKE names its load balancers' pieces (k8s2- from 1.36)
 # Dependents first. The cluster goes before its load balancers: once it is gone nothing recreates them.
-ORDER = ("instance", "cluster", "forwarding-rule", "target-pool", "backend-service", "http-health-check",
-         "health-check", "address", "firewall", "subnetwork", "network")
+ORDER = ("instance", "cluster", "forwarding-rule", "target-pool", "backend-service", "network-endpoint-group",
+         "instance-group", "http-health-check", "health-check", "address", "firewall", "subnetwork", "network")
 
 
 def now_label() -> str:
@@ -60,7 +61,8 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
     k8s = {f.name for f in rules if _k8s_rule_of(f, names, net_names)}
     out += [Entry("cluster", cl.name, f"{p}/{cl.zone or cl.location}", extra=dict(cl.resource_labels))
             for cl in clusters]
-    out += _lb_leftovers(c, deadline, net_names, {n.removeprefix("k8s-fw-") for n in k8s})
+    out += _lb_leftovers(c, deadline, net_names, {fr for n in k8s for fr in _rules_named_after(n)})
+    out += _groups_in(c, deadline, net_names)
     out += [Entry("firewall", f.name, p, extra=meta.labels_of(f.description))
             for f in rules
             if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description))) or f.name in k8s
@@ -70,28 +72,54 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
             for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)
             if keep(meta.labels_of(s.description))]
     out += [Entry("network", n.name, p, extra=meta.labels_of(n.description)) for n in nets]
+    out = list({e.key: e for e in out}.values())  # a NEG is found through its rule and by its network
     log.debug("sweep: runs %s, found %s", sorted(runs - {""}), [e.key for e in out])
     return sorted(out, key=lambda e: ORDER.index(e.kind))
 
 
-_AGGREGATED = {compute_v1.InstancesClient: compute_v1.AggregatedListInstancesRequest,
-               compute_v1.SubnetworksClient: compute_v1.AggregatedListSubnetworksRequest,
-               compute_v1.ForwardingRulesClient: compute_v1.AggregatedListForwardingRulesRequest}
+# client -> (its aggregated-list request, the field of each scope's list)
+_AGGREGATED = {
+    compute_v1.InstancesClient: (compute_v1.AggregatedListInstancesRequest, "instances"),
+    compute_v1.SubnetworksClient: (compute_v1.AggregatedListSubnetworksRequest, "subnetworks"),
+    compute_v1.ForwardingRulesClient: (compute_v1.AggregatedListForwardingRulesRequest, "forwarding_rules"),
+    compute_v1.NetworkEndpointGroupsClient: (compute_v1.AggregatedListNetworkEndpointGroupsRequest,
+                                             "network_endpoint_groups"),
+    compute_v1.InstanceGroupsClient: (compute_v1.AggregatedListInstanceGroupsRequest, "instance_groups"),
+}
 
 
 def _aggregated(c: Clients, cls: type, deadline: Deadline, flt: str | None = None) -> Iterable:
-    request = _AGGREGATED[cls](project=c.project, **({"filter": flt} if flt else {}))
-    pager = c.call(f"listing {cls.__name__}", c.compute(cls).aggregated_list, deadline, request=request)
+    request, field = _AGGREGATED[cls]
+    pager = c.call(f"listing {cls.__name__}", c.compute(cls).aggregated_list, deadline,
+                   request=request(project=c.project, **({"filter": flt} if flt else {})))
     for _, scoped in pager:
-        yield from (getattr(scoped, "instances", None) or getattr(scoped, "subnetworks", None)
-                    or getattr(scoped, "forwarding_rules", None) or [])
+        yield from getattr(scoped, field, None) or []
 
 
 def _k8s_rule_of(f: compute_v1.Firewall, clusters: set[str], nets: set[str]) -> bool:
-    """GKE's LoadBalancer firewall rules (`k8s-fw-*`, `k8s-*-hc`) target the cluster's node tags."""
-    if not f.name.startswith("k8s-"):
+    """GKE's LoadBalancer firewall rules (`k8s-fw-*`, `k8s-*-hc`; `k8s2-*` from 1.36) target the
+    cluster's node tags."""
+    if not f.name.startswith(GKE_PREFIXES):
         return False
     return f.network.rsplit("/", 1)[-1] in nets or any(loadbalancers.node_tag_of(t) in clusters for t in f.target_tags)
+
+
+def _rules_named_after(firewall_rule: str) -> set[str]:
+    """The forwarding rules a GKE firewall rule is named after: `k8s-fw-<rule>`; from 1.36 the rule
+    `k8s2-<rest>` goes with forwarding rules `k8s2-<protocol>-<rest>`."""
+    if firewall_rule.startswith("k8s2-"):
+        return {f"k8s2-{proto}-{firewall_rule.removeprefix('k8s2-')}" for proto in ("tcp", "udp", "l3")}
+    return {firewall_rule.removeprefix("k8s-fw-")}
+
+
+def _groups_in(c: Clients, deadline: Deadline, nets: set[str]) -> list[Entry]:
+    """GKE's instance groups (`k8s-ig--<uid>`) and NEGs (`k8s2-...`) in the run's networks: a NEG left
+    by a cluster deleted too early has no forwarding rule left to be found through."""
+    kinds = {compute_v1.NetworkEndpointGroupsClient: "network-endpoint-group", compute_v1.InstanceGroupsClient:
+             "instance-group"}
+    return [Entry(kind, g.name, f"{c.project}/{meta.location_of(g.zone, 'zones')}")
+            for cls, kind in kinds.items() for g in _aggregated(c, cls, deadline)
+            if g.name.startswith(GKE_PREFIXES) and g.network.rsplit("/", 1)[-1] in nets]
 
 
 def _lb_leftovers(c: Clients, deadline: Deadline, nets: set[str], lbs: set[str]) -> list[Entry]:

@@ -138,6 +138,9 @@ class KubeClusterBackend:
         cfg.api_key, cfg.api_key_prefix = {"BearerToken": self.api.issue_token(24 * 3600)}, {"BearerToken": "Bearer"}
         # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
         lbs = self.load_balancers
+        if lbs:  # GKE's NEG controller writes the cluster's kube-system UID into each NEG's description
+            lbs.cluster_uid = client.CoreV1Api(client.ApiClient(cfg)).read_namespace(
+                "kube-system", _request_timeout=10).metadata.uid
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.api.ca_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None).start()

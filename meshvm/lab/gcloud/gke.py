@@ -14,7 +14,7 @@ from collections.abc import Callable
 from meshvm.lab.gcloud.backing import ClusterBackend
 from meshvm.lab.gcloud.compute import World
 from meshvm.lab.gcloud.faults import ApiError, Faults, conflict, not_found
-from meshvm.lab.gcloud.loadbalancers import LoadBalancers
+from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers, LoadBalancers
 from meshvm.lab.gcloud.operations import Operations
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Gke:
         self.load_balancers = load_balancers
         self.clusters: dict[tuple[str, str], dict] = {}
         self.backends: dict[tuple[str, str], ClusterBackend] = {}
+        self.cluster_lbs: dict[tuple[str, str], ClusterLoadBalancers] = {}
 
     def create(self, project: str, location: str, body: dict) -> dict:
         self._location(project, location)
@@ -43,7 +44,7 @@ class Gke:
                 raise conflict(f"projects/{project}/locations/{location}/clusters/{name}")
             cl.update(status=PROVISIONING, zone=location, location=location,
                       selfLink=f"{self._link(project, location)}/clusters/{name}",
-                      clusterIpv4Cidr=self._pod_range(cl))
+                      clusterIpv4Cidr=self._pod_range(cl), **enrolment(cl))
             self.clusters[(location, name)] = cl
         fail = self.faults.take("container.clusters.create", in_operation=True)
 
@@ -57,7 +58,8 @@ class Gke:
             backend = self.backend_factory(name)
             attach = getattr(backend, "attach_load_balancers", None)  # optional: backends with Services
             if attach is not None and self.load_balancers is not None:
-                attach(self.load_balancers.for_cluster(cl))
+                self.cluster_lbs[(location, name)] = self.load_balancers.for_cluster(cl)
+                attach(self.cluster_lbs[(location, name)])
             self.backends[(location, name)] = backend
             endpoint, ca = backend.start(name)
             cl.update(endpoint=endpoint, status=RUNNING,
@@ -88,7 +90,9 @@ class Gke:
         cl["status"] = STOPPING
 
         def work() -> None:
-            backend = self.backends.pop((location, name), None)
+            backend, lbs = self.backends.pop((location, name), None), self.cluster_lbs.pop((location, name), None)
+            if lbs is not None:  # its controllers stop first: what they had not yet removed stays
+                lbs.stopped()
             if backend is not None:
                 backend.stop()
             self.clusters.pop((location, name), None)
@@ -160,3 +164,26 @@ def server_config(gke: Gke, project: str, location: str) -> dict:
     return {"defaultClusterVersion": CHANNEL_VERSIONS[2][0], "validMasterVersions": every, "validNodeVersions": every,
             "channels": [{"channel": ch, "defaultVersion": vs[0], "validVersions": list(vs)}
                          for ch, vs in CHANNEL_VERSIONS.items()]}
+
+
+def enrolment(cl: dict) -> dict:
+    """The channel and version GKE gives a new cluster. No `releaseChannel` at all: Regular (GKE's
+    default). `releaseChannel` present with channel UNSPECIFIED (an empty message in JSON, since proto3
+    JSON omits a default enum; the same as gcloud's `--release-channel=None`): no channel. The version:
+    `initialClusterVersion` (exact or a prefix such as 1.36) among those offered, else the channel's
+    default (no channel: the server's default)."""
+    given = cl.get("releaseChannel")
+    channel = 2 if given is None else _channel(given.get("channel", 0))
+    offered = CHANNEL_VERSIONS.get(channel) or sorted({v for vs in CHANNEL_VERSIONS.values() for v in vs}, reverse=True)
+    want = str(cl.get("initialClusterVersion") or "")
+    version = next((v for v in offered if want and (v == want or v.startswith((want + ".", want + "-")))), None)
+    if want and version is None:
+        raise ApiError(400, "badRequest", f"Version \"{want}\" is invalid.")
+    version = version or (CHANNEL_VERSIONS[channel][0] if channel in CHANNEL_VERSIONS else CHANNEL_VERSIONS[2][0])
+    return {"releaseChannel": {"channel": channel} if channel else {}, "currentMasterVersion": version,
+            "currentNodeVersion": version}
+
+
+def _channel(value: int | str) -> int:
+    names = {"UNSPECIFIED": 0, "RAPID": 1, "REGULAR": 2, "STABLE": 3, "EXTENDED": 4}
+    return names.get(str(value), 0) if not str(value).isdigit() else int(value)

@@ -42,8 +42,8 @@ class Kinds:
     # networks ----------------------------------------------------------------------------------------
     def check_network_delete(self, net: dict) -> None:
         self._settling(net["name"], f"projects/{self.c.w.project}/global/networks/{net['name']}")
-        users = self._users("regions/", lambda o: _name(o.get("network", "")) == net["name"]) + \
-            self._users("global/firewalls/", lambda o: _name(o.get("network", "")) == net["name"])
+        users = [u for scope in ("regions/", "zones/", "global/firewalls/")  # also NEGs and instance groups
+                 for u in self._users(scope, lambda o: _name(o.get("network", "")) == net["name"])]
         if users:
             raise ApiError(400, "resourceInUseByAnotherResource",
                            f"The network resource '{net['name']}' is already being used by '{users[0]}'")
@@ -57,8 +57,8 @@ class Kinds:
 
     def check_subnetwork_delete(self, sub: dict) -> None:
         self._settling(_name(sub.get("network", "")), f"subnetworks/{sub['name']}")
-        users = self._users("zones/", lambda o: any(_name(n.get("subnetwork", "")) == sub["name"]
-                                                   for n in o.get("networkInterfaces", [])))
+        users = self._users("zones/", lambda o: _name(o.get("subnetwork", "")) == sub["name"] or any(
+            _name(n.get("subnetwork", "")) == sub["name"] for n in o.get("networkInterfaces", [])))
         if users:
             raise ApiError(400, "resourceInUseByAnotherResource",
                            f"The subnetwork resource '{sub['name']}' is already being used by '{users[0]}'")

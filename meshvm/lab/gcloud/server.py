@@ -159,6 +159,8 @@ def _compute_routes(s: GCloudStandIn) -> list:
              ("addresses", "regions/(?P<region>[^/]+)", None, None),
              ("backendServices", "regions/(?P<region>[^/]+)", None, lb.check_backend_service_delete),
              ("healthChecks", "global", None, lb.check_health_check_delete),
+             ("instanceGroups", "zones/(?P<zone>[^/]+)", None, lb.check_group_delete),
+             ("networkEndpointGroups", "zones/(?P<zone>[^/]+)", None, lb.check_group_delete),
              ("instances", "zones/(?P<zone>[^/]+)", k.halt_instance, None)]
     for coll, scope_re, work, check in colls:
         r += _collection_routes(c, coll, scope_re, work, check, q)
