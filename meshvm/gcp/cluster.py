@@ -107,6 +107,7 @@ def adopt_kept(c: Clients, cfg: Config, zone: str, ledger: Ledger, deadline: Dea
     if got.status != status.RUNNING:
         retry.until(f"kept GKE cluster {name} to be RUNNING", usable, deadline, accept=lambda s: s == status.RUNNING,
                     initial=2.0, ceiling=15.0)
+    adopt.extend_expiry(c, cfg, "cluster", name, zone, got, deadline)  # GKE changes a RUNNING cluster only
     return describe(c, name, zone, deadline)
 
 

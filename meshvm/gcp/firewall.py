@@ -88,6 +88,7 @@ def create_all(c: Clients, cfg: Config, network: NetworkInfo, ledger: Ledger, de
                           firewall=fw.name) if cfg.reuse else None
         if kept is not None:
             adopt.record(cfg, ledger, "firewall", fw.name, c.project, meta.labels_of(kept.description))
+            adopt.extend_expiry(c, cfg, "firewall", fw.name, "", kept, deadline)
             if sorted(kept.source_ranges) != sorted(fw.source_ranges):
                 log.warning("--reuse: firewall rule %s admits %s, this run asked for %s (kept as it is)",
                             fw.name, list(kept.source_ranges), list(fw.source_ranges))

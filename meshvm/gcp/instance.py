@@ -62,6 +62,7 @@ def adopt_kept(c: Clients, cfg: Config, zone: str, ssh_user: str, ssh_public_key
     if got is None:
         return None
     adopt.record(cfg, ledger, "instance", name, f"{c.project}/{zone}", got.labels)
+    adopt.extend_expiry(c, cfg, "instance", name, zone, got, deadline)
     keys = next((i.value for i in got.metadata.items if i.key == "ssh-keys"), "")
     if f"{ssh_user}:{' '.join(ssh_public_key.split()[:2])}" not in keys:
         raise errors.CloudError("not-usable", f"{adopt.FLAG}: the kept VM {name} does not accept the run's SSH key "

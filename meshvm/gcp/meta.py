@@ -21,6 +21,12 @@ def labels_of(description: str | None) -> dict[str, str]:
     return dict(p.split("=", 1) for p in m.group(1).split()) if m else {}
 
 
+def relabelled(description: str, labels: Mapping[str, str]) -> str:
+    """A `description()` with its labels replaced."""
+    shown = " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return _LABELS.sub(f"[{shown}]", description) if _LABELS.search(description) else f"{description} [{shown}]"
+
+
 def location_of(link: str, kind: str) -> str:
     """The `zones/<z>` / `regions/<r>` value of a link (a bare name is returned as is)."""
     parts = link.split("/")

@@ -34,31 +34,43 @@ def now_label() -> str:
     return f"{datetime.now(UTC):%Y%m%dt%H%M}z"
 
 
-def _selected(labels: Mapping[str, str], run_id: str | None, only_expired: bool, now: str) -> bool:
-    if labels.get("e2e-suite") != SUITE or (run_id and labels.get("e2e-run") != run_id):
-        return False
-    return not only_expired or meta.expired(labels, now)
+def _ours(labels: Mapping[str, str], run_id: str | None) -> bool:
+    return labels.get("e2e-suite") == SUITE and (not run_id or labels.get("e2e-run") == run_id)
+
+
+def live_runs(labels: Iterable[Mapping[str, str]], now: str) -> set[str]:
+    """Runs with at least one resource whose expiry has not passed (or that carries none). A run's expiry
+    is the latest of its resources': a `--reuse` extends what it can relabel, never a network's or a
+    subnetwork's description, and the janitor must not sweep a run in progress."""
+    return {str(lab.get("e2e-run")) for lab in labels if not meta.expired(lab, now)}
 
 
 def find(c: Clients, region: str | None = None, *, run_id: str | None = None, only_expired: bool = False,
          deadline: Deadline) -> list[Entry]:
-    """Suite resources of `run_id` (or every run), optionally only expired ones, in deletion order."""
+    """Suite resources of `run_id` (or every run), optionally only those of expired runs, in deletion order."""
     now, p = now_label(), c.project
-    keep = lambda labels: _selected(labels, run_id, only_expired, now)  # noqa: E731
     flt = f"labels.e2e-run={run_id}" if run_id else f"labels.e2e-suite={SUITE}"
-    out = [Entry("instance", i.name, f"{p}/{meta.location_of(i.zone, 'zones')}", extra=dict(i.labels))
-           for i in _aggregated(c, compute_v1.InstancesClient, deadline, flt) if keep(i.labels)]
+    instances = [i for i in _aggregated(c, compute_v1.InstancesClient, deadline, flt) if _ours(i.labels, run_id)]
     clusters = [cl for cl in c.call("listing GKE clusters", c.container.list_clusters, deadline,
-                                    parent=f"projects/{p}/locations/-").clusters if keep(cl.resource_labels)]
+                                    parent=f"projects/{p}/locations/-").clusters if _ours(cl.resource_labels, run_id)]
     nets = [n for n in c.call("listing networks", c.compute(compute_v1.NetworksClient).list, deadline, project=p)
-            if keep(meta.labels_of(n.description))]
+            if _ours(meta.labels_of(n.description), run_id)]
+    subnets = [s for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)
+               if _ours(meta.labels_of(s.description), run_id)]
+    rules = list(c.call("listing firewall rules", c.firewalls.list, deadline, project=p))
+    labelled = [dict(i.labels) for i in instances] + [dict(cl.resource_labels) for cl in clusters] + [
+        meta.labels_of(o.description) for o in (*nets, *subnets, *rules)]
+    live = live_runs([lab for lab in labelled if _ours(lab, run_id)], now) if only_expired else set()
+    keep = lambda labels: _ours(labels, run_id) and labels.get("e2e-run") not in live  # noqa: E731
+    clusters, nets = [cl for cl in clusters if keep(cl.resource_labels)], [n for n in nets if keep(meta.labels_of(n.description))]
     runs = {cl.resource_labels.get("e2e-run", "") for cl in clusters} | {
         meta.labels_of(n.description).get("e2e-run", "") for n in nets}
     names = {cl.name for cl in clusters} | {Names.derive(r).cluster for r in runs if r}
     net_names = {n.name for n in nets}
-    rules = c.call("listing firewall rules", c.firewalls.list, deadline, project=p)
     run_rules = {Names.derive(run_id).firewall(purpose) for purpose in firewall.PURPOSES} if run_id else set()
     k8s = {f.name for f in rules if _k8s_rule_of(f, names, net_names)}
+    out = [Entry("instance", i.name, f"{p}/{meta.location_of(i.zone, 'zones')}", extra=dict(i.labels))
+           for i in instances if keep(i.labels)]
     out += [Entry("cluster", cl.name, f"{p}/{cl.zone or cl.location}", extra=dict(cl.resource_labels))
             for cl in clusters]
     out += _lb_leftovers(c, deadline, net_names, {fr for n in k8s for fr in _rules_named_after(n)})
@@ -68,9 +80,7 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
             if (f.name.startswith(f"{PREFIX}-") and keep(meta.labels_of(f.description))) or f.name in k8s
             or (run_id and not only_expired and f.name in run_rules)]
     out += [Entry("subnetwork", s.name, f"{p}/{meta.location_of(s.region, 'regions')}",
-                  extra=meta.labels_of(s.description))
-            for s in _aggregated(c, compute_v1.SubnetworksClient, deadline)
-            if keep(meta.labels_of(s.description))]
+                  extra=meta.labels_of(s.description)) for s in subnets if keep(meta.labels_of(s.description))]
     out += [Entry("network", n.name, p, extra=meta.labels_of(n.description)) for n in nets]
     out = list({e.key: e for e in out}.values())  # a NEG is found through its rule and by its network
     log.debug("sweep: runs %s, found %s", sorted(runs - {""}), [e.key for e in out])

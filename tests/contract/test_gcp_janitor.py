@@ -3,6 +3,7 @@ touches an unexpired run or anything that is not the suite's."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from google.cloud import compute_v1
@@ -131,3 +132,36 @@ def test_janitor_gcp_needs_a_project(capsys):
     assert janitor.main(["--platform", "gcp"]) == 2
     assert "--gcp-project: required" in capsys.readouterr().err
     assert janitor.main(["--platform", "gcp", "--gcp-project", "p", "--compute-endpoint", "http://example.com"]) == 2
+
+
+def test_reuse_extends_the_expiry_of_what_it_adopts_and_the_janitor_spares_the_run(standin, tmp_path, token_file,
+                                                                                     capsys):
+    """A kept run whose labels expired an hour ago is reused: its VM, cluster and firewall rules carry the
+    new run's expiry (the network and subnetwork cannot be relabelled); the janitor, which takes a run's
+    expiry as the latest of its resources', spares all of it, then deletes it once named with --run-id."""
+    kept_at = datetime.now(UTC) - timedelta(hours=5)
+    kept, net = _run(standin, tmp_path, token_file, kept_at, "kept")
+    kept.create_cluster(net, deadline())
+    kept.create_vm(net, "tester", PUB, deadline())
+    run_id = kept.cfg.run_id
+    # as `--reuse` resolves (here without the secret dir that the VM's SSH key would come from)
+    reuse = replace(make_cfg(standin, tmp_path / "reuse", token_file, run_id=run_id, expires_hours="4"), reuse=run_id)
+    again = GcpCloud(reuse, Ledger(reuse.artifacts_dir / "ledger.json"))
+    again.check_kept(deadline())
+    net = again.create_network(deadline())
+    again.create_firewall_rules(net, deadline())
+    again.create_cluster(net, deadline())
+    again.create_vm(net, "tester", PUB, deadline())
+    new, old = reuse.labels["e2e-expires"], kept.cfg.labels["e2e-expires"]
+    assert old < new
+    objs = standin.world.objects
+    assert objs[f"zones/{reuse.zones[0]}/instances/{reuse.names.vm}"]["labels"]["e2e-expires"] == new
+    assert next(iter(standin.gke.clusters.values()))["resourceLabels"]["e2e-expires"] == new
+    rules = [o for k, o in objs.items() if k.startswith("global/firewalls/")]
+    assert rules and all(f"e2e-expires={new}" in o["description"] for o in rules)
+    assert f"e2e-expires={old}" in objs[f"global/networks/{reuse.names.network}"]["description"]  # as it was
+
+    assert janitor.main(_args(standin, token_file)) == 0  # no expired run: the old network is the live run's
+    assert run_id not in capsys.readouterr().out
+    assert janitor.main(_args(standin, token_file, "--run-id", run_id, "--yes")) == 0, capsys.readouterr().out
+    assert standin.world.objects == {} and standin.gke.clusters == {}

@@ -6,9 +6,13 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from meshvm.gcp import cluster, firewall, instance, network
+from meshvm.gcp.cloud import GcpCloud
+from meshvm.ledger import Ledger
 from tests.contract.gcp_fixtures import *  # noqa: F403
-from tests.contract.gcp_fixtures import deadline
+from tests.contract.gcp_fixtures import deadline, make_cfg
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx5Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo tester"
 
@@ -121,7 +125,6 @@ def test_existing_network_is_read_only_and_its_reaching_rules_are_logged(standin
 
     from meshvm.gcp.cloud import GcpCloud
     from meshvm.ledger import Ledger
-    from tests.contract.gcp_fixtures import make_cfg
 
     setup = make_cfg(standin, tmp_path / "setup", token_file)
     c = GcpCloud(setup, Ledger(setup.artifacts_dir / "ledger.json"))
@@ -136,3 +139,20 @@ def test_existing_network_is_read_only_and_its_reaching_rules_are_logged(standin
         info = cloud.create_network(deadline())
     assert not info.created and set(standin.world.objects) == before and cloud.ledger.entries() == []
     assert "ingress rule default-allow-ssh reaches the VM: from 0.0.0.0/0 allow tcp:22" in caplog.text
+
+
+@pytest.mark.parametrize(("channel", "sent", "enrolled"), [("none", {}, {}), ("rapid", {"channel": 1}, {"channel": 1})])
+def test_release_channel_none_creates_a_cluster_without_a_channel(standin, tmp_path, token_file, channel, sent,
+                                                                  enrolled):
+    """--release-channel none: the request carries `releaseChannel` with channel UNSPECIFIED (proto3 JSON
+    omits the default enum, leaving the message present and empty, as gcloud's --release-channel=None
+    sends), which GKE reads as no channel; without the message GKE would enrol the cluster in Regular."""
+    cfg = make_cfg(standin, tmp_path, token_file, release_channel=channel,
+                   cluster_version="1.35" if channel == "none" else "1.36")
+    cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
+    cloud.create_cluster(cloud.create_network(deadline()), deadline())
+    body = _only(standin, "container.clusters.create")["cluster"]
+    assert body["releaseChannel"] in (sent, {"channel": "RAPID"} if sent else {"channel": "UNSPECIFIED"})
+    got = next(iter(standin.gke.clusters.values()))
+    assert got["releaseChannel"] == enrolled and got["currentMasterVersion"].startswith(cfg.cluster_version + ".")
+    assert cloud.teardown(cfg.artifacts_dir / "cleanup.json")["remaining"] == []

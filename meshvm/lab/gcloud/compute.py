@@ -148,6 +148,17 @@ class Compute:
         return self.ops.start("compute", self._op_fields("delete", key, scope), run,
                               self.faults.take(method, in_operation=True)).json()
 
+    def update(self, method: str, project: str, scope: str, coll: str, name: str, changes: dict) -> dict:
+        """setLabels and patch: the fields in `changes` replace the object's (an operation, as Google's)."""
+        obj = self.get(project, scope, coll, name)
+
+        def run() -> None:
+            with self.w.lock:
+                obj.update(changes)
+
+        return self.ops.start("compute", self._op_fields(method.rsplit(".", 1)[-1], f"{scope}/{coll}/{name}", scope),
+                              run, self.faults.take(method, in_operation=True)).json()
+
     # --- operations -------------------------------------------------------------------------------
     def operation(self, project: str, name: str, wait: bool) -> dict:
         self._project(project)

@@ -19,7 +19,7 @@ from meshvm.lab.gcloud.operations import Operations
 
 log = logging.getLogger(__name__)
 PROVISIONING, RUNNING, STOPPING, ERROR = 1, 2, 3, 4  # Cluster.Status over REST (enum-encoding=int)
-CREATE_CLUSTER, DELETE_CLUSTER = 1, 2  # Operation.Type
+CREATE_CLUSTER, DELETE_CLUSTER, SET_LABELS = 1, 2, 12  # Operation.Type
 
 
 class Gke:
@@ -102,6 +102,15 @@ class Gke:
 
         return self.ops.start("gke", self._op_fields(project, location, name, DELETE_CLUSTER), work,
                               delay=self.cluster_delay / 2).json()
+
+    def set_labels(self, project: str, location: str, name: str, labels: dict[str, str]) -> dict:
+        cl = self.get(project, location, name)
+
+        def work() -> None:
+            cl["resourceLabels"] = labels
+
+        return self.ops.start("gke", self._op_fields(project, location, name, SET_LABELS), work,
+                              delay=self.cluster_delay / 4).json()
 
     def operation(self, project: str, location: str, name: str) -> dict:
         self._location(project, location)

@@ -145,6 +145,13 @@ def _compute_routes(s: GCloudStandIn) -> list:
         ("POST", _P + r"/zones/(?P<zone>[^/]+)/instances", "compute.instances.insert",
          lambda m, qs, b: c.insert("compute.instances.insert", m["project"], f"zones/{m['zone']}", "instances", b,
                                    work=k.boot_instance, check=lambda body: k.check_instance(m["zone"], body))),
+        # --reuse extends the expiry of what it adopts
+        ("POST", _P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/setLabels", "compute.instances.setLabels",
+         lambda m, qs, b: c.update("compute.instances.setLabels", m["project"], f"zones/{m['zone']}", "instances",
+                                   m["name"], {"labels": dict(b.get("labels") or {})})),
+        ("PATCH", _P + r"/global/firewalls/(?P<name>[^/]+)", "compute.firewalls.patch",
+         lambda m, qs, b: c.update("compute.firewalls.patch", m["project"], "global", "firewalls", m["name"],
+                                   {k: v for k, v in b.items() if k != "name"})),
         ("GET", _P + r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes",
          "compute.instances.getGuestAttributes",
          lambda m, qs, b: k.guest_attributes(m["project"], m["zone"], m["name"], q(qs, "queryPath"))),
@@ -197,6 +204,8 @@ def _gke_routes(s: GCloudStandIn) -> list:
         ("GET", _G + "/clusters", "container.clusters.list", lambda m, qs, b: g.list(**m)),
         ("GET", _G + r"/clusters/(?P<name>[^/]+)", "container.clusters.get", lambda m, qs, b: g.get(**m)),
         ("DELETE", _G + r"/clusters/(?P<name>[^/]+)", "container.clusters.delete", lambda m, qs, b: g.delete(**m)),
+        ("POST", _G + r"/clusters/(?P<name>[^/:]+):setResourceLabels", "container.clusters.setResourceLabels",
+         lambda m, qs, b: g.set_labels(**m, labels=dict(b.get("resourceLabels") or {}))),
         ("GET", _G + r"/operations/(?P<name>[^/]+)", "container.operations.get", lambda m, qs, b: g.operation(**m)),
         ("GET", _G + "/operations", "container.operations.list", lambda m, qs, b: g.operations(**m)),
         ("GET", _G + "/serverConfig", "container.projects.locations.getServerConfig",
@@ -248,6 +257,9 @@ def _handler_class(s: GCloudStandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:  # noqa: N802
             self._serve("DELETE")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._serve("PATCH")
 
         def log_message(self, fmt: str, *args: object) -> None:
             log.debug("stand-in: " + fmt, *args)
