@@ -185,9 +185,11 @@ class KubeClient:
         return self.apply_object({"apiVersion": "v1", "kind": "ServiceAccount",
                                   "metadata": {"name": name, "namespace": namespace}})
 
-    def write_kubeconfig(self, directory: Path) -> Path:
-        """A 0600 kubeconfig for istioctl/kubectl with a token fresh for at least the refresh margin."""
-        return write_kubeconfig(directory, self.host, self.ca_file, self._tokens.current())
+    def write_kubeconfig(self, directory: Path, credential: Sequence[str] = ()) -> Path:
+        """A 0600 kubeconfig for istioctl/kubectl: with `credential`, an exec credential plugin that gives
+        them a fresh token whenever theirs expires; else a token fresh for at least the refresh margin."""
+        return write_kubeconfig(directory, self.host, self.ca_file, "" if credential else self._tokens.current(),
+                                credential=credential)
 
 
 __all__ = ["ApplyConflict", "KubeClient", "KubeError", "TransientKubeError"]

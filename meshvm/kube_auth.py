@@ -7,7 +7,7 @@ import base64
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +59,19 @@ def configuration(host: str, ca_file: Path, tokens: TokenSource) -> client.Confi
     return cfg
 
 
-def write_kubeconfig(directory: Path, host: str, ca_file: Path, token: str, name: str = "meshvm") -> Path:
-    """A kubeconfig (0600) for istioctl/kubectl holding the current token; rewritten on every call."""
+def write_kubeconfig(directory: Path, host: str, ca_file: Path, token: str, name: str = "meshvm",
+                     credential: Sequence[str] = ()) -> Path:
+    """A kubeconfig (0600) for istioctl/kubectl, rewritten on every call: with `credential` (a command
+    printing an ExecCredential) client-go asks it for a token whenever the one it has expires, so a
+    command may outlive any one token; else it holds the current token."""
     path = directory / f"{name}.kubeconfig"
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": credential[0],
+                     "args": list(credential[1:]), "interactiveMode": "Never"}} if credential else {"token": token}
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
         "clusters": [{"name": name, "cluster": {
             "server": host, "certificate-authority-data": base64.b64encode(ca_file.read_bytes()).decode()}}],
-        "users": [{"name": name, "user": {"token": token}}],
+        "users": [{"name": name, "user": user}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
     }
     tmp = path.with_suffix(".tmp")

@@ -43,8 +43,8 @@ LB_PREFIX = 27  # the load-balancer range: the VM subnet's last /27
 class RotatingTokens:
     """Access tokens for the local cloud and its clusters, rotated in a 0600 file."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, ttl_s: float = TOKEN_TTL_S, rotate_s: float = ROTATE_S):
+        self.path, self.ttl_s, self.rotate_s = path, ttl_s, rotate_s
         self._expiry: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,14 +58,14 @@ class RotatingTokens:
         with self._lock:
             now = time.monotonic()
             self._expiry = {t: e for t, e in self._expiry.items() if e > now}
-            self._expiry[token] = now + TOKEN_TTL_S
+            self._expiry[token] = now + self.ttl_s
         tmp = self.path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
         tmp.write_text(token + "\n")
         tmp.replace(self.path)
 
     def _run(self) -> None:
-        while not self._stop.wait(ROTATE_S):
+        while not self._stop.wait(self.rotate_s):
             self.rotate()
 
     def __contains__(self, token: object) -> bool:

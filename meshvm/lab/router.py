@@ -17,11 +17,13 @@ denied unless a FirewallRule admits it. The rules live in one chain, rebuilt ato
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from meshvm.lab.addressing import LabAddresses
@@ -172,6 +174,21 @@ class Router:
 
     def rules(self) -> tuple[FirewallRule, ...]:
         return tuple(self._rules.values())
+
+    @contextlib.contextmanager
+    def dropping_idle_after(self, seconds: int) -> Iterator[None]:
+        """While inside: the router forgets an established TCP connection idle for `seconds`, and the
+        next packet of it is dropped silently (INVALID), as NAT gateways and CI networks do with idle
+        flows (docs/facts.md section 6). Only this router's network namespace is changed."""
+        def set_(timeout: int, loose: int) -> None:
+            _netns_exec(self.netns, "sysctl", "-qw", f"net.netfilter.nf_conntrack_tcp_timeout_established={timeout}",
+                        f"net.netfilter.nf_conntrack_tcp_loose={loose}")
+
+        set_(seconds, 0)
+        try:
+            yield
+        finally:
+            set_(432000, 1)  # the kernel's defaults
 
     def firewall_dump(self) -> str:
         """The router's filter table as iptables-save prints it (for diagnostics)."""

@@ -20,12 +20,16 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import yaml
 from kubernetes import client, config, dynamic
 
 VERSION = os.environ.get("LAB_ISTIOCTL_VERSION", "0.0.0")  # replaced when the lab installs it
+# How long `install` keeps polling the control plane, as the real one does until its Deployments are
+# ready (--readiness-timeout): a self-test's knob for a command that outlives a token (0: no polling).
+INSTALL_S = float(os.environ.get("LAB_ISTIOCTL_INSTALL_S", "0"))
 NS = "istio-system"
 DEFAULT_HUB = "registry.istio.io/release"  # 1.30's charts' hub (docs/facts.md section 6); not the lab registry's
 ISTIOD_HOST = "istiod.istio-system.svc"
@@ -120,6 +124,7 @@ def install(args: argparse.Namespace) -> None:
     apply(dyn, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     if spec.get("profile", "default") != "empty":
         install_control_plane(dyn, spec, sets, hub)
+        poll_control_plane(dyn, INSTALL_S)
     for gw in (spec.get("components") or {}).get("ingressGateways") or (
             [] if spec.get("profile") == "empty" else [{"name": "istio-ingressgateway", "enabled": True}]):
         if gw.get("enabled", True):
@@ -149,6 +154,15 @@ def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets
     apply(dyn, configmap("istio", {"mesh": yaml.safe_dump(mesh)}))
     values = {"global": {"multiCluster": {"clusterName": cluster}, "hub": hub, "tag": VERSION}}
     apply(dyn, configmap("istio-sidecar-injector", {"values": json.dumps(values), "config": "{}"}))
+
+
+def poll_control_plane(dyn: dynamic.DynamicClient, seconds: float) -> None:
+    """Read istiod's Deployment every half second for `seconds` (each read carries the kubeconfig's
+    current credential: a token that expires meanwhile fails the install, as it fails the real one)."""
+    deployments, until = dyn.resources.get(api_version="apps/v1", kind="Deployment"), time.monotonic() + seconds
+    while time.monotonic() < until:
+        deployments.get(namespace=NS, name="istiod", _request_timeout=10)
+        time.sleep(min(0.5, max(0.0, until - time.monotonic())))
 
 
 def configmap(name: str, data: dict[str, str]) -> dict[str, Any]:
