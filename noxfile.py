@@ -7,7 +7,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 # After Ctrl-C or SIGTERM the run tears down what it created: give it that time before nox escalates.
@@ -38,6 +38,13 @@ def lab_host_tools(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy over the suite's code ([tool.mypy] in pyproject.toml): the seams' Protocols are checked."""
+    session.install("-e", ".", "mypy>=1.10", "types-PyYAML", "types-requests", "types-paramiko")
+    session.run("mypy")
 
 
 @nox.session(python=PYTHON, default=False)

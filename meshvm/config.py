@@ -250,8 +250,10 @@ def _ssh_ranges(p: Problems, raw: Raw) -> tuple[str, ...]:
 def _listing(p: Problems, value: str) -> str:
     """https, or a local file (an air-gapped mirror of the listing; the self-tests' stand-in)."""
     if value.startswith("file:///"):
-        return value if Path(value[len("file://"):]).is_file() else p.add("istio_release_listing", value,
-                                                                            "names no file") or ""
+        if Path(value[len("file://"):]).is_file():
+            return value
+        p.add("istio_release_listing", value, "names no file")
+        return ""
     return p.url("istio_release_listing", value) or ""
 
 

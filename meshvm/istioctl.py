@@ -61,7 +61,7 @@ class IstioctlCli:
                                env=self._env, check=False)
         except subprocess.TimeoutExpired as e:
             raise CommandFailed(step, f"istioctl {' '.join(args)}",
-                                Result(-1, "", f"no exit after {timeout:.0f}s: {e.stderr or ''}")) from None
+                                Result(-1, "", f"no exit after {timeout:.0f}s: {e.stderr!s}")) from None
         result = Result(p.returncode, p.stdout, p.stderr)
         for line in (p.stderr or "").splitlines()[-20:]:
             log.debug("[%s] istioctl| %s", step, line)

@@ -44,8 +44,9 @@ class _TimedApiClient(client.ApiClient):
         super().__init__(cfg)
         self.default_timeout = timeout
 
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().call_api(*args, _request_timeout=_request_timeout or self.default_timeout, **kwargs)
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["_request_timeout"] = kwargs.get("_request_timeout") or self.default_timeout
+        return super().call_api(*args, **kwargs)
 
 
 class KubeClient:
@@ -113,7 +114,7 @@ class KubeClient:
                             query_params=[("fieldValidation", "Strict")], _request_timeout=self.call_timeout)
         except ApiException as e:
             if e.status == 409:
-                fields = [c.get("field", "?") for c in (json.loads(e.body).get("details") or {}).get("causes", [])]
+                fields = [c.get("field", "?") for c in (json.loads(e.body or "{}").get("details") or {}).get("causes", [])]
                 raise ApplyConflict(what, fields, message_of(e)) from None
             raise refused(f"apply {what}", e) from None
         log.info("applied %s", what)

@@ -55,7 +55,7 @@ def configuration(host: str, ca_file: Path, tokens: TokenSource) -> client.Confi
     # The hook only runs when a BearerToken is already present (docs/facts.md section 3): seed it.
     cfg.api_key = {"BearerToken": tokens.current()}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    cfg.refresh_api_key_hook = tokens.hook
+    cfg.refresh_api_key_hook = tokens.hook  # type: ignore[assignment]  # typed None in the client's stubs
     return cfg
 
 

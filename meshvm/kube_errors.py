@@ -34,7 +34,7 @@ class ExecTimeout(KubeError, TimeoutError):
 
 def message_of(e: ApiException) -> str:
     try:
-        return str(json.loads(e.body).get("message") or e.reason)
+        return str(json.loads(e.body or "").get("message") or e.reason)
     except (TypeError, ValueError, AttributeError):
         return f"{e.status} {e.reason}"
 

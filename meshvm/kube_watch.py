@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -42,7 +42,7 @@ def watch_events(kube: Any, res: Any, api_version: str, kind: str, namespace: st
 
 
 def _relist(kube: Any, res: Any, api_version: str, kind: str, namespace: str | None,
-            known: dict[str, dict]) -> Iterator[tuple[str, dict]]:
+            known: dict[str, dict]) -> Generator[tuple[str, dict], None, str]:
     try:
         data = kube.call(kube.dyn.get, res, namespace=namespace, _request_timeout=kube.call_timeout).to_dict()
     except ApiException as e:

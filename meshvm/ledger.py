@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from meshvm import redact
 
@@ -72,7 +73,13 @@ Deleter = Callable[[Entry], None]  # deletes and waits until gone; NotFound is s
 Checker = Callable[[Entry], bool]  # True while the thing still exists
 
 
-def teardown(ledger: Ledger, delete: Mapping[str, Deleter], exists: Mapping[str, Checker],
+class Entries(Protocol):
+    """What teardown walks: a ledger, or a view of one in another order."""
+
+    def entries(self) -> list[Entry]: ...
+
+
+def teardown(ledger: Entries, delete: Mapping[str, Deleter], exists: Mapping[str, Checker],
              report: Path) -> dict[str, object]:
     """Delete everything in reverse order of creation, verify, and write cleanup.json."""
     todo = list(reversed(ledger.entries()))

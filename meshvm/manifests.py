@@ -37,10 +37,10 @@ def docs(name: str, **values: object) -> list[dict[str, Any]]:
 def merge(base: Any, overlay: Any) -> Any:
     """Overlay onto base: dicts recursively; lists of named items by name; anything else replaced."""
     if isinstance(base, dict) and isinstance(overlay, dict):
-        out = dict(base)
+        merged = dict(base)
         for k, v in overlay.items():
-            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
+            merged[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
+        return merged
     if isinstance(base, list) and isinstance(overlay, list) and _named(base) and _named(overlay):
         out = [copy.deepcopy(b) for b in base]
         index = {b["name"]: i for i, b in enumerate(out)}

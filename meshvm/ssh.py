@@ -16,6 +16,7 @@ import socket
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import paramiko
 
@@ -45,7 +46,7 @@ class AuthFailed(Exception):
 
 
 class _PinnedOnly(paramiko.RejectPolicy):
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         raise HostKeyRejected(f"{hostname} presented an unpinned {key.get_name()} host key "
                               f"{key.fingerprint}: refused")
 
@@ -95,7 +96,7 @@ class SshShell:
         if self._before_connect:
             self._before_connect(self.host)
         client = paramiko.SSHClient()
-        for key_type, key in self._host_keys.lookup(self.host).items():
+        for key_type, key in (self._host_keys.lookup(self.host) or {}).items():
             client.get_host_keys().add(self.host, key_type, key)
         client.set_missing_host_key_policy(_PinnedOnly())
         timeout = deadline.cap(self._connect_timeout)

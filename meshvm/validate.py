@@ -56,7 +56,7 @@ def istio_version(value: str) -> str | None:
 def is_minor(value: str) -> bool:
     """A minor alone (X.Y): resolved to its newest patch when the run starts."""
     m = ISTIO_VERSION.match(value)
-    return bool(m) and m[3] is None
+    return m is not None and m[3] is None
 
 
 def istio_minor(value: str) -> tuple[int, int]:
@@ -70,7 +70,7 @@ def cidr(value: str, private: bool = False) -> str | None:
         net = ipaddress.ip_network(value, strict=True)
     except ValueError as e:
         return f"is not a CIDR range ({e})"
-    if private and (net.version != 4 or not any(net.subnet_of(r) for r in _RFC1918)):
+    if private and (not isinstance(net, ipaddress.IPv4Network) or not any(net.subnet_of(r) for r in _RFC1918)):  # type: ignore[arg-type]
         return "must be an RFC 1918 IPv4 range (10/8, 172.16/12, 192.168/16)"
     return None
 

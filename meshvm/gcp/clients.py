@@ -28,10 +28,14 @@ _GOOGLE = {"iam": "https://iam.googleapis.com", "resourcemanager": "https://clou
 class Target(Protocol):
     """Where the APIs are: a Config, or the janitor's arguments."""
 
-    gcp_project: str | None
-    compute_endpoint: str | None
-    container_endpoint: str | None
-    gcp_access_token_file: Path | None
+    @property
+    def gcp_project(self) -> str | None: ...
+    @property
+    def compute_endpoint(self) -> str | None: ...
+    @property
+    def container_endpoint(self) -> str | None: ...
+    @property
+    def gcp_access_token_file(self) -> Path | None: ...
 
 
 class Clients:
@@ -43,7 +47,8 @@ class Clients:
 
     @functools.cache  # noqa: B019 - one client per class for the life of the run
     def compute(self, cls: type[T]) -> T:
-        return cls(credentials=self.creds, transport="rest", client_options=_options(self.cfg.compute_endpoint))
+        make: Callable[..., T] = cls
+        return make(credentials=self.creds, transport="rest", client_options=_options(self.cfg.compute_endpoint))
 
     @functools.cached_property
     def container(self) -> container_v1.ClusterManagerClient:

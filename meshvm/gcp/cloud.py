@@ -8,6 +8,7 @@ cluster first and what GKE left behind after it."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -140,7 +141,10 @@ class GcpCloud:
                     self.cfg.names.cluster, zone)
 
     def deleters(self) -> dict[str, ledger_mod.Deleter]:
-        return {kind: (lambda e, f=f: f(e, self._deadline_for(e))) for kind, f in sweep.deleters(self.clients).items()}
+        return {kind: functools.partial(self._delete, f) for kind, f in sweep.deleters(self.clients).items()}
+
+    def _delete(self, delete: Callable[[Entry, Deadline], None], entry: Entry) -> None:
+        delete(entry, self._deadline_for(entry))
 
     def checkers(self) -> dict[str, ledger_mod.Checker]:
         c, d = self.clients, self._deadline_for

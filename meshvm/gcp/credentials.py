@@ -103,5 +103,5 @@ class _Timed(RequestsRequest):
         super().__init__()
         self._timeout = timeout
 
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):  # type: ignore[override]
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
         return super().__call__(url, method, body, headers, timeout or self._timeout, **kwargs)

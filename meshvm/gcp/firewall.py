@@ -7,6 +7,7 @@ node's alias ranges, so "to the nodes" includes the pods on them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ def create_all(c: Clients, cfg: Config, network: NetworkInfo, ledger: Ledger, de
                             fw.name, list(kept.source_ranges), list(fw.source_ranges))
             continue
         op = insert(c, f"creating firewall rule {fw.name}", c.firewalls.insert, deadline,
-                    lambda name=fw.name: ledger.record("firewall", name, c.project),
+                    functools.partial(ledger.record, "firewall", fw.name, c.project),
                     project=c.project, firewall_resource=fw)
         pending.append((fw.name, op))
     for name, op in pending:

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.adc_file:
         os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = args.adc_file
     try:
-        creds = credentials.load(_Source(args.token_file))  # type: ignore[arg-type]
+        creds = credentials.load(_Source(args.token_file))
         creds.refresh(Request())
     except Exception as e:  # client-go shows the plugin's stderr: one line, never a token
         print(f"meshvm credential plugin: {type(e).__name__}: {e}", file=sys.stderr)

@@ -30,6 +30,8 @@ def wait_compute(c: Clients, op: compute_v1.Operation | object, what: str, deadl
                  zone: str | None = None, region: str | None = None) -> None:
     """Wait for a compute operation (zonal, regional or global by where it lives); raise if it failed."""
     name = getattr(op, "name", "")
+    client: Any
+    where: dict[str, Any]
     if zone:
         client, where = c.compute(compute_v1.ZoneOperationsClient), {"zone": zone}
     elif region:
@@ -67,7 +69,7 @@ def wait_gke(c: Clients, location: str, op: container_v1.Operation, what: str, d
     log.info("%s: done in %.0fs", what, time.monotonic() - start)
 
 
-def delete_and_wait(c: Clients, what: str, fn: Callable[..., Any], deadline: Deadline, **kw: str) -> None:
+def delete_and_wait(c: Clients, what: str, fn: Callable[..., Any], deadline: Deadline, **kw: Any) -> None:
     """Delete a compute resource and wait for it; NotFound (before or during) means done. A 400 that
     says it is still in use or not ready (right after a cluster delete) is retried until the deadline."""
     def attempt() -> None:

@@ -71,7 +71,7 @@ def policy_problems(c: Clients, cfg: Config, deadline: Deadline) -> list[str]:
     (testIamPermissions), an external IP on the VM (the runner SSHes to it), and OS Login required
     (the VM would ignore the metadata SSH key the run uses). A policy this run may not read is a
     warning, not a refusal."""
-    out = []
+    out: list[str] = []
     if cfg.node_service_account:
         granted = _read(c, "iam", f"/v1/projects/-/serviceAccounts/{cfg.node_service_account}:testIamPermissions",
                         {"permissions": [ACT_AS]}, f"IAM permissions on {cfg.node_service_account}", deadline, out)

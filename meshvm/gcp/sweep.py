@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from google.cloud import compute_v1
 
@@ -88,7 +89,7 @@ def find(c: Clients, region: str | None = None, *, run_id: str | None = None, on
 
 
 # client -> (its aggregated-list request, the field of each scope's list)
-_AGGREGATED = {
+_AGGREGATED: dict[type, tuple[Any, str]] = {
     compute_v1.InstancesClient: (compute_v1.AggregatedListInstancesRequest, "instances"),
     compute_v1.SubnetworksClient: (compute_v1.AggregatedListSubnetworksRequest, "subnetworks"),
     compute_v1.ForwardingRulesClient: (compute_v1.AggregatedListForwardingRulesRequest, "forwarding_rules"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -116,7 +115,7 @@ def allocate(run_id: str, tag: str | None = None) -> LabAddresses:
     tag = tag or new_tag()
     with allocation_lock():  # serialise scans; O_EXCL below is the claim itself
         used = _host_networks()
-        for block in ipaddress.ip_network(LAB_RANGE).subnets(new_prefix=BLOCK_PREFIX):
+        for block in IPv4Network(LAB_RANGE).subnets(new_prefix=BLOCK_PREFIX):
             if any(block.overlaps(n) for n in used):
                 continue
             path = os.path.join(CLAIMS_DIR, str(block).replace("/", "_"))
@@ -172,13 +171,13 @@ def _host_networks() -> list[IPv4Network]:
     """Addresses and routes of the host namespace, except the shared lab blackhole."""
     nets: list[IPv4Network] = []
     for line in run_ip("-4", "-o", "addr", "show").stdout.splitlines():
-        nets.append(ipaddress.ip_network(line.split()[3], strict=False))
+        nets.append(IPv4Network(line.split()[3], strict=False))
     for route in json.loads(run_ip("-4", "-j", "route", "show", "table", "all").stdout or "[]"):
         dst = route.get("dst", "")
         if dst in ("", "default") or (dst == LAB_RANGE and route.get("type") == "blackhole"):
             continue
         try:
-            nets.append(ipaddress.ip_network(dst, strict=False))
+            nets.append(IPv4Network(dst, strict=False))
         except ValueError:
             continue
     return [n for n in nets if isinstance(n, IPv4Network)]

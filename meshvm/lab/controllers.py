@@ -72,7 +72,7 @@ class ClusterControllers(ReconcileLoop):
                  on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None):
         self._on_lb, self._on_lb_deleted = on_lb, on_lb_deleted
         self._dyn = dynamic.DynamicClient(api)
-        self._pod_ips: Iterator[ipaddress.IPv4Address] = iter(ipaddress.ip_network(pod_range).hosts())
+        self._pod_ips: Iterator[ipaddress.IPv4Address] = iter(ipaddress.IPv4Network(pod_range).hosts())
         self._lb_pool = list(lb_pool)
         self._assigned: dict[str, str] = {}  # a Service keeps its address, as a reserved IP would
         self._root_cert = root_cert_pem

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -263,7 +263,7 @@ class IngressGatewayStandIn:
             svc = client.CoreV1Api(self.api).read_namespaced_service(name, ns, _request_timeout=API_TIMEOUT_S)
         except (ApiException, urllib3.exceptions.HTTPError, OSError):
             return None
-        ports = svc.spec.ports or []
+        ports = (svc.spec.ports if svc.spec else None) or []
         return ports[0].port if len(ports) == 1 else None
 
     def _read_config(self) -> _Config:
@@ -272,8 +272,8 @@ class IngressGatewayStandIn:
                 return self._config
             api, core = client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
             try:
-                gateways = api.list_cluster_custom_object(*_NET, "gateways", _request_timeout=API_TIMEOUT_S)
-                vss = api.list_cluster_custom_object(*_NET, "virtualservices", _request_timeout=API_TIMEOUT_S)
+                gateways = cast(dict, api.list_cluster_custom_object(*_NET, "gateways", _request_timeout=API_TIMEOUT_S))
+                vss = cast(dict, api.list_cluster_custom_object(*_NET, "virtualservices", _request_timeout=API_TIMEOUT_S))
                 services = core.list_service_for_all_namespaces(_request_timeout=API_TIMEOUT_S)
                 pods = core.list_pod_for_all_namespaces(_request_timeout=API_TIMEOUT_S)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:

@@ -135,7 +135,7 @@ class MeshRegistry:
         if SEND_UNHEALTHY in env:
             return str(env[SEND_UNHEALTHY]).lower() == "true"
         m = re.search(r":(\d+)\.(\d+)", container.get("image") or "")
-        return bool(m) and (int(m[1]), int(m[2])) >= (1, 31)
+        return m is not None and (int(m[1]), int(m[2])) >= (1, 31)
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:

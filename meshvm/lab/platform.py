@@ -139,8 +139,8 @@ class KubeClusterBackend:
         # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
         lbs = self.load_balancers
         if lbs:  # GKE's NEG controller writes the cluster's kube-system UID into each NEG's description
-            lbs.cluster_uid = client.CoreV1Api(client.ApiClient(cfg)).read_namespace(
-                "kube-system", _request_timeout=10).metadata.uid
+            kube_system = client.CoreV1Api(client.ApiClient(cfg)).read_namespace("kube-system", _request_timeout=10)
+            lbs.cluster_uid = str(kube_system.metadata.uid)  # type: ignore[union-attr]
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.api.ca_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None).start()

@@ -53,8 +53,8 @@ def _kill_processes(tag: str) -> None:
                 f.write("1")
         else:  # kernels before 5.14
             with open(os.path.join(cgroup, "cgroup.procs")) as f:
-                for pid in f.read().split():
-                    _kill(int(pid))
+                for number in f.read().split():
+                    _kill(int(number))
     for pid, _ in run_processes(tag):
         _kill(pid)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.kube_errors import TransientKubeError
@@ -25,8 +27,8 @@ def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
                 and status.get("updatedReplicas", 0) == replicas and status.get("availableReplicas", 0) == replicas
                 and not status.get("unavailableReplicas"))
 
-    return retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done,
-                       transient=TRANSIENT)  # type: ignore[return-value]
+    return cast(dict, retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done,
+                                  transient=TRANSIENT))
 
 
 def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str:
@@ -41,5 +43,5 @@ def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str
 
 
 def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> dict:
-    return retry.until(f"{kind} {namespace}/{name} to exist",  # type: ignore[return-value]
-                       lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT)
+    return cast(dict, retry.until(f"{kind} {namespace}/{name} to exist",
+                                  lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT))

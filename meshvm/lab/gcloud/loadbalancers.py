@@ -104,7 +104,7 @@ class ClusterLoadBalancers:
         self.node_tag = f"gke-{self.cluster}-{self.id[:8]}-node"
         self.health_check = f"k8s-{self.id}-node"
         m = re.match(r"(\d+)\.(\d+)", str(cluster.get("currentMasterVersion") or ""))
-        self.negs = bool(m) and (int(m[1]), int(m[2])) >= NEG_FROM
+        self.negs = m is not None and (int(m[1]), int(m[2])) >= NEG_FROM
         self.neg_gc_s = neg_gc_s
         self.cluster_uid = ""  # the cluster's kube-system UID, once its API runs: NEG descriptions carry it
         self.running = threading.Event()  # cleared when the cluster is deleted: its NEG controller stops

@@ -42,7 +42,7 @@ class GCloudStandIn:
     def __init__(self, project: str, backing: ComputeBacking,
                  cluster_backend: Callable[[str], ClusterBackend] | None = None, *, op_delay: float = 0.2,
                  wait_cap: float = 2.0, cluster_delay: float = 0.5, zones: tuple[str, ...] | None = None) -> None:
-        self.world = World(project, **({"zones": zones} if zones else {}))
+        self.world = World(project, zones) if zones else World(project)
         self.faults = Faults()
         self.ops = Operations(op_delay, wait_cap)
         self.backing = backing
@@ -61,7 +61,7 @@ class GCloudStandIn:
     def url(self) -> str:
         assert self._httpd is not None, "stand-in not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> GCloudStandIn:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))  # loopback only

@@ -3,6 +3,7 @@ of dependents (ownerReferences), namespace deletion. One lock; watchers wait on 
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime
 import re
@@ -98,7 +99,7 @@ class Store:
         flat = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace", "")}
         return matches(labels, meta.get("labels") or {}) and matches(field_sel, flat)
 
-    def events_after(self, rv: int, wait_s: float) -> tuple[list[Event], int]:
+    def events_after(self, rv: int, wait_s: float) -> tuple[builtins.list[Event], int]:
         """Events newer than `rv` (waiting up to wait_s for one); 410 Expired if history lost them."""
         with self.cond:
             if rv < self._compacted:

@@ -185,10 +185,10 @@ def _watch(h: Any, kind: Kind, version: str, ns: str, q: dict[str, str]) -> None
         except ApiError as e:
             h.chunk(json.dumps({"type": "ERROR", "object": e.status()}).encode() + b"\n")
             break
-        for e in events:
-            meta = e.obj["metadata"]
-            if e.kind is kind and (not ns or meta.get("namespace") == ns) and store.selected(e.obj, labels, field_sel):
-                h.chunk(_event(e.type, e.obj, kind, version))
+        for ev in events:
+            meta = ev.obj["metadata"]
+            if ev.kind is kind and (not ns or meta.get("namespace") == ns) and store.selected(ev.obj, labels, field_sel):
+                h.chunk(_event(ev.type, ev.obj, kind, version))
         rv = head
     h.chunk(b"")
 

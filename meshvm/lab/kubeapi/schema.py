@@ -14,6 +14,7 @@ DSL: "string" | "integer" | "boolean" | "object" (anything object-like) | "any";
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 S, N, B, OPEN = "string", "integer", "boolean", "object"
 STRMAP = ("map", S)
@@ -69,7 +70,7 @@ def _type_name(value: object) -> str:
             float: "number"}.get(type(value), "null")
 
 
-def _walk(schema: object, value: object, path: str, causes: list[Cause], unknown: list[str], prune: bool) -> None:
+def _walk(schema: Any, value: Any, path: str, causes: list[Cause], unknown: list[str], prune: bool) -> None:
     if schema in ("any",) or (schema == OPEN and isinstance(value, dict)):
         return
     expected = ("object" if isinstance(schema, dict | tuple) or schema == OPEN else
@@ -82,13 +83,13 @@ def _walk(schema: object, value: object, path: str, causes: list[Cause], unknown
                             f"{path} in body must be of type {expected}: \"{_type_name(value)}\""))
         return
     if isinstance(schema, list):
-        for i, item in enumerate(value):  # type: ignore[arg-type]
+        for i, item in enumerate(value):
             _walk(schema[0], item, f"{path}[{i}]", causes, unknown, prune)
     elif isinstance(schema, tuple):
-        for key, item in value.items():  # type: ignore[union-attr]
+        for key, item in value.items():
             _walk(schema[1], item, f"{path}.{key}", causes, unknown, prune)
     elif isinstance(schema, dict):
-        _walk_object(schema, value, path, causes, unknown, prune)  # type: ignore[arg-type]
+        _walk_object(schema, value, path, causes, unknown, prune)
 
 
 def _walk_object(schema: dict, value: dict, path: str, causes: list[Cause], unknown: list[str], prune: bool) -> None:

@@ -134,7 +134,9 @@ class KubeApiStandIn:
         self.store.compact(keep)
 
 
-_NS = kinds.find("", "v1", "namespaces")
+_FOUND = kinds.find("", "v1", "namespaces")
+assert _FOUND is not None, "the stand-in's kinds lack Namespace"
+_NS: kinds.Kind = _FOUND
 assert _NS is not None
 
 

@@ -44,7 +44,7 @@ REVIEW_TEXTS = {
                  "plays by Shakespeare.",
 }
 STARS = {"v2": ("black", 10.0), "v3": ("red", 2.5)}  # color, ratings timeout (s)
-PRODUCT = {"id": 0, "title": "The Comedy of Errors",
+PRODUCT: dict[str, Any] = {"id": 0, "title": "The Comedy of Errors",
            "summary": "The Comedy of Errors is one of William Shakespeare's early plays."}
 CALL_TIMEOUT_S = 3.0  # productpage's timeout for details and for each reviews attempt
 

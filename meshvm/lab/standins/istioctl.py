@@ -255,7 +255,7 @@ def token(core: client.CoreV1Api, ns: str, sa: str, seconds: int) -> str:
     body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
         audiences=["istio-ca"], expiration_seconds=seconds))
     try:
-        return core.create_namespaced_service_account_token(sa, ns, body, _request_timeout=10).status.token
+        return str(core.create_namespaced_service_account_token(sa, ns, body, _request_timeout=10).status.token)  # type: ignore[union-attr]
     except client.ApiException as e:
         raise Fail(f"could not create a token under service account {sa} in namespace {ns}: {e.reason}") from None
 
