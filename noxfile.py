@@ -13,16 +13,25 @@ PYTHON = "3.11"
 # After Ctrl-C or SIGTERM the run tears down what it created: give it that time before nox escalates.
 TEARDOWN_GRACE_S = 1800
 BENCHMARKS = "artifacts/self-tests/benchmarks.json"
+BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run.py")
+TEST_JOBS = "3"  # pytest-xdist workers: the lab tests mostly wait on their labs; three fit 2 cores
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Self-tests: unit, contract and lab (the lab ones need root)."""
+    """Self-tests: unit, contract and lab (the lab ones need root). By default TEST_JOBS at a time (each
+    lab test has a lab of its own; the tests that run the lab janitor share one worker), then the
+    benchmarks alone, so their figures are not skewed. Arguments replace both: one pytest run."""
     session.install("-e", ".[test]")
     lab_host_tools(session)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
+                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadgroup")
     # The benchmarks' figures (lab boot, whole lab run with each stage's share) land in a report.
     os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
-    session.run("pytest", "tests", "--ignore=tests/e2e", f"--benchmark-json={BENCHMARKS}", *session.posargs)
+    session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}")
 
 
 def lab_host_tools(session: nox.Session) -> None:

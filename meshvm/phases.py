@@ -1,4 +1,5 @@
-"""The stage book: each stage's start, duration, outcome, error and retries, written to phases.json."""
+"""The stage book: each stage's and exercise's start, end, duration, outcome, error and retries, and the
+run's figures (wall time, critical path, their ratio), written to phases.json."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from meshvm import redact, retry
+from meshvm.stages import critical_path
 
 
 @dataclass
@@ -20,6 +23,17 @@ class Phase:
     outcome: str = "running"  # running | passed | failed | interrupted
     error: str | None = None
     retries: int = 0
+    start_s: float | None = None  # seconds since the run's first stage started
+    end_s: float | None = None
+    kind: str = "stage"  # stage | exercise
+
+
+@dataclass(frozen=True)
+class Figures:
+    wall_s: float  # from the first stage's start to the last exercise's end
+    critical_path: list[str]
+    critical_path_s: float
+    wall_over_critical_path: float | None
 
 
 class StageBook:
@@ -28,12 +42,19 @@ class StageBook:
         self._phases: dict[str, Phase] = {}
         self._current: str | None = None
         self._t0: dict[str, float] = {}
+        self._origin: float | None = None  # wall clock (time.time()) of the first stage's start
         self._lock = threading.Lock()
         retry.on_retry(self._count_retry)
 
+    def _since(self, wall: float) -> float:
+        if self._origin is None:
+            self._origin = wall
+        return round(wall - self._origin, 3)
+
     def start(self, name: str) -> None:
         with self._lock:
-            self._phases[name] = Phase(name, datetime.now(UTC).isoformat(timespec="seconds"))
+            self._phases[name] = Phase(name, datetime.now(UTC).isoformat(timespec="seconds"),
+                                       start_s=self._since(time.time()))
             self._t0[name], self._current = time.monotonic(), name
         self.write()
 
@@ -41,9 +62,39 @@ class StageBook:
         with self._lock:
             phase = self._phases[name]
             phase.duration_s = round(time.monotonic() - self._t0[name], 3)
+            phase.end_s = round((phase.start_s or 0.0) + phase.duration_s, 3)
             phase.outcome, phase.error = outcome, redact.scrub(error) if error else None
             self._current = None
         self.write()
+
+    def exercise(self, name: str, start: float, stop: float, outcome: str) -> None:
+        """An exercise's test (wall clock start and stop, as pytest reports them), merged per module."""
+        with self._lock:
+            begin, end = self._since(start), self._since(stop)
+            was = self._phases.get(name)
+            if was is not None:
+                begin = min(begin, was.start_s or begin)
+                outcome = outcome if was.outcome == "passed" else was.outcome
+            self._phases[name] = Phase(name, was.started if was else datetime.fromtimestamp(start, UTC).isoformat(
+                timespec="seconds"), round(end - begin, 3), outcome, start_s=begin, end_s=end, kind="exercise")
+        self.write()
+
+    def figures(self) -> Figures:
+        """Wall time (first stage's start to the last exercise's end), the critical path (the longest chain
+        of needed stages, then the exercises, which run one after another) and wall / critical path."""
+        with self._lock:
+            phases = [p for p in self._phases.values() if p.end_s is not None]
+        stages = {p.name: p.duration_s or 0.0 for p in phases if p.kind == "stage"}
+        chain, length = critical_path(stages)
+        exercises = [p for p in phases if p.kind == "exercise"]
+        chain += [p.name for p in exercises]
+        length += sum(p.duration_s or 0.0 for p in exercises)
+        wall = max((p.end_s or 0.0 for p in phases), default=0.0)
+        return Figures(round(wall, 3), chain, round(length, 3), round(wall / length, 3) if length else None)
+
+    def phases(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(p) for p in self._phases.values()]
 
     def outcome(self, name: str) -> Phase | None:
         return self._phases.get(name)
@@ -55,9 +106,8 @@ class StageBook:
 
     def write(self) -> None:
         """Written after every change, so a killed run still leaves what it got through."""
-        with self._lock:
-            data = [asdict(p) for p in self._phases.values()]
+        data = self.phases()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(redact.scrub(json.dumps({"phases": data}, indent=2)) + "\n")
+        tmp.write_text(redact.scrub(json.dumps({"phases": data, "figures": asdict(self.figures())}, indent=2)) + "\n")
         tmp.replace(self.path)

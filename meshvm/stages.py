@@ -14,6 +14,7 @@ class Stage:
     step: str  # the recipe heading (or "suite:" for what the suite adds around the recipe)
     creates: str  # a template over Names/Config attributes, rendered by the plan
     deadline: int  # seconds, default; `--deadline NAME=SECONDS` overrides
+    needs: tuple[str, ...] = ()  # the stages whose results it uses (the recipe's order is one topological order)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -21,32 +22,56 @@ STAGES: tuple[Stage, ...] = (
           "network {n.network}, subnetwork {n.subnetwork} ({c.subnet_range})", 300),
     Stage("firewall", "Allow POD-to-VM traffic on port 9080 (and what else the VM needs)",
           "firewall {n.firewall_prefix}ssh from {ssh}, pods-to-vm: {c.pod_range} -> {n.vm_tag} tcp:9080, "
-          "vm-to-pods, vm-to-eastwest", 180),
+          "vm-to-pods, vm-to-eastwest", 180,
+          needs=("network",)),
     Stage("cluster", "Create K8s Cluster",
-          "GKE cluster {n.cluster} in {zone}, pods {c.pod_range}, services {c.service_range}", 1800),
+          "GKE cluster {n.cluster} in {zone}, pods {c.pod_range}, services {c.service_range}", 1800,
+          needs=("network",)),
     Stage("vm", "Create the VM",
-          "instance {n.vm} ({c.vm_machine_type}, {c.vm_image_family}) tagged {n.vm_tag}", 600),
+          "instance {n.vm} ({c.vm_machine_type}, {c.vm_image_family}) tagged {n.vm_tag}", 600,
+          needs=("network", "firewall")),
     Stage("istioctl", "suite: download istioctl {c.istio_version}",
           "a cached, checksummed istioctl under ~/.cache/meshvm", 300),
-    Stage("ratings", "Install ratings app on the VM", "systemd unit ratings on {n.vm}, port 9080", 600),
-    Stage("istio", "Install Istio", "istio-system: istiod, istio-ingressgateway", 600),
+    Stage("ratings", "Install ratings app on the VM", "systemd unit ratings on {n.vm}, port 9080", 600,
+          needs=("vm",)),
+    Stage("istio", "Install Istio", "istio-system: istiod, istio-ingressgateway", 600,
+          needs=("cluster", "istioctl")),
     Stage("bookinfo", "Deploy BookInfo (sans ratings)",
-          "default namespace (injected): details, productpage, reviews v1-v3", 600),
+          "default namespace (injected): details, productpage, reviews v1-v3", 600,
+          needs=("istio",)),
     Stage("eastwest", "Install east-west gateway and expose Istiod",
-          "istio-eastwestgateway, Gateway istiod-gateway, VirtualService istiod-vs", 600),
+          "istio-eastwestgateway, Gateway istiod-gateway, VirtualService istiod-vs", 600,
+          needs=("istio",)),
     Stage("ratings_namespace", "Create the ratings namespace and service account",
-          "namespace ratings, service account bookinfo-ratings", 120),
-    Stage("workloadgroup", "Create the WorkloadGroup", "WorkloadGroup ratings in ratings", 120),
+          "namespace ratings, service account bookinfo-ratings", 120,
+          needs=("cluster",)),
+    Stage("workloadgroup", "Create the WorkloadGroup", "WorkloadGroup ratings in ratings", 120,
+          needs=("istio", "ratings_namespace")),
     Stage("vm_files", "Generate VM artifacts",
-          "cluster.env, mesh.yaml, hosts, root-cert.pem, istio-token (0700, outside artifacts)", 300),
-    Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}", 600),
+          "cluster.env, mesh.yaml, hosts, root-cert.pem, istio-token (0700, outside artifacts)", 300,
+          needs=("workloadgroup", "eastwest")),
+    Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}", 600,
+          needs=("vm", "vm_files")),
     Stage("ratings_service", "Exercise 3: a ClusterIP service for ratings",
-          "Service ratings in ratings, client pod curl in default", 300),
+          "Service ratings in ratings, client pod curl in default", 300,
+          needs=("istio", "ratings_namespace")),
     Stage("bookinfo_gateway", "Put it all together: expose BookInfo",
-          "Gateway bookinfo-gateway, VirtualService bookinfo", 300),
+          "Gateway bookinfo-gateway, VirtualService bookinfo", 300,
+          needs=("bookinfo",)),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def critical_path(durations: dict[str, float]) -> tuple[list[str], float]:
+    """The longest chain of needed stages by the durations given (stages without one count 0 s): the
+    least wall time any overlap of the stages could reach. Returns the chain and its length."""
+    best: dict[str, tuple[float, list[str]]] = {}
+    for stage in STAGES:  # in the recipe's order, a topological order of `needs`
+        before = max((best[n] for n in stage.needs if n in best), default=(0.0, []))
+        best[stage.name] = (before[0] + durations.get(stage.name, 0.0), [*before[1], stage.name])
+    length, chain = max(best.values(), default=(0.0, []))
+    return chain, length
 # `--until infra`: the cloud's part of the run (network, firewall, cluster, VM reachable over SSH).
 ALIASES = {"infra": "vm"}
 # Stages the e2e fixtures implement. A run that asks for more is refused at start, never reported

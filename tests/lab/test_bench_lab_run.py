@@ -47,12 +47,15 @@ def test_lab_run_is_green_and_leaves_nothing(benchmark, tmp_path: Path, minor: s
     assert metadata["istiod"] == metadata["vm_proxy"] == patch and metadata["istio_hub"] == "docker.io/istio"
     no_lab_leftovers(out)
 
-    phases = json.loads((out / "phases.json").read_text())["phases"]
+    book = json.loads((out / "phases.json").read_text())
+    phases = [p for p in book["phases"] if p["kind"] == "stage"]
     wall = r.wall  # type: ignore[attr-defined]
     shares = {p["name"]: round(100 * float(p.get("duration_s") or 0) / wall, 1) for p in phases}
     for module in EXERCISE_MODULES:  # each exercise module's checks, from junit
         spent = sum(float(c.get("time") or 0) for c, m in zip(cases, modules, strict=True) if m == module)
         shares[module] = round(100 * spent / wall, 1)
     shares["rest (lab start, fixtures, teardown)"] = round(100 - sum(shares.values()), 1)
-    benchmark.extra_info.update({"wall_s": round(wall, 1), "share_percent": shares})
+    figures = book["figures"]  # from the first stage's start to the last exercise's end, as every run records
+    assert figures["wall_over_critical_path"] >= 1.0 and (out / "timeline.png").stat().st_size > 1000
+    benchmark.extra_info.update({"wall_s": round(wall, 1), "share_percent": shares, "figures": figures})
     print(f"\nlab run: {wall:.1f} s wall; shares (%): {shares}")

@@ -1,4 +1,4 @@
-"""`nox -s mutations`: a clean lab run, then one lab run per mutation (tests/mutations/mutants.py).
+"""`nox -s mutations`: a clean lab run and one lab run per mutation (tests/mutations/mutants.py), JOBS at a time.
 
 The baseline is green when pytest exits 0 and each of the four exercise modules has tests that all
 passed (a skip is not green). A mutation is caught when pytest exits 1, the FIRST failure is a failed
@@ -12,6 +12,7 @@ baseline passed and every mutation was caught.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from meshvm.lab.leaks import find_leftovers
@@ -30,6 +32,8 @@ EXERCISE_DEADLINE = "30"  # a broken step never heals: the exercises need not wa
 RUN_TIMEOUT_S = 900
 TEARDOWN_GRACE_S = 300
 JANITOR_TIMEOUT_S = 300
+# Lab runs at once (MESHVM_MUTATION_JOBS): each mostly waits on its lab; three fit a 2-core machine.
+JOBS = max(1, int(os.environ.get("MESHVM_MUTATION_JOBS", "3")))
 
 
 def run(name: str | None, out: Path) -> tuple[int, str]:
@@ -100,42 +104,59 @@ def evidence(out: Path, message: str) -> str:
     return "\n".join([message, *(f.read_text(errors="replace") for f in files if f.is_file())])
 
 
+def judge_baseline(out: Path, rc: int) -> tuple[bool, str]:
+    rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
+    left = leftovers(out)
+    green = {m for m in EXERCISE_MODULES if [r for r in rows if r[0] == m]
+             and all(not r[2] for r in rows if r[0] == m)}
+    ok = rc == 0 and green == set(EXERCISE_MODULES) and not [r for r in rows if r[2]] and not left
+    return ok, f"baseline: {'green' if ok else 'RED'} ({len(rows)} tests, exit {rc}{', LEFT: ' + str(left) if left else ''})"
+
+
+def judge(name: str, out: Path, rc: int, took_s: float) -> tuple[bool, str]:
+    """Caught, for its own reason, by exactly its check; and the line that says so."""
+    expected, reason, _, effect = MUTATIONS[name]
+    rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
+    first = next((r for r in rows if r[2] and r[2] != "skipped"), None)
+    before = rows[:rows.index(first)] if first else rows
+    stages_ok = all(not r[2] for r in before if r[0] == "test_stages")
+    left = leftovers(out)
+    why = first is not None and re.search(reason, evidence(out, first[3])) is not None
+    took, artifact = effect_seen(out, effect)
+    ok = rc == 1 and stages_ok and first is not None and first[:3] == (*expected, "failure") and why and took \
+        and not left
+    seen = f"{first[0]}::{first[1]} ({first[2]}): {first[3].splitlines()[0][:300]}" if first else \
+        f"nothing failed (exit {rc})"
+    return ok, (f"{'caught' if ok else 'MISSED'} {name} ({took_s:.0f} s): expected {'::'.join(expected)} "
+                f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
+                f"; effect: {artifact}{'' if took else ' (NOT SO)'}{'; LEFT: ' + str(left) if left else ''}")
+
+
+def timed_run(name: str | None, out: Path) -> tuple[int, float]:
+    start = time.monotonic()
+    rc, _ = run(name, out)
+    return rc, time.monotonic() - start
+
+
 def main(names: list[str]) -> int:
-    """The baseline, then every mutation (or those named)."""
+    """The baseline and every mutation (or those named), JOBS lab runs at a time: each is a lab of its
+    own (its own address block, router, cluster and VM), as two concurrent runs are (tests/lab)."""
     unknown = [n for n in names if n not in MUTATIONS]
     if unknown:
         print(f"no such mutation: {', '.join(unknown)}; there are: {', '.join(MUTATIONS)}", file=sys.stderr)
         return 2
-    chosen = {n: m for n, m in MUTATIONS.items() if not names or n in names}
+    chosen = [n for n in MUTATIONS if not names or n in names]
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
-    rc, _ = run(None, base / "baseline")
-    rows = outcomes(base / "baseline" / "junit.xml") if (base / "baseline" / "junit.xml").is_file() else []
-    left = leftovers(base / "baseline")
-    green = {m for m in EXERCISE_MODULES if [r for r in rows if r[0] == m]
-             and all(not r[2] for r in rows if r[0] == m)}
-    baseline_ok = rc == 0 and green == set(EXERCISE_MODULES) and not [r for r in rows if r[2]] and not left
-    print(f"baseline: {'green' if baseline_ok else 'RED'} ({len(rows)} tests, exit {rc}"
-          f"{', LEFT: ' + str(left) if left else ''})", flush=True)
-    caught = 0
-    for name, (expected, reason, _, effect) in chosen.items():
-        start, out = time.monotonic(), base / name
-        rc, _ = run(name, out)
-        rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
-        first = next((r for r in rows if r[2] and r[2] != "skipped"), None)
-        before = rows[:rows.index(first)] if first else rows
-        stages_ok = all(not r[2] for r in before if r[0] == "test_stages")
-        left = leftovers(out)
-        why = first is not None and re.search(reason, evidence(out, first[3])) is not None
-        took, artifact = effect_seen(out, effect)
-        ok = rc == 1 and stages_ok and first is not None and first[:3] == (*expected, "failure") and why and took \
-            and not left
-        caught += ok
-        seen = f"{first[0]}::{first[1]} ({first[2]}): {first[3].splitlines()[0][:300]}" if first else \
-            f"nothing failed (exit {rc})"
-        print(f"{'caught' if ok else 'MISSED'} {name} ({time.monotonic() - start:.0f} s): expected {'::'.join(expected)} "
-              f"because /{reason}/{'' if why else ' (NOT FOUND)'}; first failure {seen}"
-              f"; effect: {artifact}{'' if took else ' (NOT SO)'}{'; LEFT: ' + str(left) if left else ''}", flush=True)
-    print(f"{caught}/{len(chosen)} caught; baseline {'green' if baseline_ok else 'RED'}; reports in {base}")
+    started, verdicts = time.monotonic(), {}
+    with ThreadPoolExecutor(JOBS) as pool:
+        runs = {pool.submit(timed_run, name, base / (name or "baseline")): name for name in [None, *chosen]}
+        for done in as_completed(runs):
+            name, (rc, took_s) = runs[done], done.result()
+            verdicts[name] = judge(name, base / name, rc, took_s) if name else judge_baseline(base / "baseline", rc)
+            print(verdicts[name][1], flush=True)
+    baseline_ok, caught = verdicts[None][0], sum(verdicts[n][0] for n in chosen)
+    print(f"{caught}/{len(chosen)} caught; baseline {'green' if baseline_ok else 'RED'}; "
+          f"{len(chosen) + 1} lab runs, {JOBS} at a time, in {time.monotonic() - started:.0f} s; reports in {base}")
     return 0 if baseline_ok and caught == len(chosen) else 1
 
 
