@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from meshvm import redact
+from meshvm.cleanup import CleanupReport
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,10 @@ class Entries(Protocol):
 
 
 def teardown(ledger: Entries, delete: Mapping[str, Deleter], exists: Mapping[str, Checker],
-             report: Path) -> dict[str, object]:
-    """Delete everything in reverse order of creation, verify, and write cleanup.json."""
+             report: CleanupReport) -> dict[str, Any]:
+    """Delete everything in reverse order of creation and verify; each outcome goes to the report
+    (cleanup.json, rewritten after each entry: a killed teardown still leaves an up-to-date one)."""
     todo = list(reversed(ledger.entries()))
-    results: list[dict[str, object]] = []
     for i, entry in enumerate(todo):
         outcome, error = "deleted", None
         try:
@@ -94,27 +95,15 @@ def teardown(ledger: Entries, delete: Mapping[str, Deleter], exists: Mapping[str
             outcome, error = "error", f"{type(e).__name__}: {e}"
             log.error("teardown: %s: %s", entry.key, error)
         except BaseException:  # a second Ctrl-C or SIGTERM: say exactly what is left, then stop
-            results += [item(e, "interrupted", "teardown interrupted") for e in todo[i:]]
-            write_report(report, results)
+            interrupted(report, todo[i:])
             raise
-        results.append(item(entry, outcome, error))
-        write_report(report, results)  # a killed teardown still leaves an up-to-date report
-    return write_report(report, results)
+        report.add(entry.kind, entry.name, entry.where, outcome, error)
+    return report.summary()
 
 
-def item(entry: Entry, outcome: str, error: str | None) -> dict[str, object]:
-    return {"kind": entry.kind, "name": entry.name, "where": entry.where, "outcome": outcome, "error": error}
-
-
-def write_report(report: Path, results: list[dict[str, object]]) -> dict[str, object]:
-    summary: dict[str, object] = {
-        "created": len(results),
-        "remaining": [r for r in results if r["outcome"] != "deleted"],
-        "items": results,
-    }
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(redact.scrub(json.dumps(summary, indent=2)) + "\n")
-    return summary
+def interrupted(report: CleanupReport, entries: list[Entry]) -> None:
+    for e in entries:
+        report.add(e.kind, e.name, e.where, "interrupted", "teardown interrupted")
 
 
 def remaining(ledger: Ledger, report: Path) -> list[Entry]:

@@ -9,16 +9,15 @@ cluster first and what GKE left behind after it."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.auth import credentials as ga_credentials
 
 from meshvm import ledger as ledger_mod
-from meshvm import redact
+from meshvm.cleanup import CleanupReport
 from meshvm.config import Config
 from meshvm.deadlines import Deadline
 from meshvm.gcp import (
@@ -161,18 +160,17 @@ class GcpCloud:
         overall = self._teardown_deadline
         return own if overall is None or own.at <= overall.at else Deadline(overall.at, own.what)
 
-    def teardown(self, report: Path, seconds: float = TEARDOWN_DEADLINE) -> dict[str, object]:
-        """Delete what the ledger holds (in reverse, the cluster before its load balancers), verify,
-        write the report; everything within `seconds`."""
+    def teardown(self, report: Path | CleanupReport, seconds: float = TEARDOWN_DEADLINE) -> dict[str, Any]:
+        """Delete what the ledger holds (in reverse, the cluster before its load balancers), verify, list
+        what still carries the run's labels; everything within `seconds`, all of it into the report."""
+        report = report if isinstance(report, CleanupReport) else CleanupReport(report)
         self._teardown_deadline = Deadline.after(seconds, "teardown")
-        summary = ledger_mod.teardown(_ClusterBeforeItsLoadBalancers(self.ledger), self.deleters(), self.checkers(),
-                                      report)
+        ledger_mod.teardown(_ClusterBeforeItsLoadBalancers(self.ledger), self.deleters(), self.checkers(), report)
         left = self.leftovers()
         if left:
             log.error("teardown: still present with the run's labels/prefix: %s", left)
-        summary["leftovers"] = left
-        report.write_text(redact.scrub(json.dumps(summary, indent=2)) + "\n")
-        return summary
+        report.listed(left)
+        return report.summary()
 
     def leftovers(self) -> list[str]:
         found = sweep.find(self.clients, self.cfg.region, run_id=self.cfg.run_id,

@@ -16,9 +16,7 @@ from meshvm.lab.leaks import find_leftovers
 from meshvm.lab.netsafety import run_ip
 from meshvm.lab.router import Router
 
-# The lab janitor sweeps runs whose owner is gone: these tests kill runs and sweep, so they share one
-# pytest-xdist worker (an abandoned run of one must not be swept by another while it checks it).
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-janitor")]
+pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 
 KILLED_RUN = """

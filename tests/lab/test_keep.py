@@ -20,9 +20,7 @@ from meshvm.config import gather, resolve
 from meshvm.lab.platform import LabPlatform
 from tests.lab.test_e2e_infra import ROOT, suite
 
-# The lab janitor sweeps runs whose owner is gone: these tests kill runs and sweep, so they share one
-# pytest-xdist worker (an abandoned run of one must not be swept by another while it checks it).
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-janitor")]
+pytestmark = pytest.mark.lab
 PROJECT = "meshvm-lab"
 
 

@@ -22,9 +22,7 @@ from tests.conftest import KEPT
 from tests.lab.test_e2e_infra import ROOT, no_lab_leftovers
 from tests.lab.test_keep import janitor, local_cloud, run_objects
 
-# The lab janitor sweeps runs whose owner is gone: these tests kill runs and sweep, so they share one
-# pytest-xdist worker (an abandoned run of one must not be swept by another while it checks it).
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-janitor")]
+pytestmark = pytest.mark.lab
 
 
 def kill(proc: subprocess.Popen) -> None:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from meshvm.cleanup import CleanupReport
 from meshvm.ledger import Entry, Ledger, teardown
 
 
@@ -25,7 +26,7 @@ def test_recorded_entries_persist_and_teardown_runs_in_reverse(tmp_path):
 
     summary = teardown(ledger, {"network": delete, "instance": delete},
                        {"network": lambda e: e.name in alive, "instance": lambda e: e.name in alive},
-                       tmp_path / "cleanup.json")
+                       CleanupReport(tmp_path / "cleanup.json"))
     assert order == ["vm", "net"] and summary["remaining"] == []
     assert json.loads((tmp_path / "cleanup.json").read_text())["created"] == 2
 
@@ -42,7 +43,7 @@ def test_teardown_continues_past_failures_and_reports_them(tmp_path):
 
     summary = teardown(ledger, {"cluster": boom, "network": deleted.append, "instance": lambda e: None},
                        {"cluster": lambda e: True, "network": lambda e: False, "instance": lambda e: True},
-                       tmp_path / "cleanup.json")
+                       CleanupReport(tmp_path / "cleanup.json"))
     assert [e.name for e in deleted] == ["net"]  # the cluster's failure did not stop the network
     remaining = {r["name"]: (r["outcome"], r["error"]) for r in summary["remaining"]}
     assert remaining == {"c": ("error", "RuntimeError: 400 operation in progress"),
@@ -59,7 +60,7 @@ def test_an_interrupted_teardown_still_reports_what_is_left(tmp_path):
             raise KeyboardInterrupt("second Ctrl-C")
 
     with pytest.raises(KeyboardInterrupt):
-        teardown(ledger, {"thing": delete}, {"thing": lambda e: False}, tmp_path / "cleanup.json")
+        teardown(ledger, {"thing": delete}, {"thing": lambda e: False}, CleanupReport(tmp_path / "cleanup.json"))
     report = json.loads((tmp_path / "cleanup.json").read_text())
     assert [(r["name"], r["outcome"]) for r in report["items"]] == [
         ("vm", "deleted"), ("c", "interrupted"), ("net", "interrupted")]
@@ -67,13 +68,15 @@ def test_an_interrupted_teardown_still_reports_what_is_left(tmp_path):
 
 
 def test_remaining_is_what_the_report_does_not_say_was_deleted(tmp_path):
-    from meshvm.ledger import item, remaining, write_report
+    from meshvm.ledger import remaining
 
     ledger = Ledger(tmp_path / "ledger.json")
     net, vm = ledger.record("network", "net", "g"), ledger.record("instance", "vm", "z")
     report = tmp_path / "cleanup.json"
     assert remaining(ledger, report) == [net, vm]  # no report yet: all of it
-    write_report(report, [item(vm, "deleted", None), item(net, "interrupted", "teardown interrupted")])
+    cleanup = CleanupReport(report)
+    cleanup.add(vm.kind, vm.name, vm.where, "deleted")
+    cleanup.add(net.kind, net.name, net.where, "interrupted", "teardown interrupted")
     assert remaining(ledger, report) == [net]
 
 
@@ -114,3 +117,21 @@ def test_kept_json_shows_an_adopted_resources_own_expiry(tmp_path):
     assert [r["e2e-expires"] for r in kept["resources"]] == ["20261126t1300z", "20261126t1800z"]
     assert kept["expires"] == "20261126t1300z"  # the earliest: when the janitor may start deleting
     assert "adopted" not in (tmp_path / "kept.json").read_text()
+
+
+def test_cleanup_json_has_one_writer_and_says_everything(tmp_path):
+    """A failed before-teardown step counts as remaining, the final listing's leftovers are kept, the
+    command appears only while something is left, and a report read back says the same."""
+    report = CleanupReport(tmp_path / "cleanup.json", command="nox -s cleanup -- --run-id r --yes")
+    report.failed_step("release_load_balancers", "KubeError: 503")
+    report.add("network", "net", "p", "deleted")
+    report.listed([])
+    summary = json.loads((tmp_path / "cleanup.json").read_text())
+    assert summary["created"] == 1 and [r["name"] for r in summary["remaining"]] == ["release_load_balancers"]
+    assert summary["leftovers"] == [] and summary["cleanup_command"].endswith("--yes")
+    again = CleanupReport.read(tmp_path / "cleanup.json")
+    assert again.summary() == summary
+    clean = CleanupReport(tmp_path / "clean.json", command="c")
+    clean.add("network", "net", "p", "deleted")
+    clean.listed([])
+    assert "cleanup_command" not in json.loads((tmp_path / "clean.json").read_text())
