@@ -62,6 +62,7 @@ def lookalikes(request):  # noqa: ANN001, ANN201
         run_ip("netns", "del", str(made["netns"]), check=False)
 
 
+@pytest.mark.xdist_group("host-device-mv0")  # the host-wide name `mv0`: one test at a time makes it
 def test_janitor_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys, lab_router: Router,
                                                                  lookalikes):  # noqa: ANN001
     run_id = f"killed-{os.getpid()}"
