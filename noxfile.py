@@ -19,16 +19,17 @@ TEST_JOBS = "3"  # pytest-xdist workers: the lab tests mostly wait on their labs
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Self-tests: unit, contract and lab (the lab ones need root). By default TEST_JOBS at a time (each
-    lab test builds a lab of its own, and every janitor call in them names its run), then the
-    benchmarks alone, so their figures are not skewed. Arguments replace both: one pytest run."""
+    """Self-tests: unit, contract and lab (the lab ones need root). By default TEST_JOBS at a time, a
+    module (or test class) per worker, its tests in order (each lab test builds a lab of its own, and
+    every janitor call in them names its run), then the benchmarks alone, so their figures are not
+    skewed. Arguments replace both: one pytest run."""
     session.install("-e", ".[test]")
     lab_host_tools(session)
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
     session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
-                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadgroup")
+                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope")
     # The benchmarks' figures (lab boot, whole lab run with each stage's share) land in a report.
     os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
     session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}")

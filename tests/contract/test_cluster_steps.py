@@ -23,8 +23,6 @@ from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.recipe import bookinfo, eastwest, istio, waits, workload
 from meshvm.seams import CommandFailed
 
-# One module-scoped fixture, tests in order: the whole module on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("cluster-steps")
 RUNNER = ["203.0.113.7/32"]
 HUB = "docker.io/istio"
 VM_IP = "172.29.100.10"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,7 @@ from tests.lab.test_e2e_infra import no_lab_leftovers, suite
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize("name", STAGE_NAMES)
-def test_failing_right_after_a_stage_leaves_nothing(tmp_path, name):
+def fails_right_after(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
     r = suite("--platform", "lab", "--until", "bookinfo_gateway", "--fail-at", name, "--artifacts-dir", str(out))
     phases = {p["name"]: p for p in json.loads((out / "phases.json").read_text())["phases"]}
@@ -22,3 +22,22 @@ def test_failing_right_after_a_stage_leaves_nothing(tmp_path, name):
     assert "injected failure right after stage" in (phases[name]["error"] or "")
     assert cleanup["remaining"] + cleanup["leftovers"] == []
     no_lab_leftovers(out)
+
+
+# Three classes, so that pytest-xdist (a test class per worker) runs them at the same time.
+class TestTheFirstFiveStages:
+    @pytest.mark.parametrize("name", STAGE_NAMES[:5])
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)
+
+
+class TestTheNextFiveStages:
+    @pytest.mark.parametrize("name", STAGE_NAMES[5:10])
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)
+
+
+class TestTheLastStages:
+    @pytest.mark.parametrize("name", STAGE_NAMES[10:])
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)

@@ -44,8 +44,8 @@ def lookalikes(request):  # noqa: ANN001, ANN201
         run_ip("netns", "add", str(made["netns"]))
         made["link"] = f"{tag}adm"
         run_ip("link", "add", str(made["link"]), "type", "veth", "peer", "name", f"{tag}adp")
-        made["mv0"] = "mv0"  # an admin's macvlan-style device
-        run_ip("link", "add", "mv0", "type", "veth", "peer", "name", "mv0peer")
+        made["mv1"] = "mv1"  # an admin's macvlan-style device (test_netsafety makes an `mv0`, maybe meanwhile)
+        run_ip("link", "add", "mv1", "type", "veth", "peer", "name", "mv1peer")
         # an admin's capture naming the run's uplink in its argv
         made["proc"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "tcpdump", "-i",
                                          f"{tag}-lab"])
@@ -55,14 +55,13 @@ def lookalikes(request):  # noqa: ANN001, ANN201
     if isinstance(made.get("proc"), subprocess.Popen):
         made["proc"].kill()  # type: ignore[union-attr]
         made["proc"].wait(5)  # type: ignore[union-attr]
-    for key in ("link", "mv0"):
+    for key in ("link", "mv1"):
         if key in made:
             run_ip("link", "del", str(made[key]), check=False)
     if "netns" in made:
         run_ip("netns", "del", str(made["netns"]), check=False)
 
 
-@pytest.mark.xdist_group("host-device-mv0")  # the host-wide name `mv0`: one test at a time makes it
 def test_janitor_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys, lab_router: Router,
                                                                  lookalikes):  # noqa: ANN001
     run_id = f"killed-{os.getpid()}"
@@ -77,7 +76,7 @@ def test_janitor_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsy
     others = lookalikes(tag)
     left = find_leftovers(tag)
     assert any(x.startswith("netns") for x in left) and any(x.startswith("process") for x in left)
-    assert not [x for x in left if "admin" in x or "adm" in x.split()[-1] or "mv0" in x or "tcpdump" in x], left
+    assert not [x for x in left if "admin" in x or "adm" in x.split()[-1] or "mv1" in x or "tcpdump" in x], left
 
     assert janitor.main(["--run-id", run_id]) == 1  # dry run: lists, deletes nothing
     assert f"run {run_id} (tag {tag})" in capsys.readouterr().out and find_leftovers(tag)
@@ -85,7 +84,7 @@ def test_janitor_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsy
     assert janitor.main(["--run-id", run_id, "--yes"]) == 0  # scoped to the test's own run
     assert find_leftovers(tag) == []
     links = {link["ifname"] for link in json.loads(run_ip("-j", "link").stdout)}
-    assert {others["link"], "mv0"} <= links, links
+    assert {others["link"], "mv1"} <= links, links
     assert str(others["netns"]) in run_ip("netns", "list").stdout
     assert others["proc"].poll() is None, "the admin's process was killed"  # type: ignore[union-attr]
 

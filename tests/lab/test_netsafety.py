@@ -76,7 +76,6 @@ def test_blackhole_is_refused_over_a_range_the_machine_needs(tmp_path):
     assert netsafety.range_in_use(str(resolv)) is None
 
 
-@pytest.mark.xdist_group("host-device-mv0")  # the host-wide name `mv0`: one test at a time makes it
 def test_a_route_over_a_device_the_run_did_not_create_is_refused(lab_router: Router) -> None:
     """An admin's `mv0` carrying a lab address: named like the lab's old prefix, but no run's uplink."""
     ip = str(lab_router.addrs.vm_ip(201))

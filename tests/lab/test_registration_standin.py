@@ -44,8 +44,7 @@ from meshvm.ssh import SshShell
 from meshvm.sshkeys import new_key
 from tests.root import require_root
 
-# One module-scoped fixture, tests in order: the whole module on one pytest-xdist worker.
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(120), pytest.mark.xdist_group("registration-standin")]
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 USER = "meshvm"

@@ -42,8 +42,7 @@ from tests.lab._helpers import stop, wait_listening
 from tests.lab.test_registration_standin import Run, build, wait_for
 from tests.root import require_root
 
-# One module-scoped fixture, tests in order: the whole module on one pytest-xdist worker.
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(120), pytest.mark.xdist_group("vm-dataplane")]
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 PORT = 9080
 DETAILS_HOST_NUMBER = 200  # below the load-balancer /27, far above the VMs (numbered from .10)
 DETAILS_TAG = "dp-details"

@@ -32,8 +32,7 @@ from meshvm.ssh import AuthFailed, CommandTimeout, HostKeyRejected, SshShell
 from tests.lab._helpers import BLOCKED, SSH_USER, tcp_try
 from tests.lab.conftest import BOOT_TIMEOUT, VM_TAG
 
-# One module-scoped fixture, tests in order: the whole module on one pytest-xdist worker.
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("vm-recipe")]
+pytestmark = pytest.mark.lab
 
 STANDIN_RATINGS = Path(__file__).resolve().parents[2] / "meshvm" / "lab" / "standins" / "ratings"
 MESH_TAG = "mesh-vm"
