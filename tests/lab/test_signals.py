@@ -51,12 +51,7 @@ def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, stage, outcome):
                              "lab", "--artifacts-dir", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def reached() -> bool:
-            assert proc.poll() is None, f"the run ended before {stage} was {outcome}: {phases(out)}"
-            return phases(out).get(stage) == outcome
-
-        retry.until(f"stage {stage} {outcome}", reached, Deadline.after(240, "signal point"), initial=0.05,
-                    ceiling=0.2)
+        wait_for(proc, f"stage {stage} {outcome}", lambda: phases(out).get(stage) == outcome)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(300)
     finally:
@@ -84,7 +79,8 @@ def wait_for(proc: subprocess.Popen[bytes], what: str, check, seconds: float = 2
         assert proc.poll() is None, f"the run ended before {what}"
         return bool(check())
 
-    retry.until(what, reached, Deadline.after(seconds, what), initial=0.02, ceiling=0.1)
+    retry.until(what, reached, Deadline.after(seconds, what), initial=0.05, ceiling=0.25,
+                max_attempts=int(seconds / 0.05))  # the deadline decides, not the attempts
 
 
 def run_log(out: Path) -> str:
