@@ -8,6 +8,7 @@ anything is created. Nothing else reads the environment or pytest's config.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from meshvm.stages import ALIASES, BY_NAME, EXERCISE_WAITS, STAGE_NAMES, STAGES,
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
+LAB_TIMING_RE = re.compile(r"(fast|gcp(:(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?))?)\Z")  # meshvm.lab.timing
 # On the lab, Istio's release listing is a local stand-in (the lab reaches nothing outside this machine).
 LAB_RELEASE_LISTING = (Path(__file__).resolve().parent / "lab" / "standins" / "releases.json").as_uri()
 
@@ -78,6 +80,8 @@ class Config:
     labels: Mapping[str, str]
     until: str | None
     fail_at: str | None
+    sequential_stages: bool
+    lab_timing: str  # lab only: meshvm.lab.timing
     deadlines: Mapping[str, int]
     plan: bool
     missing: tuple[str, ...] = field(default=())  # required settings not given (listed by --plan)
@@ -204,6 +208,9 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
             expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
         until=_until(p, raw["until"]),
         fail_at=p.choice("fail_at", raw["fail_at"], STAGE_NAMES) if raw["fail_at"] else None,
+        sequential_stages=bool(raw["sequential_stages"]),
+        lab_timing=p.pattern("lab_timing", raw["lab_timing"], LAB_TIMING_RE,
+                             "fast, gcp or gcp:FACTOR with 0 < FACTOR <= 1") or "fast",
         deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
         plan=bool(raw["plan"]),
     )
@@ -316,6 +323,8 @@ def _contradictions(p: Problems, cfg: Config, raw: Raw, environ: Mapping[str, st
         p.add("expires_hours", str(hours), f"is not longer than the run's worst case ({cfg.worst_case_s() // 60} min "
               "of stage deadlines, exercise waits and teardown): the janitor could delete the run while it runs; "
               "raise it or lower those deadlines")
+    if cfg.platform != "lab" and cfg.lab_timing != "fast":
+        p.add("lab_timing", cfg.lab_timing, "is for --platform lab only (Google Cloud takes the time it takes)")
     if cfg.subnetwork and not cfg.network:
         p.add("subnetwork", cfg.subnetwork, "needs --network, the network it belongs to")
     if cfg.platform == "lab":

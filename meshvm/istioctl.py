@@ -53,8 +53,9 @@ class IstioctlCli:
         self._env = {k: v for k, v in environ.items() if k in ENV_ALLOW}
 
     def run(self, args: Sequence[str], *, step: str, timeout: float = 300, stdin: str | None = None,
-            check: bool = True) -> Result:
-        argv = [str(self.binary), *args, f"--kubeconfig={self._kubeconfig()}"]
+            check: bool = True, cluster: bool = True) -> Result:
+        """`cluster=False`: a command that talks to no cluster (no kubeconfig is written)."""
+        argv = [str(self.binary), *args, *([f"--kubeconfig={self._kubeconfig()}"] if cluster else [])]
         log.debug("[%s] $ istioctl %s", step, " ".join(args))
         try:
             p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
@@ -70,5 +71,5 @@ class IstioctlCli:
         return result
 
     def version(self) -> str:
-        out = self.run(["version", "--remote=false", "-o", "json"], step="istioctl version", timeout=30)
+        out = self.run(["version", "--remote=false", "-o", "json"], step="istioctl version", timeout=30, cluster=False)
         return str(json.loads(out.stdout)["clientVersion"]["version"])

@@ -74,7 +74,7 @@ def write_kubeconfig(directory: Path, host: str, ca_file: Path, token: str, name
         "users": [{"name": name, "user": user}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
     }
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # stages overlap: one per thread
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # also when a stale .tmp existed with other modes
     with os.fdopen(fd, "w") as f:

@@ -40,10 +40,11 @@ class StageBook:
     def __init__(self, path: Path):
         self.path = path
         self._phases: dict[str, Phase] = {}
-        self._current: str | None = None
+        self._current = threading.local()  # the stage each thread runs: its retries are counted to it
         self._t0: dict[str, float] = {}
         self._origin: float | None = None  # wall clock (time.time()) of the first stage's start
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # stages end in several threads: one writer at a time
         retry.on_retry(self._count_retry)
 
     def _since(self, wall: float) -> float:
@@ -55,7 +56,7 @@ class StageBook:
         with self._lock:
             self._phases[name] = Phase(name, datetime.now(UTC).isoformat(timespec="seconds"),
                                        start_s=self._since(time.time()))
-            self._t0[name], self._current = time.monotonic(), name
+            self._t0[name], self._current.name = time.monotonic(), name
         self.write()
 
     def finish(self, name: str, outcome: str, error: str | None = None) -> None:
@@ -64,7 +65,7 @@ class StageBook:
             phase.duration_s = round(time.monotonic() - self._t0[name], 3)
             phase.end_s = round((phase.start_s or 0.0) + phase.duration_s, 3)
             phase.outcome, phase.error = outcome, redact.scrub(error) if error else None
-            self._current = None
+            self._current.name = None
         self.write()
 
     def exercise(self, name: str, start: float, stop: float, outcome: str) -> None:
@@ -101,13 +102,15 @@ class StageBook:
 
     def _count_retry(self, _what: str) -> None:
         with self._lock:
-            if self._current:
-                self._phases[self._current].retries += 1
+            current = getattr(self._current, "name", None)
+            if current:
+                self._phases[current].retries += 1
 
     def write(self) -> None:
         """Written after every change, so a killed run still leaves what it got through."""
-        data = self.phases()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(redact.scrub(json.dumps({"phases": data, "figures": asdict(self.figures())}, indent=2)) + "\n")
-        tmp.replace(self.path)
+        with self._writing:
+            data = self.phases()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(redact.scrub(json.dumps({"phases": data, "figures": asdict(self.figures())}, indent=2)) + "\n")
+            tmp.replace(self.path)

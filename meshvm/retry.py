@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import tenacity
 
+from meshvm import deadlines
 from meshvm.deadlines import Deadline
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,16 @@ def until(what: str, check: Callable[[], T], deadline: Deadline, *,
         wait=tenacity.wait_random_exponential(multiplier=initial, max=ceiling),
         retry=tenacity.retry_if_exception_type(transient) | tenacity.retry_if_result(lambda r: not accept(r)),
         before_sleep=lambda state: _notify(what, state),
+        sleep=deadlines.pause,
         reraise=False,
     )
     start = time.monotonic()
+
+    def attempt() -> T:
+        deadlines.check_stop()  # a stopped stage ends at its next attempt (meshvm.stagegraph)
+        return check()
     try:
-        return retrying(check)
+        return retrying(attempt)
     except tenacity.RetryError as e:
         last = e.last_attempt
         seen = last.exception() if last.failed else last.result()

@@ -108,6 +108,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("exercise-deadline", "seconds each exercise keeps retrying its check before it fails", "300",
             kind="int"),
     Setting("fail-at", "testing: fail the run right after this stage (teardown must still leave nothing)"),
+    Setting("lab-timing", "lab only: fast, or gcp[:FACTOR] to answer with Google Cloud's usual latencies "
+            "times FACTOR (default 0.1): cluster, VM, first-boot apt, load balancers, image pulls", "fast"),
+    Setting("sequential-stages", "testing: run the stages one after another in the recipe's order (what the "
+            "overlap saves is measured against it)", kind="flag"),
     Setting("plan", "print the run plan for these settings and exit, touching nothing", kind="flag"),
 )
 

@@ -14,7 +14,9 @@ class Stage:
     step: str  # the recipe heading (or "suite:" for what the suite adds around the recipe)
     creates: str  # a template over Names/Config attributes, rendered by the plan
     deadline: int  # seconds, default; `--deadline NAME=SECONDS` overrides
-    needs: tuple[str, ...] = ()  # the stages whose results it uses (the recipe's order is one topological order)
+    needs: tuple[str, ...] = ()  # what it uses or must follow; the recipe's order is one topological order.
+    # The stages run as a graph (meshvm.stagegraph): a stage starts once all it needs passed, and reads
+    # only what it needs, directly or through another.
 
 
 STAGES: tuple[Stage, ...] = (
@@ -41,7 +43,7 @@ STAGES: tuple[Stage, ...] = (
           needs=("istio",)),
     Stage("eastwest", "Install east-west gateway and expose Istiod",
           "istio-eastwestgateway, Gateway istiod-gateway, VirtualService istiod-vs", 600,
-          needs=("istio",)),
+          needs=("istio", "vm")),  # the gateway admits the VM's external address
     Stage("ratings_namespace", "Create the ratings namespace and service account",
           "namespace ratings, service account bookinfo-ratings", 120,
           needs=("cluster",)),
@@ -51,7 +53,7 @@ STAGES: tuple[Stage, ...] = (
           "cluster.env, mesh.yaml, hosts, root-cert.pem, istio-token (0700, outside artifacts)", 300,
           needs=("workloadgroup", "eastwest")),
     Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}", 600,
-          needs=("vm", "vm_files")),
+          needs=("vm", "vm_files", "ratings")),  # one package install at a time on the VM (dpkg's lock)
     Stage("ratings_service", "Exercise 3: a ClusterIP service for ratings",
           "Service ratings in ratings, client pod curl in default", 300,
           needs=("istio", "ratings_namespace")),

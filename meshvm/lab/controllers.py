@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -69,8 +70,12 @@ class ReconcileLoop:
 
 class ClusterControllers(ReconcileLoop):
     def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str,
-                 on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None):
+                 on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None, *, lb_s: float = 0.0,
+                 pull_s: float = 0.0):
         self._on_lb, self._on_lb_deleted = on_lb, on_lb_deleted
+        # --lab-timing: how long a LoadBalancer Service waits for its address and a Deployment for its pods
+        self._lb_s, self._pull_s = lb_s, pull_s
+        self._first_seen: dict[str, float] = {}
         self._dyn = dynamic.DynamicClient(api)
         self._pod_ips: Iterator[ipaddress.IPv4Address] = iter(ipaddress.IPv4Network(pod_range).hosts())
         self._lb_pool = list(lb_pool)
@@ -115,6 +120,8 @@ class ClusterControllers(ReconcileLoop):
         pod_spec = self._inject(ns, spec["template"]["spec"])
         unpullable = [c["image"] for c in pod_spec.get("containers") or []
                       if not PULLABLE.fullmatch(c.get("image") or "")]
+        if not self._waited(f"deployment {ns}/{meta['name']}", self._pull_s):
+            return
         for i in range(replicas):
             name = f"{meta['name']}-{i}"
             if self._exists("v1", "Pod", ns, name):
@@ -165,6 +172,8 @@ class ClusterControllers(ReconcileLoop):
             return
         if ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
             return
+        if not self._waited(f"service {key}", self._lb_s):
+            return
         if key not in self._assigned and not self._lb_pool:
             raise RuntimeError(f"no load-balancer address left for {key}")
         ip = self._assigned.setdefault(key, self._lb_pool[0])
@@ -178,6 +187,11 @@ class ClusterControllers(ReconcileLoop):
                         dict(meta.get("annotations") or {}))
         self._patch_status(self._res("v1", "Service"), meta["namespace"], meta["name"], {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
         log.info("lab load balancer: %s gets %s", key, ip)
+
+    def _waited(self, key: str, seconds: float) -> bool:
+        """True once `seconds` passed since this loop first saw `key` (the modelled cloud latency)."""
+        seen = self._first_seen.setdefault(key, time.monotonic())
+        return time.monotonic() - seen >= seconds
 
     def _finalizers(self, meta: dict[str, Any], finalizers: list[str]) -> None:
         self._res("v1", "Service").patch(namespace=meta["namespace"], name=meta["name"], _request_timeout=TIMEOUT,

@@ -21,17 +21,21 @@ from kubernetes import client
 
 from meshvm import redact
 from meshvm.config import Config
+from meshvm.lab import timing as lab_timing
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
 from meshvm.lab.ingress_standin import IngressGatewayStandIn
+from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.istiod_standin import IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.mesh_registry import MeshRegistry
-from meshvm.lab.netsafety import run_ip
+from meshvm.lab.netsafety import assert_local_route, run_ip
 from meshvm.lab.pods import NodeRuntime
 from meshvm.lab.router import Router
+from meshvm.lab.sidecar_deb import build_sidecar_deb
+from meshvm.lab.timing import FAST, LabTiming
 
 log = logging.getLogger(__name__)
 TOKEN_TTL_S = 120.0  # as short-lived as the lab can afford: a run outlives several
@@ -114,8 +118,9 @@ class KubeClusterBackend:
     gateway (port 80)."""
 
     def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path,
-                 node: ClusterNode | None = None):
+                 node: ClusterNode | None = None, timing: LabTiming = FAST):
         self.tokens, self.pod_range, self.lb_pool, self.workdir = tokens, pod_range, lb_pool, workdir
+        self.timing = timing
         self.api: KubeApiStandIn | None = None
         self.controllers: ClusterControllers | None = None
         self.node = node
@@ -143,7 +148,8 @@ class KubeClusterBackend:
             lbs.cluster_uid = str(kube_system.metadata.uid)  # type: ignore[union-attr]
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.api.ca_pem, on_lb=lbs.created if lbs else None,
-                                              on_lb_deleted=lbs.deleted if lbs else None).start()
+                                              on_lb_deleted=lbs.deleted if lbs else None, lb_s=self.timing.lb_s,
+                                              pull_s=self.timing.pull_s).start()
         if self.node is not None:
             if lbs:
                 self.node.tags = (*self.node.tags, lbs.node_tag)
@@ -185,8 +191,17 @@ class KubeClusterBackend:
 
 
 class LabPlatform:
+    """The Platform (meshvm.platforms) of `--platform lab`."""
+
+    name = "lab"
+    leftover_note = "the lab's hosts of the run remain too"
+    ephemeral = True
+
     def __init__(self, cfg: Config, workdir: Path):
         self.cfg, self.workdir = cfg, workdir
+        timing = lab_timing.parse(cfg.lab_timing)
+        assert timing is not None, cfg.lab_timing  # meshvm.config checked it
+        self.timing = timing
         self.backing: LabBacking | None = None
         self.server: GCloudStandIn | None = None
         self.tokens: RotatingTokens | None = None
@@ -195,7 +210,9 @@ class LabPlatform:
     def start(self) -> Config:
         """Bring the local cloud up; the Config the gcp code path runs with."""
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.backing = LabBacking.up(self.cfg.run_id, str(self.workdir / "vms"))
+        timing = self.timing
+        self.backing = LabBacking.up(self.cfg.run_id, str(self.workdir / "vms"), hostkey_delay=timing.hostkey_s,
+                                     dpkg_lock_hold=timing.apt_lock_s)
         addrs = self.backing.router.addrs
         self.tokens = RotatingTokens(self.workdir / "access-token")
         # Load-balancer addresses: the top /27 of the VM subnet, as an internal load balancer's address
@@ -208,12 +225,12 @@ class LabPlatform:
             node = ClusterNode(self.backing.router, f"{name}-node", str(addrs.vm_ip(NODE_HOST)),  # type: ignore[union-attr]
                                self._node_tags(name), str(addrs.pod_range), str(lb_range))
             backend = KubeClusterBackend(self.tokens, str(addrs.pod_range), lb_pool, self.workdir,  # type: ignore[arg-type]
-                                         node=node)
+                                         node=node, timing=timing)
             self.clusters.append(backend)
             return backend
 
-        self.server = GCloudStandIn(self.cfg.gcp_project or "meshvm-lab", self.backing, cluster,
-                                    zones=self.cfg.zones).start()
+        self.server = GCloudStandIn(self.cfg.gcp_project or "meshvm-lab", self.backing, cluster, zones=self.cfg.zones,
+                                    op_delay=timing.op_s, cluster_delay=timing.cluster_s).start()
         self.server.tokens = self.tokens  # type: ignore[assignment]  # only current tokens are accepted
         log.info("lab: local Google Cloud at %s, lab block %s", self.server.url, addrs.block)
         return replace(self.cfg, compute_endpoint=self.server.url, container_endpoint=self.server.url,
@@ -221,6 +238,18 @@ class LabPlatform:
                        gcp_access_token_file=self.tokens.path, subnet_range=str(addrs.vm_subnet),
                        pod_range=str(addrs.pod_range), service_range=str(addrs.service_range),
                        ssh_source_ranges=(f"{self.backing.router.external_source}/32",))
+
+    def istioctl(self, version: str, folder: Path) -> Path:
+        return install_istioctl_standin(version, folder, self.timing.install_s)
+
+    def sidecar_package(self, cfg: Config, folder: Path) -> Path:
+        return build_sidecar_deb(cfg.istio_version, folder)
+
+    def ratings_source(self, cfg: Config) -> Path:
+        return cfg.ratings_source or Path(__file__).resolve().parent / "standins" / "ratings"
+
+    def guard(self) -> Callable[[str], None] | None:
+        return assert_local_route  # a lab address is contacted only if it stays on this machine
 
     def dumps(self) -> dict[str, Callable[[], str]]:
         """The lab's side of a failure dump: its router's firewall, as GCP's firewall logs would show it."""

@@ -11,17 +11,8 @@ LOADS = 12  # round robin over reviews v1-v3: v2/v3 answer about 2 loads in 3
 pytestmark = pytest.mark.exercise
 
 
-def guard(world):
-    """On the lab, an address is contacted only if it stays on this machine."""
-    if world.cfg.platform != "lab":
-        return None
-    from meshvm.lab.netsafety import assert_local_route  # the gcp path imports nothing of the lab
-
-    return assert_local_route
-
-
 def loads(address, world):
-    return [exercises.load_page(address, guard(world)) for _ in range(LOADS)]
+    return [exercises.load_page(address, world.platform.guard()) for _ in range(LOADS)]
 
 
 @pytest.mark.order(4)
@@ -58,7 +49,7 @@ def test_stars_come_from_the_vm(world, ingress, vm, agent):
     """Negative control: ratings stopped on the VM -> unavailable; restarted -> stars again."""
     wait = world.cfg.exercise_deadline
     try:
-        exercises.stop_ratings_shows_unavailable(vm.shell, ingress, guard(world), Deadline.after(wait, "stop"))
+        exercises.stop_ratings_shows_unavailable(vm.shell, ingress, world.platform.guard(), Deadline.after(wait, "stop"))
     finally:
         ratings.start_ratings(vm.shell, Deadline.after(wait, "restart ratings"))
     retry.until("the stars back after ratings restarted on the VM",

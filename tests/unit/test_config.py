@@ -113,6 +113,9 @@ BAD = [
     ({"artifacts_dir": __file__ + "/reports"}, "--artifacts-dir", "not writable"),
     ({"platform": "lab", "compute_endpoint": "http://127.0.0.1:1"}, "--compute-endpoint", "not supported on --platform lab"),
     ({"platform": "lab", "keep": "always"}, "--keep", "only 'never'"),
+    ({"platform": "lab", "lab_timing": "gcp:2"}, "--lab-timing", "0 < FACTOR <= 1"),
+    ({"platform": "lab", "lab_timing": "slow"}, "--lab-timing", "fast, gcp or gcp:FACTOR"),
+    ({"lab_timing": "gcp"}, "--lab-timing", "for --platform lab only"),
 ]
 
 
@@ -206,3 +209,13 @@ def test_plan_with_reuse_says_which_stages_adopt(creds, tmp_path):
     adopting = [ln.split()[1] for ln, nxt in zip(lines, lines[1:], strict=False)
                 if ln[:2].strip().isdigit() and "adopts or creates:" in nxt]
     assert adopting == ["network", "firewall", "cluster", "vm"], text
+
+
+@pytest.mark.parametrize(("text", "cluster_s"), [("fast", 0.5), ("gcp", 33.0), ("gcp:0.5", 165.0), ("gcp:1", 330.0)])
+def test_lab_timing_scales_gcps_latencies(creds, text, cluster_s):
+    from meshvm.lab import timing
+
+    cfg = resolve(gather({"platform": "lab", "lab_timing": text}, creds), creds, NOW, is_root=True)
+    parsed = timing.parse(cfg.lab_timing)
+    assert parsed is not None and parsed.cluster_s == cluster_s
+    assert timing.parse("gcp:0") is None and timing.parse("gcp:x") is None

@@ -19,39 +19,39 @@ SECRET = "tok-3f9c1e0b7a6d5c4b"  # a stand-in for an istio-token the run would h
 
 STAGE_FIXTURES = '''
 import logging, pytest
-from fixtures.gating import stage, run_stage
+from fixtures.gating import needed, run_stage
 from meshvm import redact
+from meshvm.stagegraph import StageGraph
+from meshvm.stages import Stage
 
 log = logging.getLogger("e2e")
+STAGES = (Stage("network", "s", "", 60), Stage("firewall", "s", "", 60, needs=("network",)),
+          Stage("cluster", "s", "", 60, needs=("firewall",)))
+
+def network(g):
+    redact.register("SECRET")
+    log.info("network ready, token SECRET")
+    return "net"
+
+def firewall(g):
+    raise RuntimeError("download failed: HTTP 503")
 
 @pytest.fixture(scope="session")
-def network(book, cfg):
-    with stage(book, cfg, "network"):
-        redact.register("SECRET")
-        log.info("network ready, token SECRET")
-    yield "net"
-
-@pytest.fixture(scope="session")
-def firewall(book, cfg, network):
-    with stage(book, cfg, "firewall"):
-        raise RuntimeError("download failed: HTTP 503")
-    yield
-
-@pytest.fixture(scope="session")
-def cluster(book, cfg, firewall):
-    with stage(book, cfg, "cluster"):
-        pass
-    yield
+def graph(book, cfg):
+    g = StageGraph(STAGES, {"network": network, "firewall": firewall, "cluster": lambda g: None}, book,
+                   [s.name for s in STAGES if s.name in cfg.stages()], cfg.deadlines, until=cfg.until)
+    yield g.start()
+    g.stop("the session ended")
 
 @pytest.mark.parametrize("name", ["network", "firewall", "cluster"])
-def test_stage(request, book, name):
-    run_stage(request, book, name)
+def test_stage(graph, name):
+    run_stage(graph, name)
 
-def test_uses_network(network):
-    assert network == "net"
+def test_uses_network(graph):
+    assert needed(graph, "network") == "net"
 
-def test_uses_cluster(cluster):
-    pass
+def test_uses_cluster(graph):
+    needed(graph, "cluster")
 '''.replace("SECRET", SECRET)
 
 

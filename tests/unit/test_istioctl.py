@@ -55,9 +55,11 @@ def test_runner_passes_a_fresh_kubeconfig_and_only_allowlisted_env(tmp_path):
 
     cli = IstioctlCli(script, kubeconfig, {"PATH": "/usr/bin:/bin", "GOOGLE_APPLICATION_CREDENTIALS": "/x",
                                            "KUBECONFIG": "/home/me/.kube/config"})
-    assert cli.version() == "1.30.3"
+    assert cli.version() == "1.30.3" and calls == []  # the client's version needs no cluster: no kubeconfig
     r = cli.run(["x", "workload", "group", "create"], step="wg")
-    assert r.stderr.strip().endswith(f"--kubeconfig={tmp_path}/kubeconfig-2")
+    assert r.stderr.strip().endswith(f"--kubeconfig={tmp_path}/kubeconfig-1")
+    r = cli.run(["x"], step="again")
+    assert r.stderr.strip().endswith(f"--kubeconfig={tmp_path}/kubeconfig-2")  # written afresh for every run
     env = (tmp_path / "env.txt").read_text()
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in env and "KUBECONFIG" not in env and "PATH=" in env
     assert json.loads(cli.run(["version"], step="v").stdout)["clientVersion"]["version"] == "1.30.3"
