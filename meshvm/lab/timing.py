@@ -4,7 +4,7 @@
 `gcp[:FACTOR]` answers with Google Cloud's usual latencies times FACTOR (default 0.1), so that what
 the stage graph's overlap saves is measured on the lab (phases.json's wall / critical path) rather
 than argued. The figures are typical values, not guarantees: Google documents no latency for these
-operations, so each is the order of magnitude a run sees (docs/facts.md, "Latencies the lab models").
+operations, so each is the order of magnitude a run sees (docs/facts.md section 7).
 A real run's phases.json records the true ones per stage; update these from it.
 """
 
@@ -27,7 +27,7 @@ class LabTiming:
 
 
 FAST = LabTiming()
-# Google Cloud's usual figures, in seconds (docs/facts.md, "Latencies the lab models").
+# Google Cloud's usual figures, in seconds (docs/facts.md section 7).
 GCP = LabTiming(op_s=15.0, cluster_s=330.0, hostkey_s=35.0, apt_lock_s=60.0, lb_s=60.0, pull_s=20.0,
                 install_s=60.0)
 
