@@ -16,7 +16,7 @@ from meshvm.config import gather, resolve
 from meshvm.lab.leaks import find_leftovers
 from meshvm.lab.netsafety import TAG_PATTERN
 from meshvm.lab.platform import LabPlatform
-from meshvm.stages import STAGE_NAMES
+from meshvm.stages import STAGE_NAMES, STAGES
 from tests.conftest import KEPT
 
 pytestmark = pytest.mark.lab
@@ -86,7 +86,10 @@ def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
     r = suite("--platform", "lab", "--until", "bookinfo_gateway", "--artifacts-dir", str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     phases = json.loads((out / "phases.json").read_text())["phases"]
-    assert [p["name"] for p in phases if p["outcome"] == "passed"] == list(STAGE_NAMES)
+    assert {p["name"]: p["outcome"] for p in phases} == dict.fromkeys(STAGE_NAMES, "passed")
+    spans = {p["name"]: (p["start_s"], p["end_s"]) for p in phases}
+    late = [(s.name, need) for s in STAGES for need in s.needs if spans[s.name][0] < spans[need][1]]
+    assert late == [], f"stages started before what they need ended: {late}"
     cleanup = json.loads((out / "cleanup.json").read_text())
     assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
     texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()] + [r.stdout, r.stderr]

@@ -123,12 +123,14 @@ def test_long_exercise(vm):
 '''
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_run_teardown_and_write_reports(suite, tmp_path, sig):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_sigterm_sighup_and_sigint_run_teardown_and_write_reports(suite, tmp_path, sig):
+    """Even when the run starts with SIGINT ignored (a background job of a non-interactive shell)."""
     suite.path.joinpath("tests/e2e/test_run.py").write_text(SLOW_RUN)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         def ready() -> bool:
             assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
