@@ -29,7 +29,7 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs)
         return
     session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
-                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope")
+                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope", "--durations=25")
     # The benchmarks' figures (lab boot, whole lab run with each stage's share) land in a report.
     os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
     session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}")

@@ -48,7 +48,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from meshvm.lab import hostsys
+from meshvm.lab import hostsys, istio_match
 from meshvm.lab.standins import meshwire
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class IngressGatewayStandIn:
     def address_problem(self, local: str) -> str | None:
         """None when `local` is a gateway Service's load-balancer address with a Running pod behind it."""
         cfg = self._read_config()
-        services = [svc for svc in cfg.services if local in _lb_ips(svc)]
+        services = [svc for svc in cfg.services if local in istio_match.lb_ips(svc)]
         if not services:
             return (f"{local} is not the load-balancer address of a LoadBalancer Service with port "
                     f"{SERVICE_PORT} selecting the ingress gateway pods")
@@ -227,7 +227,7 @@ class IngressGatewayStandIn:
         host = _strip_port(authority).lower()
         gateways, virtual_services, _, _ = self._read_config()
         bound = [(gw, srv) for gw in gateways if _selects_us(gw) for srv in _servers_here(gw)
-                 if any(_host_matches(_host_part(h), host) for h in srv.get("hosts") or [])]
+                 if any(istio_match.host_matches(_host_part(h), host) for h in srv.get("hosts") or [])]
         if not bound:
             return None
         for vs in virtual_services:
@@ -235,7 +235,7 @@ class IngressGatewayStandIn:
             spec = vs.get("spec") or {}
             if not any(_binds(ref, vs_ns, gw, srv) for ref in spec.get("gateways") or [] for gw, srv in bound):
                 continue
-            if not any(_host_matches(h, host) for h in spec.get("hosts") or []):
+            if not any(istio_match.host_matches(h, host) for h in spec.get("hosts") or []):
                 continue
             for rule in spec.get("http") or []:
                 if not _rule_matches(rule, path):
@@ -296,25 +296,17 @@ class IngressGatewayStandIn:
 def _is_gateway_lb(svc: dict) -> bool:
     spec = svc.get("spec") or {}
     selector = spec.get("selector") or {}
-    return (spec.get("type") == "LoadBalancer" and bool(selector)
-            and all(GATEWAY_LABELS.get(k) == v for k, v in selector.items())
+    return (spec.get("type") == "LoadBalancer" and bool(selector) and istio_match.selects(selector, GATEWAY_LABELS)
             and SERVICE_PORT in [p.get("port") for p in spec.get("ports") or []])
 
 
-def _lb_ips(svc: dict) -> list[str]:
-    return [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
-
-
 def _selected(pod: dict, svc: dict) -> bool:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    selector = (svc.get("spec") or {}).get("selector") or {}
-    return (pod.get("metadata") or {}).get("namespace") == svc["metadata"].get("namespace") and all(
-        labels.get(k) == v for k, v in selector.items())
+    return (pod.get("metadata") or {}).get("namespace") == svc["metadata"].get("namespace") and istio_match.selects(
+        (svc.get("spec") or {}).get("selector") or {}, (pod.get("metadata") or {}).get("labels") or {})
 
 
 def _selects_us(gw: dict) -> bool:
-    selector = (gw.get("spec") or {}).get("selector") or {}
-    return all(GATEWAY_LABELS.get(k) == v for k, v in selector.items())
+    return istio_match.selects((gw.get("spec") or {}).get("selector") or {}, GATEWAY_LABELS)
 
 
 def _servers_here(gw: dict) -> list[dict]:
@@ -327,22 +319,11 @@ def _host_part(server_host: str) -> str:
     return server_host.split("/", 1)[1] if "/" in server_host else server_host
 
 
-def _host_matches(pattern: str, host: str) -> bool:
-    pattern = pattern.lower()
-    if pattern == "*":
-        return True
-    if pattern.startswith("*."):
-        return host.endswith(pattern[1:])
-    return host == pattern
-
-
 def _binds(ref: str, vs_ns: str, gw: dict, server: dict) -> bool:
     """Does the VirtualService's gateway reference name this Gateway, and may it bind to this server?"""
-    ref_ns, _, ref_name = ref.rpartition("/")
-    meta = gw["metadata"]
-    gw_ns = meta.get("namespace", "default")
-    if (ref_ns or vs_ns, ref_name) != (gw_ns, meta["name"]):
+    if not istio_match.names_gateway(ref, vs_ns, gw):
         return False
+    gw_ns = gw["metadata"].get("namespace", "default")
     allowed = {h.split("/", 1)[0] for h in server.get("hosts") or [] if "/" in h}
     if not allowed or any("/" not in h for h in server.get("hosts") or []):
         return True

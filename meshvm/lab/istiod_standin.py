@@ -67,6 +67,7 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from meshvm.lab import istio_match
 from meshvm.lab.hostsys import run_in_netns
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class IstiodStandIn:
         if cfg is None:
             return "the Services, Gateways and VirtualServices could not be read"
         services, gateways, vss = cfg
-        svc = next((s for s in services if _is_eastwest_lb(s) and local in _lb_ips(s)), None)
+        svc = next((s for s in services if _is_eastwest_lb(s) and local in istio_match.lb_ips(s)), None)
         if svc is None:
             return (f"{local} is not the load-balancer address of a LoadBalancer Service in istio-system "
                     f"selecting {EASTWEST[0]}={EASTWEST[1]} with port {PORT}")
@@ -378,9 +379,6 @@ def _is_eastwest_lb(svc: dict) -> bool:
             and PORT in [p.get("port") for p in spec.get("ports") or []])
 
 
-def _lb_ips(svc: dict) -> list[str]:
-    return [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
-
 
 def _port_numbers(svc: dict) -> set[int]:
     """Service port 15012 and its targetPort: a Gateway server on either applies to it."""
@@ -392,8 +390,7 @@ def _port_numbers(svc: dict) -> set[int]:
 def _selects(gw: dict, svc: dict) -> bool:
     """The Gateway's selector is a subset of the labels of the pods behind the Service."""
     selector = (gw.get("spec") or {}).get("selector") or {}
-    pods = (svc.get("spec") or {}).get("selector") or {}
-    return bool(selector) and all(pods.get(k) == v for k, v in selector.items())
+    return bool(selector) and istio_match.selects(selector, (svc.get("spec") or {}).get("selector") or {})
 
 
 def _passthrough_servers(gw: dict, ports: set[int]) -> list[dict]:
@@ -404,16 +401,13 @@ def _passthrough_servers(gw: dict, ports: set[int]) -> list[dict]:
 
 
 def _sni_matches(pattern: str) -> bool:
-    pattern = pattern.lower()
-    return pattern == "*" or pattern in (ISTIOD_SNI, ISTIOD_FQDN) or (
-        pattern.startswith("*.") and ISTIOD_SNI.endswith(pattern[1:]))
+    return istio_match.host_matches(pattern, ISTIOD_SNI) or pattern.lower() == ISTIOD_FQDN
 
 
 def _routes_to_istiod(vs: dict, gw: dict) -> bool:
     spec, vs_ns = vs.get("spec") or {}, vs["metadata"].get("namespace", "default")
-    gw_ref = (gw["metadata"].get("namespace", "default"), gw["metadata"]["name"])
-    refs = [(ref.rpartition("/")[0] or vs_ns, ref.rpartition("/")[2]) for ref in spec.get("gateways") or []]
-    if gw_ref not in refs or not any(_sni_matches(h) for h in spec.get("hosts") or []):
+    if not any(istio_match.names_gateway(ref, vs_ns, gw) for ref in spec.get("gateways") or []) or not any(
+            _sni_matches(h) for h in spec.get("hosts") or []):
         return False
     for rule in spec.get("tls") or []:
         matches = [m for m in rule.get("match") or []

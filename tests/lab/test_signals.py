@@ -51,8 +51,20 @@ SIGTERM_AT = [
 ]
 
 
-@pytest.mark.parametrize(("when", "reached"), SIGTERM_AT, ids=[when for when, _ in SIGTERM_AT])
-def test_sigterm_tears_down_and_leaves_nothing(tmp_path, when, reached):
+# Classes, so that pytest-xdist (a module or class per worker) runs these lab runs at the same time.
+class TestSigtermDuringProvisioning:
+    @pytest.mark.parametrize(("when", "reached"), SIGTERM_AT[:2], ids=[when for when, _ in SIGTERM_AT[:2]])
+    def test_sigterm_tears_down_and_leaves_nothing(self, tmp_path, when, reached):
+        sigterm_tears_down(tmp_path, when, reached)
+
+
+class TestSigtermLater:
+    @pytest.mark.parametrize(("when", "reached"), SIGTERM_AT[2:], ids=[when for when, _ in SIGTERM_AT[2:]])
+    def test_sigterm_tears_down_and_leaves_nothing(self, tmp_path, when, reached):
+        sigterm_tears_down(tmp_path, when, reached)
+
+
+def sigterm_tears_down(tmp_path, when, reached):
     out = tmp_path / "out"
     proc = start(out, "--platform", "lab")
     try:
@@ -104,7 +116,12 @@ def lab_janitor(run_id: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_second_ctrl_c_stops_teardown_and_says_what_remains(tmp_path):
+class TestSecondInterrupt:
+    def test_second_ctrl_c_stops_teardown_and_says_what_remains(self, tmp_path):
+        second_ctrl_c(tmp_path)
+
+
+def second_ctrl_c(tmp_path):
     run_id, out = f"twoint-{secrets.token_hex(2)}", tmp_path / "out"
     proc = start(out, "--platform", "lab", "--until", "bookinfo_gateway", "--run-id", run_id)
     try:
@@ -134,11 +151,16 @@ def test_second_ctrl_c_stops_teardown_and_says_what_remains(tmp_path):
     no_lab_leftovers(out)
 
 
-@pytest.mark.parametrize(("stage", "outcome", "until"), [
-    ("vm", "running", ["--until", "bookinfo_gateway"]),
-    ("bookinfo_gateway", "passed", []),  # the exercises: BookInfo's pods and their apps are running
-])
-def test_sigkill_then_the_janitor_leaves_nothing(tmp_path, stage, outcome, until):
+class TestSigkill:
+    @pytest.mark.parametrize(("stage", "outcome", "until"), [
+        ("vm", "running", ["--until", "bookinfo_gateway"]),
+        ("bookinfo_gateway", "passed", []),  # the exercises: BookInfo's pods and their apps are running
+    ])
+    def test_sigkill_then_the_janitor_leaves_nothing(self, tmp_path, stage, outcome, until):
+        sigkill_then_janitor(tmp_path, stage, outcome, until)
+
+
+def sigkill_then_janitor(tmp_path, stage, outcome, until):
     run_id, out = f"killed-{secrets.token_hex(2)}", tmp_path / "out"
     proc = start(out, "--platform", "lab", *until, "--run-id", run_id)
     try:
