@@ -45,6 +45,7 @@ class StageGraph:
                  selected: Collection[str], seconds: Mapping[str, float], *, until: str | None = None,
                  fail_at: str | None = None, sequential: bool = False, grace_s: float = STOP_GRACE_S):
         self.stages, self.work, self.book = list(stages), work, book
+        self._by = {s.name: s for s in self.stages}
         self.selected, self.seconds, self.until, self.fail_at = set(selected), seconds, until, fail_at
         self.sequential, self.grace_s = sequential, grace_s
         self._results: dict[str, Result] = {}
@@ -89,14 +90,13 @@ class StageGraph:
 
     def _upstream(self, name: str) -> set[str]:
         """Every stage `name` needs, directly or through another."""
-        by = {s.name: s for s in self.stages}
         seen: set[str] = set()
-        todo = list(by[name].needs)
+        todo = list(self._by[name].needs)
         while todo:
             n = todo.pop()
             if n not in seen:
                 seen.add(n)
-                todo.extend(by[n].needs)
+                todo.extend(self._by[n].needs)
         return seen
 
     def stop(self, why: str) -> list[str]:
@@ -118,16 +118,12 @@ class StageGraph:
                 self._stop.set()
 
     def _latest_end(self, name: str) -> float:
-        by = {s.name: s for s in self.stages}
-        memo: dict[str, float] = {}
-
-        def end(n: str) -> float:
-            if n not in memo:
-                memo[n] = self.seconds.get(n, 0.0) + max((end(m) for m in by[n].needs), default=0.0)
-            return memo[n]
+        """The latest the stage can end: its deadline after its needs' latest ends (or, sequential, after
+        every stage before it)."""
         if self.sequential:
-            return sum(self.seconds.get(s.name, 0.0) for s in self.stages[: self.stages.index(by[name]) + 1])
-        return end(name)
+            return sum(self.seconds.get(s.name, 0.0) for s in self.stages[: self.stages.index(self._by[name]) + 1])
+        s = self._by[name]
+        return self.seconds.get(name, 0.0) + max((self._latest_end(n) for n in s.needs), default=0.0)
 
     def _run_all(self, group: list[Stage]) -> None:
         for s in group:
