@@ -152,3 +152,27 @@ def test_until_does_not_run_the_exercises(suite, tmp_path):
     result = suite.runpytest_subprocess(*args(tmp_path / "out", "--until", "network"))
     result.stdout.fnmatch_lines(["SKIPPED*exercise not run: the run stops after stage network (--until)"])
     assert result.ret == 0
+
+
+def test_a_traceback_that_cannot_be_rendered_does_not_change_how_an_interrupt_ends(suite, tmp_path):
+    """As CPython 3.11's "AST constructor recursion depth mismatch" did once while pytest rendered a
+    second Ctrl-C's traceback: exit 2 (interrupted), teardown done, reports written."""
+    suite.path.joinpath("tests/e2e/test_run.py").write_text(SLOW_RUN + '''
+
+def pytest_keyboard_interrupt(excinfo):
+    raise SystemError("AST constructor recursion depth mismatch (before=78, after=35)")
+''')
+    suite.path.joinpath("tests/e2e/conftest.py").write_text(
+        "from test_run import pytest_keyboard_interrupt  # noqa: F401\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        retry.until("the run's test to start", lambda: (suite.path / "ready").exists(), Deadline.after(30, "ready"),
+                    initial=0.05, ceiling=0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, output
+    assert (suite.path / "torn-down").read_text() == "yes" and (out / "junit.xml").is_file()
