@@ -26,12 +26,16 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
     if cfg.platform == "lab":
         lines.append("  addresses: allocated from the lab range 172.29.0.0/16 when the run starts")
     lines.append("")
+    lines.append("Stages (one after another: --sequential-stages):" if cfg.sequential_stages else
+                 "Stages (each starts once the stages it needs passed; the others run at the same time):")
     for i, name in enumerate(cfg.stages(), 1):
         stage, deadline = BY_NAME[name], cfg.deadlines[name]
         creates = stage.creates.format(n=n, c=cfg, zone=cfg.zones[0], ssh=ssh)
         lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
         verb = "adopts or creates" if cfg.reuse and name in ADOPTING else "creates"
         lines.append(f"    {'':<18} {'':>7}  {verb}: {creates}")
+        if stage.needs and not cfg.sequential_stages:
+            lines.append(f"    {'':<18} {'':>7}  starts once {', '.join(stage.needs)} passed")
     lines += [
         f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse"
         + (" (adopted included)" if cfg.reuse else ""),

@@ -40,6 +40,10 @@ def test_plan_prints_every_stage_without_any_network(tmp_path):
     assert "instance mvm-planrun-vm" in r.stdout and "Worst case: " in r.stdout
     assert "--ssh-source-ranges" in r.stdout  # listed as still missing
     assert not (ROOT / "artifacts" / "planrun").exists()
+    assert "starts once istio, vm passed" in r.stdout  # the east-west gateway: the graph the run follows
+    r = run_suite("--plan", "--gcp-project", "demo-project", "--run-id", "planrun", "--sequential-stages",
+                  prefix=("unshare", "--net"), home=tmp_path)
+    assert "one after another" in r.stdout and "starts once" not in r.stdout
 
 
 @pytest.mark.parametrize("version", ["1.30.3", "1.29.6"])
