@@ -14,7 +14,7 @@ PYTHON = "3.11"
 TEARDOWN_GRACE_S = 1800
 BENCHMARKS = "artifacts/self-tests/benchmarks.json"
 BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run.py")
-TEST_JOBS = "4"  # pytest-xdist workers: the lab tests mostly wait on their labs (4: 10.4 min, 3: 12.1 on 2 cores)
+TEST_JOBS = "3"  # pytest-xdist workers: the lab tests mostly wait on their labs; three fit 2 cores (4 starved timing tests)
 
 
 @nox.session(python=PYTHON)

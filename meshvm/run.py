@@ -79,8 +79,8 @@ class Run:
         """The recipe's stages, started as a graph (meshvm.stagegraph)."""
         cfg = self.cfg
         self.graph = StageGraph(STAGES, work, book, cfg.stages(), cfg.deadlines, until=cfg.until,
-                                fail_at=cfg.fail_at, sequential=cfg.sequential_stages).start()
-        return self.graph
+                                fail_at=cfg.fail_at, sequential=cfg.sequential_stages)
+        return self.graph.start()  # known before its first thread starts: an interrupt now still stops it
 
     def stop_stages(self, why: str) -> None:
         if self.graph is not None:

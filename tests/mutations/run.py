@@ -32,8 +32,8 @@ EXERCISE_DEADLINE = "30"  # a broken step never heals: the exercises need not wa
 RUN_TIMEOUT_S = 900
 TEARDOWN_GRACE_S = 300
 JANITOR_TIMEOUT_S = 300
-# Lab runs at once (MESHVM_MUTATION_JOBS): each mostly waits on its lab; four fit a 2-core machine.
-JOBS = max(1, int(os.environ.get("MESHVM_MUTATION_JOBS", "4")))
+# Lab runs at once (MESHVM_MUTATION_JOBS): each mostly waits on its lab; three fit a 2-core machine.
+JOBS = max(1, int(os.environ.get("MESHVM_MUTATION_JOBS", "3")))
 
 
 def run(name: str | None, out: Path) -> tuple[int, str]:

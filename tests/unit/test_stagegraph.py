@@ -14,7 +14,7 @@ from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.phases import StageBook
 from meshvm.stagegraph import StageGraph
-from meshvm.stages import Stage
+from meshvm.stages import STAGES, Stage
 
 A, B, C = (Stage("a", "s", "", 30), Stage("b", "s", "", 30), Stage("c", "s", "", 30, needs=("a", "b")))
 
@@ -125,3 +125,37 @@ def test_until_leaves_later_stages_skipped_with_the_reason(tmp_path):
                    {"a": 5, "b": 5, "c": 5}, until="b").start()
     assert outcomes(g) == {"a": "passed", "b": "passed", "c": "skipped"}
     assert g.result("c").error == "stage c not run: the run stops after b (--until)"
+
+
+def test_an_interrupt_while_the_stages_start_still_stops_them(tmp_path, monkeypatch):
+    """SIGTERM can land while the graph starts its threads (seen on a loaded machine: teardown then ran
+    beside live stages): the run knows its graph before the first thread starts, and stops what started."""
+    from meshvm.config import gather, resolve
+    from meshvm.run import Run
+
+    token = tmp_path / "token"
+    token.write_text("ya29.not-a-real-token")
+    env = {"E2E_GCP_ACCESS_TOKEN_FILE": str(token)}
+    cfg = resolve(gather({"gcp_project": "demo-project", "ssh_source_ranges": ["203.0.113.7/32"],
+                          "artifacts_dir": str(tmp_path / "out")}, env), env)
+    run, started = Run(cfg), []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        real_start(thread)
+        started.append(thread)
+        if len(started) == 2:
+            raise KeyboardInterrupt("SIGTERM")
+
+    def waits(g: StageGraph) -> None:
+        retry.until("never", lambda: False, Deadline.after(60, "never"), initial=0.05, ceiling=0.1)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.stages(StageBook(tmp_path / "phases.json"), {s.name: waits for s in STAGES})
+        monkeypatch.undo()
+        run.stop_stages("interrupted (SIGTERM)")
+        assert len(started) == 2 and not [t for t in started if t.is_alive()]
+    finally:
+        run.close(failed=False, interrupted=False)
