@@ -119,11 +119,12 @@ class Config:
         later = run[run.index("vm_files"):]
         return sum(self.deadlines[s] for s in later) + (self.exercise_deadline if self.until is None else 0)
 
-    def sidecar_urls(self) -> list[str]:
-        """istio-sidecar.deb of the (resolved) version for the VM's architecture, from the base URL,
-        then the explicit fallbacks, each beside its .sha256 (docs/facts.md section 6)."""
+    def sidecar_urls(self, version: str | None = None) -> list[str]:
+        """istio-sidecar.deb of `version` (default: the resolved one under test) for the VM's architecture,
+        from the base URL, then the explicit fallbacks, each beside its .sha256 (docs/facts.md section 6)."""
         name = "istio-sidecar-arm64.deb" if "arm64" in self.vm_image_family else "istio-sidecar.deb"
-        return [f"{base}/{self.istio_version}/deb/{name}" for base in (self.sidecar_base_url, *self.sidecar_fallback_urls)]
+        version = version or self.istio_version
+        return [f"{base}/{version}/deb/{name}" for base in (self.sidecar_base_url, *self.sidecar_fallback_urls)]
 
     def redacted(self) -> dict[str, str]:
         """The config as printed: settings only, no file contents, nothing secret is held here."""

@@ -30,12 +30,12 @@ class GcpPlatform:
     def istioctl(self, version: str, folder: Path) -> Path:
         return acquire(version, self.cfg.istio_release_url, cache_dir())
 
-    def sidecar_package(self, cfg: Config, folder: Path) -> Path:
-        urls = cfg.sidecar_urls()
-        return downloads.fetch_verified(urls, cache_dir() / "istio-sidecar" / cfg.istio_version / urls[0].rsplit("/", 1)[1])
+    def sidecar_package(self, version: str, folder: Path) -> Path:
+        urls = self.cfg.sidecar_urls(version)
+        return downloads.fetch_verified(urls, cache_dir() / "istio-sidecar" / version / urls[0].rsplit("/", 1)[1])
 
-    def ratings_source(self, cfg: Config) -> Path:
-        return cfg.ratings_source or downloads.bookinfo_ratings(cfg.istio_version, cache_dir())
+    def ratings_source(self, version: str) -> Path:
+        return self.cfg.ratings_source or downloads.bookinfo_ratings(version, cache_dir())
 
     def guard(self) -> Callable[[str], None] | None:
         return None  # the far side is Google's

@@ -242,11 +242,11 @@ class LabPlatform:
     def istioctl(self, version: str, folder: Path) -> Path:
         return install_istioctl_standin(version, folder, self.timing.install_s)
 
-    def sidecar_package(self, cfg: Config, folder: Path) -> Path:
-        return build_sidecar_deb(cfg.istio_version, folder)
+    def sidecar_package(self, version: str, folder: Path) -> Path:
+        return build_sidecar_deb(version, folder)
 
-    def ratings_source(self, cfg: Config) -> Path:
-        return cfg.ratings_source or Path(__file__).resolve().parent / "standins" / "ratings"
+    def ratings_source(self, version: str) -> Path:
+        return self.cfg.ratings_source or Path(__file__).resolve().parent / "standins" / "ratings"
 
     def guard(self) -> Callable[[str], None] | None:
         return assert_local_route  # a lab address is contacted only if it stays on this machine
