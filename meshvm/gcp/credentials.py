@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import google.auth
 from google.auth import credentials as ga_credentials
@@ -14,7 +15,9 @@ from google.auth.transport import Request
 from google.auth.transport.requests import Request as RequestsRequest
 
 from meshvm import redact
-from meshvm.gcp.clients import Target
+
+if TYPE_CHECKING:  # the plugin (kube_credential) runs per kubectl call: no Compute client import
+    from meshvm.gcp.clients import Target
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 

@@ -7,6 +7,8 @@ the kubeconfig, as it would on GKE."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,3 +63,12 @@ def test_istioctl_install_outlives_its_token(cluster, tmp_path, credential):
     else:
         assert not r.ok and ("401" in r.stderr or "Unauthorized" in r.stderr), r.stderr[-2000:]
         assert took > TTL_S - 1.0  # it worked until its token expired
+
+
+def test_the_plugin_loads_no_cloud_client_library() -> None:
+    """client-go runs the plugin once per kubectl or istioctl process: importing the Compute client
+    there cost 1.3 s of CPU per call (most of a lab run's CPU). Only google.auth may load."""
+    probe = ("import sys, meshvm.gcp.kube_credential; "
+             "print(sorted(m for m in sys.modules if m.startswith(('google.cloud', 'kubernetes', 'paramiko'))))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "[]", r.stdout
