@@ -1,5 +1,5 @@
-"""Sessions: tests (self-tests) and lint by default; e2e (the suite), mutations (the exercises' own
-self-test) and cleanup (the janitor) on demand."""
+"""Sessions: tests (self-tests), lint and typecheck by default; e2e (the suite), benchmarks (the
+figures), mutations (the exercises' own self-test) and cleanup (the janitor) on demand."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ PYTHON = "3.11"
 TEARDOWN_GRACE_S = 1800
 BENCHMARKS = "artifacts/self-tests/benchmarks.json"
 BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run.py")
-TEST_JOBS = "3"  # pytest-xdist workers: the lab tests mostly wait on their labs; three fit 2 cores (4 starved timing tests)
+TEST_JOBS = "4"  # pytest-xdist workers: the lab tests mostly wait on their labs (the machine is about half busy with four)
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Self-tests: unit, contract and lab (the lab ones need root). By default TEST_JOBS at a time, a
     module (or test class) per worker, its tests in order (each lab test builds a lab of its own, and
-    every janitor call in them names its run), then the benchmarks alone, so their figures are not
-    skewed. Arguments replace both: one pytest run."""
+    every janitor call in them names its run), the longest modules first (tests/conftest.py).
+    Arguments replace all that: one pytest run."""
     session.install("-e", ".[test]")
     lab_host_tools(session)
     if session.posargs:
@@ -30,9 +30,17 @@ def tests(session: nox.Session) -> None:
         return
     session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
                 "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope", "--durations=25")
-    # The benchmarks' figures (lab boot, whole lab run with each stage's share) land in a report.
+
+
+@nox.session(python=PYTHON, default=False)
+def benchmarks(session: nox.Session) -> None:
+    """The figures (root): lab boot, and whole lab runs (GCP-timed overlapped and sequential, fast on
+    the older minor), each green and leaving nothing; alone on the machine, so the figures are not
+    skewed. They land in BENCHMARKS; `.ci/run` runs this after the self-tests."""
+    session.install("-e", ".[test]")
+    lab_host_tools(session)
     os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
-    session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}")
+    session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}", *session.posargs)
 
 
 def lab_host_tools(session: nox.Session) -> None:

@@ -1,7 +1,8 @@
 """The suite's retry policies. Only transient conditions are retried; each adapter says which.
 
-Every policy has a deadline (stop_before_delay: never overshoots) AND an attempt cap, capped
-exponential jitter, logs each retry, and ends with an error saying what was awaited, for how long,
+Every policy has a deadline AND an attempt cap, capped exponential jitter whose last pause ends at
+the deadline (one last check there: a wait never gives up early because its next pause would
+overshoot, and never overshoots), logs each retry, and ends with an error saying what was awaited, for how long,
 and what was last seen.
 """
 
@@ -53,9 +54,10 @@ def until(what: str, check: Callable[[], T], deadline: Deadline, *,
     Anything else it raises is final at once. Returns the accepted value; on timeout the error
     shows the last value (or error) seen.
     """
+    backoff = tenacity.wait_random_exponential(multiplier=initial, max=ceiling)
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_before_delay(deadline.remaining()) | tenacity.stop_after_attempt(max_attempts),
-        wait=tenacity.wait_random_exponential(multiplier=initial, max=ceiling),
+        stop=lambda state: deadline.expired() or state.attempt_number >= max_attempts,
+        wait=lambda state: min(backoff(state), deadline.remaining()),
         retry=tenacity.retry_if_exception_type(transient) | tenacity.retry_if_result(lambda r: not accept(r)),
         before_sleep=lambda state: _notify(what, state),
         sleep=deadlines.pause,

@@ -26,6 +26,12 @@ KEPT = tuple(DEFAULTS)  # the E2E_* variables the runs that self-tests start kee
 OURS = ("meshvm-", "stubapi-")
 OUTERMOST = "MESHVM_SELFTEST_TMP_CHECK"
 _before: set[str] | None = None
+# The longest lab modules first, then the other lab, contract and unit tests (pytest-xdist hands out
+# modules in collection order; short ones last fill the workers' ends instead of one long test alone).
+LONGEST_FIRST = ("tests/lab/test_reuse.py", "tests/lab/test_concurrent_runs.py", "tests/lab/test_fail_at.py",
+                 "tests/lab/test_signals.py", "tests/lab/test_diagnostics.py", "tests/lab/test_e2e_infra.py",
+                 "tests/lab/test_registration_standin.py", "tests/contract/test_gcp_loadbalancers.py")
+AFTER_THEM = ("tests/lab/", "tests/contract/", "tests/unit/")
 
 
 def _ours() -> set[str]:
@@ -42,6 +48,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if OUTERMOST not in os.environ:  # the self-test sessions this one starts inherit the marker
         os.environ[OUTERMOST] = "1"
         _before = _ours()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first (a stable sort: each module's tests keep their order)."""
+    if is_e2e_run(config):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path).resolve().relative_to(config.rootpath).as_posix()
+        if path in LONGEST_FIRST:
+            return LONGEST_FIRST.index(path)
+        return len(LONGEST_FIRST) + next((i for i, d in enumerate(AFTER_THEM) if path.startswith(d)), len(AFTER_THEM))
+
+    items.sort(key=rank)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

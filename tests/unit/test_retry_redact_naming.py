@@ -44,6 +44,17 @@ def test_until_never_overshoots_its_deadline():
     assert time.monotonic() - started < 1.0 + 0.1
 
 
+def test_until_checks_once_more_at_its_deadline_rather_than_giving_up_early():
+    """A long pause (here: initial 50 s) would cross the deadline: the wait pauses until the deadline
+    and checks there, instead of giving up at once (seen as a false 'not reached in 2.0s' of a 10 s wait)."""
+    ready_at = time.monotonic() + 0.3
+    started = time.monotonic()
+    assert until("late", lambda: time.monotonic() >= ready_at, Deadline.after(1.5, "t"), initial=50, ceiling=60)
+    assert 1.5 <= time.monotonic() - started < 1.5 + 0.5  # the second check was at the deadline
+    with pytest.raises(WaitFailed, match=r"never: not reached in 1\.[5-9]s \(2 attempts\)"):
+        until("never", lambda: None, Deadline.after(1.5, "t"), initial=50, ceiling=60)
+
+
 def test_until_caps_attempts():
     with pytest.raises(WaitFailed, match=r"\(3 attempts\)"):
         until("capped", lambda: 0, Deadline.after(30, "t"), max_attempts=3, initial=0.01)
