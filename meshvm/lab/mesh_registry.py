@@ -8,10 +8,11 @@ The mesh table (meshwire's format) it derives, as docs/facts.md section 1 descri
   and, for proxies of the mesh (`with_entries`), the WorkloadEntries of its namespace whose labels
   match, those with health checks on (`proxy.istio.io/health-checks-enabled`) only while their
   condition Healthy is True. kube-proxy (a pod without a sidecar) never sees WorkloadEntries.
-  From Istio 1.31 (`PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS`, default true from 1.31; docs/facts.md
-  section 6, "Health, 1.31") an unhealthy entry stays in the table, listed under the port's
-  `unhealthy` (EDS health status UNHEALTHY): proxies do not route to it. The installed istiod's image
-  tag and env decide which behaviour applies, as they do on a cluster;
+  On 1.30 and 1.31 alike an unhealthy (or not yet probed) entry with health checks is no workload
+  instance at all, so it is in no caller's EDS, whatever `PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS`
+  says (that 1.31 flag concerns endpoints that exist but are not ready, e.g. a pod's): `isHealthy` in
+  `buildCollections`, `pilot/pkg/serviceregistry/serviceentry/controller.go` at 1.30.3 and
+  1.31.0-rc.0 (docs/facts.md section 6, "Health");
 - an endpoint's TLS mode, as `getTLSModeFromWorkloadEntry` decides it
   (`pilot/pkg/serviceregistry/serviceentry/conversion.go` at 1.30.3): the entry's
   `security.istio.io/tlsMode` label, else `istio` when it has a serviceAccount, else `disabled`.
@@ -24,7 +25,6 @@ Without the WorkloadGroup, the VM's registration or its health, `ratings.ratings
 from __future__ import annotations
 
 import ipaddress
-import re
 import threading
 import time
 from typing import Any
@@ -37,7 +37,7 @@ CACHE_S = 0.5  # every proxy connection asks; the API is listed at most this oft
 TIMEOUT = 10
 FIRST_HOST = 10  # VIPs from service-range host .10 up, as a cluster's first Services get low IPs
 TLS_MODE = "security.istio.io/tlsMode"
-SEND_UNHEALTHY = "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS"
+GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # what Go's strconv.ParseBool reads as true
 
 
 class MeshRegistry:
@@ -92,7 +92,6 @@ class MeshRegistry:
                 if (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("podIP")
                 and not p["metadata"].get("deletionTimestamp")]
         entries = self._list("networking.istio.io/v1", "WorkloadEntry") if with_entries else []
-        keep_unhealthy = with_entries and self._sends_unhealthy()
         services = []
         for svc in self._list("v1", "Service"):
             meta, spec = svc["metadata"], svc.get("spec") or {}
@@ -105,37 +104,15 @@ class MeshRegistry:
                 target = p.get("targetPort") or p["port"]
                 eps = [f"{pod['status']['podIP']}:{_pod_port(pod, target)}" for pod in pods
                        if pod["metadata"]["namespace"] == ns and _selects(selector, pod["metadata"].get("labels"))]
-                mine = [e for e in entries if e["metadata"]["namespace"] == ns and (e.get("spec") or {}).get("address")
-                        and _selects(selector, (e.get("spec") or {}).get("labels"))]
-                ready = [e for e in mine if _ready(e)]
+                ready = [e for e in entries if e["metadata"]["namespace"] == ns and (e.get("spec") or {}).get("address")
+                         and _selects(selector, (e.get("spec") or {}).get("labels")) and _ready(e)]
                 eps += [_entry_endpoint(e, p, target) for e in ready]
                 port = {"port": p["port"], "targetPort": target, "endpoints": eps,
                         "mtls": [_entry_endpoint(e, p, target) for e in ready if _tls_mode(e) == "istio"]}
-                if keep_unhealthy:
-                    port["unhealthy"] = [_entry_endpoint(e, p, target) for e in mine if not _ready(e)]
                 ports.append(port)
             services.append({"name": meta["name"], "namespace": ns, "host": f"{meta['name']}.{ns}.{meshwire.DOMAIN}",
                              "vip": self.vip(ns, meta["name"]), "ports": ports})
         return {"services": services}
-
-
-    def _sends_unhealthy(self) -> bool:
-        """What the installed istiod does with an unhealthy entry: its env, else its version's default."""
-        try:
-            istiod = self._dyn.resources.get(api_version="apps/v1", kind="Deployment").get(
-                name="istiod", namespace="istio-system", _request_timeout=TIMEOUT).to_dict()
-        except Exception:  # noqa: BLE001 (no istiod yet: nothing is sent either way)
-            return False
-        return self._sends_unhealthy_of(
-            ((istiod.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0])
-
-    @staticmethod
-    def _sends_unhealthy_of(container: dict) -> bool:
-        env = {e.get("name"): e.get("value") for e in container.get("env") or []}
-        if SEND_UNHEALTHY in env:
-            return str(env[SEND_UNHEALTHY]).lower() == "true"
-        m = re.search(r":(\d+)\.(\d+)", container.get("image") or "")
-        return m is not None and (int(m[1]), int(m[2])) >= (1, 31)
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
@@ -170,8 +147,10 @@ def _tls_mode(entry: dict) -> str:
 
 
 def _ready(entry: dict) -> bool:
+    """`isHealthy` (conversion.go): health checks on (the annotation parses as Go's true) need the
+    condition Healthy True; a missing condition counts as unhealthy."""
     notes = entry["metadata"].get("annotations") or {}
-    if notes.get("proxy.istio.io/health-checks-enabled") != "true":
+    if notes.get("proxy.istio.io/health-checks-enabled") not in GO_TRUE:
         return True
     return any(c.get("type") == "Healthy" and c.get("status") == "True"
                for c in (entry.get("status") or {}).get("conditions") or [])

@@ -32,9 +32,9 @@ RUNS = [  # (minor, its newest patch, --lab-timing, the stages one after another
                          ids=[f"{m}-{t}{'-sequential' if s else ''}" for m, _, t, s in RUNS])
 def test_lab_run_is_green_and_leaves_nothing(benchmark, tmp_path: Path, minor: str, patch: str, timing: str,  # type: ignore[no-untyped-def]
                                              sequential: bool) -> None:
-    """On 1.31 (an unhealthy VM stays in EDS, marked) and 1.30 (it leaves EDS) alike; the minor is
-    resolved to its newest patch from the (lab's) release listing. The stages overlap where the recipe
-    allows (the cluster and the VM at least), or with --sequential-stages never."""
+    """On 1.31 and 1.30 alike; the minor is resolved to its newest patch from the (lab's) release
+    listing. The stages overlap where the recipe allows (the cluster and the VM at least), or with
+    --sequential-stages never."""
     out = tmp_path / "out"
     runs = []
 

@@ -20,15 +20,13 @@ def entry(ip: str, healthy: bool, labels: dict | None = None, sa: str = "bookinf
             "status": {"conditions": [{"type": "Healthy", "status": "True" if healthy else "False"}]}}
 
 
-def registry(entries: list[dict], image: str, env: dict | None = None) -> MeshRegistry:
+def registry(entries: list[dict]) -> MeshRegistry:
     r = MeshRegistry.__new__(MeshRegistry)  # no API: its two reads are given below
     r.cache_s, r._vips, r._cache = 0, {}, {}
     r._lock, r._building = threading.Lock(), threading.Lock()
     r._free = iter([f"10.20.0.{i}" for i in range(10, 50)])
     objects = {"Pod": [], "WorkloadEntry": entries, "Service": [SERVICE]}
     r._list = lambda api_version, kind: objects[kind]  # type: ignore[method-assign]
-    container = {"image": image, "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}
-    r._sends_unhealthy = lambda: MeshRegistry._sends_unhealthy_of(container)  # type: ignore[method-assign]
     return r
 
 
@@ -36,19 +34,24 @@ def port(r: MeshRegistry) -> dict:
     return r.table()["services"][0]["ports"][0]
 
 
-@pytest.mark.parametrize(("image", "env", "kept"), [
-    ("docker.io/istio/pilot:1.30.5", {}, False),
-    ("docker.io/istio/pilot:1.31.1", {}, True),
-    ("docker.io/istio/pilot:1.31.1", {"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "false"}, False),
-    ("docker.io/istio/pilot:1.30.5", {"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "true"}, True)])
-def test_an_unhealthy_entry_leaves_eds_on_1_30_and_stays_marked_on_1_31(image: str, env: dict, kept: bool):
-    p = port(registry([entry("10.10.0.5", True), entry("10.10.0.6", False)], image, env))
-    assert p["endpoints"] == ["10.10.0.5:9080"]  # never routed to
-    assert ("unhealthy" in p) is kept and p.get("unhealthy", ["10.10.0.6:9080"]) == ["10.10.0.6:9080"]
+def test_an_unhealthy_entry_is_in_no_eds_on_1_30_and_1_31_alike():
+    """Not sent as UNHEALTHY on 1.31 either (PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS is about endpoints
+    that exist): an unhealthy entry with health checks is no workload instance at all."""
+    p = port(registry([entry("10.10.0.5", True), entry("10.10.0.6", False)]))
+    assert p["endpoints"] == ["10.10.0.5:9080"] and p["mtls"] == ["10.10.0.5:9080"]
+    assert "10.10.0.6" not in repr(p)
+
+
+@pytest.mark.parametrize(("annotation", "listed"), [("true", False), ("True", False), ("1", False),
+                                                    ("false", True), ("yes", True)])
+def test_health_checks_are_on_when_the_annotation_parses_as_go_true(annotation: str, listed: bool):
+    e = entry("10.10.0.6", False)
+    e["metadata"]["annotations"]["proxy.istio.io/health-checks-enabled"] = annotation
+    assert ("10.10.0.6:9080" in port(registry([e]))["endpoints"]) is listed
 
 
 def test_tls_mode_from_the_label_else_the_service_account():
     p = port(registry([entry("10.10.0.5", True), entry("10.10.0.6", True, {"security.istio.io/tlsMode": "disabled"}),
-                       entry("10.10.0.7", True, sa="")], "docker.io/istio/pilot:1.31.1"))
+                       entry("10.10.0.7", True, sa="")]))
     assert p["mtls"] == ["10.10.0.5:9080"]
     assert p["endpoints"] == ["10.10.0.5:9080", "10.10.0.6:9080", "10.10.0.7:9080"]
