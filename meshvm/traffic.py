@@ -1,0 +1,138 @@
+"""Background traffic during an upgrade: every path asked every PERIOD_S, each request recorded
+(time, path, outcome), then judged per phase: success rate and the longest stretch without a success.
+
+A path is either a probe the runner calls itself (the product page through the ingress gateway) or a
+stream of result lines from a loop that runs elsewhere (a pod's or the VM's curl loop, read over
+exec or SSH): each line is stamped on arrival on the recorder's clock, so no remote clock is trusted.
+A path whose loop stalls yields no successes, which the gap check sees as an outage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from meshvm.deadlines import Deadline
+
+PERIOD_S = 0.2
+MIN_SUCCESS_RATE = 0.99  # Istio's own (skipped) revision-upgrade test asks 0.95
+MAX_GAP_S = 5.0
+
+
+@dataclass(frozen=True)
+class Request:
+    t: float  # seconds since the recorder started
+    path: str
+    ok: bool
+    detail: str  # the HTTP status, or the error
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    end: float
+
+
+class Recorder:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._origin = clock()
+        self._lock = threading.Lock()
+        self._requests: list[Request] = []
+        self._phases: list[Phase] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def now(self) -> float:
+        return self._clock() - self._origin
+
+    def record(self, path: str, ok: bool, detail: str) -> None:
+        with self._lock:
+            self._requests.append(Request(round(self.now(), 3), path, ok, detail))
+
+    def probe(self, path: str, call: Callable[[], tuple[bool, str]], period_s: float = PERIOD_S) -> None:
+        """Call `call` (which bounds its own time) every period_s until stopped; a late call is followed
+        at once by the next one, without catching up the missed ones."""
+        def loop() -> None:
+            due = self._clock()
+            while not self._stop.is_set():
+                try:
+                    ok, detail = call()
+                except Exception as e:  # noqa: BLE001 (an error is this request's outcome)
+                    ok, detail = False, f"{type(e).__name__}: {e}"[:200]
+                self.record(path, ok, detail)
+                due = max(due + period_s, self._clock())
+                self._stop.wait(max(0.0, due - self._clock()))
+        self._spawn(path, loop)
+
+    def stream(self, path: str, lines: Iterable[str], parse: Callable[[str], tuple[bool, str] | None]) -> None:
+        """Record each result line of a remote loop as it arrives; `parse` returns None for other lines.
+        The source must end when its command is stopped (closing its channel ends the iteration)."""
+        def loop() -> None:
+            for line in lines:
+                if self._stop.is_set():
+                    return
+                if (result := parse(line)) is not None:
+                    self.record(path, *result)
+        self._spawn(path, loop)
+
+    def _spawn(self, path: str, loop: Callable[[], None]) -> None:
+        thread = threading.Thread(target=loop, name=f"traffic {path}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = self.now()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._phases.append(Phase(name, round(start, 3), round(self.now(), 3)))
+
+    def stop(self, deadline: Deadline) -> list[str]:
+        """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose
+        source was not closed)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline.at - time.monotonic()))
+        return [t.name.removeprefix("traffic ") for t in self._threads if t.is_alive()]
+
+    def snapshot(self) -> tuple[list[Request], list[Phase]]:
+        with self._lock:
+            return list(self._requests), list(self._phases)
+
+
+def http_status_line(line: str) -> tuple[bool, str] | None:
+    """A curl loop's line (`curl -s -o /dev/null -m 2 -w '%{http_code}\\n'`): 200 is a success; 000 is
+    curl's own failure (no answer in time, refused, reset)."""
+    code = line.strip()
+    if not (len(code) == 3 and code.isdigit()):
+        return None
+    return code == "200", code
+
+
+def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *,
+          min_rate: float = MIN_SUCCESS_RATE, max_gap_s: float = MAX_GAP_S) -> tuple[list[dict], list[str]]:
+    """Per phase and path: requests, successes, success rate and the longest stretch without a
+    success (phase start to the first, between two, the last to the phase end). Returns the rows and
+    one line per problem (a phase where a path had no request is a problem too)."""
+    rows, problems = [], []
+    for phase in phases:
+        for path in paths:
+            mine = [r for r in requests if r.path == path and phase.start <= r.t <= phase.end]
+            ok_times = [phase.start, *(r.t for r in mine if r.ok), phase.end]
+            gap = max(b - a for a, b in zip(ok_times, ok_times[1:], strict=False))
+            rate = sum(r.ok for r in mine) / len(mine) if mine else 0.0
+            rows.append({"phase": phase.name, "path": path, "requests": len(mine), "ok": sum(r.ok for r in mine),
+                         "success_rate": round(rate, 4), "longest_gap_s": round(gap, 2)})
+            if rate < min_rate:
+                problems.append(f"{phase.name}: {path}: success rate {rate:.3f} < {min_rate} "
+                                f"({sum(r.ok for r in mine)} of {len(mine)})")
+            if gap > max_gap_s:
+                problems.append(f"{phase.name}: {path}: {gap:.1f} s without a success (> {max_gap_s} s)")
+    return rows, problems
