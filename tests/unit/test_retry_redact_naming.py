@@ -53,7 +53,7 @@ def test_until_checks_once_more_at_its_deadline_rather_than_giving_up_early(monk
     ready_at = time.monotonic() + 0.3
     started = time.monotonic()
     assert until("late", lambda: time.monotonic() >= ready_at, Deadline.after(1.5, "t"), initial=50, ceiling=60)
-    assert 1.5 <= time.monotonic() - started < 1.5 + 0.5  # the second check was at the deadline
+    assert 1.5 <= time.monotonic() - started < 1.5 + 3  # the second check: at the deadline, not after 50 s
     with pytest.raises(WaitFailed, match=r"never: not reached in 1\.[5-9]s \(2 attempts\)"):
         until("never", lambda: None, Deadline.after(1.5, "t"), initial=50, ceiling=60)
 

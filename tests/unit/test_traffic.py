@@ -104,8 +104,7 @@ def test_a_probe_records_every_period_and_its_outage_shows(server: ThreadingHTTP
     assert rows[0]["success_rate"] == 1.0 and rows[0]["requests"] >= 10
     assert problems and problems[0].startswith("broken: ingress: success rate")
     assert "503" in {r.detail for r in reqs}
-    gaps = [b.t - a.t for a, b in zip(reqs, reqs[1:], strict=False)]
-    assert min(gaps) >= 0.03  # every period, not as fast as it can
+    assert len(reqs) <= (reqs[-1].t - reqs[0].t) / 0.05 + 2  # one per period: a late call is not caught up
 
 
 def test_a_stream_is_stamped_on_arrival_and_a_source_left_open_is_named():
