@@ -29,7 +29,8 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs)
         return
     session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
-                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope", "--durations=25")
+                "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope", "--no-loadscope-reorder",
+                "--durations=25")
 
 
 @nox.session(python=PYTHON, default=False)

@@ -1,8 +1,8 @@
 """The suite's retry policies. Only transient conditions are retried; each adapter says which.
 
-Every policy has a deadline AND an attempt cap, capped exponential jitter whose last pause ends at
-the deadline (one last check there: a wait never gives up early because its next pause would
-overshoot, and never overshoots), logs each retry, and ends with an error saying what was awaited, for how long,
+Every policy has a deadline AND an attempt cap, capped exponential jitter whose pauses never cross
+the deadline (the last one ends there, then one last check: a wait never gives up early because its
+next pause would cross it), logs each retry, and ends with an error saying what was awaited, for how long,
 and what was last seen.
 """
 

@@ -73,16 +73,22 @@ class Recorder:
         """Record each result line of a remote loop as it arrives; `parse` returns None for other lines.
         The source must end when its command is stopped (closing its channel ends the iteration)."""
         def loop() -> None:
-            for line in lines:
-                if self._stop.is_set():
-                    return
-                if (result := parse(line)) is not None:
-                    self.record(path, *result)
+            try:
+                for line in lines:
+                    if self._stop.is_set():
+                        return
+                    if (result := parse(line)) is not None:
+                        self.record(path, *result)
+            except Exception as e:  # noqa: BLE001 (the source broke: recorded, then the path is silent)
+                self.record(path, False, f"{type(e).__name__}: {e}"[:200])
         self._spawn(path, loop)
 
     def _spawn(self, path: str, loop: Callable[[], None]) -> None:
         thread = threading.Thread(target=loop, name=f"traffic {path}", daemon=True)
-        self._threads.append(thread)
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError(f"traffic {path}: the recorder is stopped")
+            self._threads.append(thread)
         thread.start()
 
     @contextmanager
@@ -97,7 +103,8 @@ class Recorder:
     def stop(self, deadline: Deadline) -> list[str]:
         """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose
         source was not closed)."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline.at - time.monotonic()))
         return [t.name.removeprefix("traffic ") for t in self._threads if t.is_alive()]
@@ -121,7 +128,7 @@ def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *,
     """Per phase and path: requests, successes, success rate and the longest stretch without a
     success (phase start to the first, between two, the last to the phase end). Returns the rows and
     one line per problem (a phase where a path had no request is a problem too)."""
-    rows, problems = [], []
+    rows, problems, paths = [], [], list(paths)
     for phase in phases:
         for path in paths:
             mine = [r for r in requests if r.path == path and phase.start <= r.t <= phase.end]

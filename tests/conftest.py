@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
 
     def rank(item: pytest.Item) -> int:
-        path = Path(item.path).resolve().relative_to(config.rootpath).as_posix()
+        path = item.nodeid.split("::")[0]
         if path in LONGEST_FIRST:
             return LONGEST_FIRST.index(path)
         return len(LONGEST_FIRST) + next((i for i, d in enumerate(AFTER_THEM) if path.startswith(d)), len(AFTER_THEM))

@@ -38,13 +38,16 @@ def test_lab_run_is_green_and_leaves_nothing(benchmark, tmp_path: Path, group: s
     runs = GROUPS[group]
     walls: dict[int, float] = {}
     results: dict[int, object] = {}
+    errors: dict[int, BaseException] = {}
 
     def one(i: int, minor: str, timing: str, sequential: bool) -> None:
         start = time.monotonic()
-        # junit times of the calls only: the session's teardown would count in the last test
-        results[i] = suite("--platform", "lab", "--artifacts-dir", str(tmp_path / f"out{i}"), "--istio-version", minor,
-                           "--lab-timing", timing, *(["--sequential-stages"] if sequential else []),
-                           "-o", "junit_duration_report=call")
+        try:  # junit times of the calls only: the session's teardown would count in the last test
+            results[i] = suite("--platform", "lab", "--artifacts-dir", str(tmp_path / f"out{i}"), "--istio-version", minor,
+                               "--lab-timing", timing, *(["--sequential-stages"] if sequential else []),
+                               "-o", "junit_duration_report=call")
+        except BaseException as e:  # noqa: BLE001 (reported below, naming the run)
+            errors[i] = e
         walls[i] = time.monotonic() - start
 
     def together() -> None:
@@ -53,8 +56,10 @@ def test_lab_run_is_green_and_leaves_nothing(benchmark, tmp_path: Path, group: s
             t.start()
         for t in threads:
             t.join(700)  # suite() times out at 600 s
+        assert not [t for t in threads if t.is_alive()], "a lab run outlived its 600 s timeout"
 
     benchmark.pedantic(together, rounds=1, iterations=1)
+    assert not errors, {runs[i]: repr(e) for i, e in errors.items()}
     for i, (_, patch, timing, sequential) in enumerate(runs):
         r = results[i]
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]  # type: ignore[attr-defined]
