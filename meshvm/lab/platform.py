@@ -23,10 +23,10 @@ from meshvm import redact
 from meshvm.config import Config
 from meshvm.lab import timing as lab_timing
 from meshvm.lab.controllers import ClusterControllers
+from meshvm.lab.envoy.ingress import IngressGateway
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
-from meshvm.lab.ingress_standin import IngressGatewayStandIn
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.istiod_standin import IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
@@ -115,7 +115,7 @@ class KubeClusterBackend:
     """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins, and,
     given a node, that node on the lab network running, over one mesh registry: istiod's VM-facing
     stand-in (port 15012), the pods with their sidecars and cluster DNS (pods.py), and the ingress
-    gateway (port 80)."""
+    gateway (a real Envoy on port 80, envoy/ingress.py)."""
 
     def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path,
                  node: ClusterNode | None = None, timing: LabTiming = FAST):
@@ -126,7 +126,7 @@ class KubeClusterBackend:
         self.node = node
         self.istiod: IstiodStandIn | None = None
         self.runtime: NodeRuntime | None = None
-        self.ingress: IngressGatewayStandIn | None = None
+        self.ingress: IngressGateway | None = None
         self.load_balancers: ClusterLoadBalancers | None = None
 
     def attach_load_balancers(self, lbs: ClusterLoadBalancers) -> None:
@@ -166,9 +166,8 @@ class KubeClusterBackend:
             istiod = self.istiod
             self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
                 "istio-system", "istiod") else None)
-            self.ingress = IngressGatewayStandIn(client.ApiClient(cfg), registry.endpoints,
-                                                 lambda h, p: NodeRuntime.connect_from(netns, h, p), netns=netns)
-            self.ingress.start()
+            self.ingress = IngressGateway(client.ApiClient(cfg), registry.endpoints, self.workdir / f"{name}-ingress",
+                                          netns=netns).start()
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
 
     def stop(self) -> None:

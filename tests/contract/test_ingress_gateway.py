@@ -1,6 +1,8 @@
-"""The ingress gateway stand-in routes by the recipe's Gateway and VirtualService, read from the
-Kubernetes API stand-in, to endpoints handed out by resolve(); it answers only on the gateway
-Service's load-balancer address (127.0.0.1 here, where it listens) with a Running pod behind it."""
+"""The lab's ingress gateway, a real Envoy, routes by the recipe's Gateway and VirtualService as the
+control-plane model translates them (read from the Kubernetes API stand-in) to endpoints handed out by
+the mesh registry; it answers only on the gateway Service's load-balancer address (127.0.0.1 here,
+where it listens) with a Running pod behind it. Envoy's own answers: 404 without a route, 503 without
+an endpoint, retries on a refused connection."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +21,9 @@ from kubernetes import client
 from meshvm import manifests, retry
 from meshvm.deadlines import Deadline
 from meshvm.kube import KubeClient
-from meshvm.lab.ingress_standin import GATEWAY_LABELS, IngressGatewayStandIn
+from meshvm.lab.envoy import binary
+from meshvm.lab.envoy.gateway import GATEWAY_LABELS
+from meshvm.lab.envoy.ingress import IngressGateway
 from tests.contract.kube_fixtures import *  # noqa: F403
 
 NET = "networking.istio.io/v1"
@@ -79,10 +84,6 @@ class Table:
         return list(self.endpoints.get((fqdn, port), []))
 
 
-def connect(ip: str, port: int) -> socket.socket:
-    return socket.create_connection((ip, port), timeout=5)
-
-
 @pytest.fixture
 def table(backends: list[Backend]) -> Table:
     t = Table()
@@ -122,12 +123,24 @@ def lb(kube: KubeClient, raw: client.ApiClient) -> GatewayService:
     return GatewayService(kube, raw)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(raw: client.ApiClient, table: Table, workdir: Path) -> IngressGateway:
+    binary.ensure(install=True)
+    return IngressGateway(raw, table, workdir, netns=None, port=free_port(), host="127.0.0.1",
+                          admin=("127.0.0.1", 0)).start()
+
+
 @pytest.fixture
-def gateway(raw: client.ApiClient, table: Table, lb: GatewayService) -> Iterator[IngressGatewayStandIn]:
-    gw = IngressGatewayStandIn(raw, table, connect, netns=None, port=0, host="127.0.0.1")
-    gw.start()
+def gateway(raw: client.ApiClient, table: Table, lb: GatewayService, tmp_path: Path) -> Iterator[IngressGateway]:
+    gw = start(raw, table, tmp_path)
     yield gw
     gw.stop()
+    assert gw.ads.nacks == [], "Envoy rejected the control plane's config"
 
 
 @pytest.fixture
@@ -136,8 +149,8 @@ def bookinfo(kube: KubeClient) -> KubeClient:
     return kube
 
 
-def get(gw: IngressGatewayStandIn, path: str, host: str = "35.1.2.3") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+def get(gw: IngressGateway, path: str, host: str = "35.1.2.3") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.bind[1], timeout=10)
     try:
         conn.request("GET", path, headers={"Host": host})
         r = conn.getresponse()
@@ -147,76 +160,96 @@ def get(gw: IngressGatewayStandIn, path: str, host: str = "35.1.2.3") -> tuple[i
 
 
 def eventually(what: str, check: Callable[[], bool]) -> None:
-    retry.until(what, check, Deadline.after(10, what), initial=0.1, ceiling=0.5)
+    """Config reaches Envoy within a second or two (read, pushed over ADS, applied)."""
+    retry.until(what, check, Deadline.after(10, what), transient=(OSError, http.client.HTTPException),
+                initial=0.1, ceiling=0.5)
 
 
-def test_productpage_routed_by_the_recipe_gateway(bookinfo: KubeClient, gateway: IngressGatewayStandIn,
+def status(gw: IngressGateway, path: str) -> int:
+    return get(gw, path)[0]
+
+
+def test_productpage_routed_by_the_recipe_gateway(bookinfo: KubeClient, gateway: IngressGateway,
                                                   table: Table) -> None:
-    status, body = get(gateway, "/productpage?u=normal")
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
+    status_, body = get(gateway, "/productpage?u=normal")
     doc = json.loads(body)
-    assert status == 200 and doc["backend"] == "a" and doc["path"] == "/productpage?u=normal"
-    assert doc["headers"]["host"] == "35.1.2.3" and doc["headers"]["connection"] == "close"
-    assert table.asked == [(PRODUCTPAGE, 9080)]
-    assert get(gateway, "/static/tailwind/tailwind.css")[0] == 200  # prefix
-    assert get(gateway, "/api/v1/products/0")[0] == 200
+    assert status_ == 200 and doc["backend"] == "a" and doc["path"] == "/productpage?u=normal"
+    assert doc["headers"]["host"] == "35.1.2.3" and doc["headers"]["x-forwarded-proto"] == "http"
+    assert doc["headers"].get("x-request-id"), "Envoy's HTTP connection manager adds a request id"
+    assert (PRODUCTPAGE, 9080) in table.asked
+    assert status(gateway, "/static/tailwind/tailwind.css") == 200  # prefix
+    assert status(gateway, "/api/v1/products/0") == 200
 
 
-def test_unrouted_paths_are_404(bookinfo: KubeClient, gateway: IngressGatewayStandIn, table: Table) -> None:
+def test_the_proxy_is_envoy_configured_as_istio_names_it(bookinfo: KubeClient, gateway: IngressGateway) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
+    assert gateway.envoy.server_info()["command_line_options"]["disable_hot_restart"] is True
+    assert gateway.envoy.server_info()["version"].split("/")[1].startswith(binary.VERSION.rsplit(".", 1)[0])
+    dump = json.loads(gateway.envoy.admin("/config_dump"))
+    text = json.dumps(dump)
+    assert '"0.0.0.0_8080"' in text and '"http.8080"' in text and '"outbound|9080||' + PRODUCTPAGE + '"' in text
+    stats = gateway.envoy.admin("/stats")
+    assert "cluster.outbound|" not in stats, "Istio's default stats matcher keeps no per-cluster stats"
+    assert "cluster.xds-grpc." in stats and "server.live" in stats
+
+
+def test_unrouted_paths_are_404(bookinfo: KubeClient, gateway: IngressGateway) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     assert get(gateway, "/other") == (404, b"")
-    assert get(gateway, "/productpage/extra")[0] == 404  # exact, not prefix
-    assert get(gateway, "/")[0] == 404
-    assert table.asked == []
+    assert status(gateway, "/productpage/extra") == 404  # exact, not prefix
+    assert status(gateway, "/") == 404
 
 
-def test_without_config_404(kube: KubeClient, gateway: IngressGatewayStandIn) -> None:
-    assert get(gateway, "/productpage")[0] == 404
+def test_without_config_404(kube: KubeClient, gateway: IngressGateway) -> None:
+    eventually("listening", lambda: status(gateway, "/productpage") == 404)
 
 
-def test_virtualservice_deleted_then_404(bookinfo: KubeClient, gateway: IngressGatewayStandIn) -> None:
-    assert get(gateway, "/productpage")[0] == 200
+def test_virtualservice_deleted_then_404(bookinfo: KubeClient, gateway: IngressGateway) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     bookinfo.delete(NET, "VirtualService", "bookinfo", "default")
-    eventually("route gone", lambda: get(gateway, "/productpage")[0] == 404)
+    eventually("route gone", lambda: status(gateway, "/productpage") == 404)
 
 
-def test_gateway_for_another_selector_or_port_does_not_apply(bookinfo: KubeClient,
-                                                              gateway: IngressGatewayStandIn) -> None:
-    assert get(gateway, "/productpage")[0] == 200
+def test_gateway_for_another_selector_or_port_does_not_apply(bookinfo: KubeClient, gateway: IngressGateway) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     gw = manifests.docs("bookinfo-gateway")[0]
     gw["spec"]["servers"][0]["port"]["number"] = 15443
     bookinfo.apply(yaml.safe_dump(gw), namespace="default")
-    eventually("a server on 15443 does not apply", lambda: get(gateway, "/productpage")[0] == 404)
+    eventually("a server on 15443 does not apply", lambda: status(gateway, "/productpage") == 404)
     gw["spec"]["servers"][0]["port"]["number"] = 80  # the 1.13 samples' port: applies too
     bookinfo.apply(yaml.safe_dump(gw), namespace="default")
-    eventually("a server on 80 applies", lambda: get(gateway, "/productpage")[0] == 200)
+    eventually("a server on 80 applies", lambda: status(gateway, "/productpage") == 200)
     gw["spec"]["selector"] = {"istio": "eastwestgateway"}
     bookinfo.apply(yaml.safe_dump(gw), namespace="default")
-    eventually("another selector does not apply", lambda: get(gateway, "/productpage")[0] == 404)
+    eventually("another selector does not apply", lambda: status(gateway, "/productpage") == 404)
 
 
-def test_no_endpoint_503(bookinfo: KubeClient, gateway: IngressGatewayStandIn, table: Table) -> None:
+def test_no_endpoint_503(bookinfo: KubeClient, gateway: IngressGateway, table: Table) -> None:
     table.endpoints[(PRODUCTPAGE, 9080)] = []
-    status, body = get(gateway, "/productpage")
-    assert (status, body) == (503, b"no healthy upstream")
+    eventually("no healthy upstream", lambda: get(gateway, "/productpage") == (503, b"no healthy upstream"))
 
 
-def test_round_robin_and_connect_failover(bookinfo: KubeClient, gateway: IngressGatewayStandIn, table: Table,
+def test_round_robin_and_connect_failover(bookinfo: KubeClient, gateway: IngressGateway, table: Table,
                                           backends: list[Backend]) -> None:
     table.endpoints[(PRODUCTPAGE, 9080)] = [b.endpoint for b in backends]
-    seen = {json.loads(get(gateway, "/productpage")[1])["backend"] for _ in range(4)}
-    assert seen == {"a", "b"}
+    eventually("both endpoints", lambda: {json.loads(get(gateway, "/productpage")[1])["backend"]
+                                          for _ in range(6)} == {"a", "b"})
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))  # bound, not listening: refuses
     try:
         table.endpoints[(PRODUCTPAGE, 9080)] = [f"127.0.0.1:{dead.getsockname()[1]}", backends[1].endpoint]
-        assert all(get(gateway, "/productpage")[0] == 200 for _ in range(3))
+        eventually("the refusing endpoint in", lambda: len(json.loads(gateway.envoy.admin("/clusters?format=json"))
+                                                           ["cluster_statuses"][0]["host_statuses"]) == 2)
+        assert all(status(gateway, "/productpage") == 200 for _ in range(6)), "a refused connect is retried elsewhere"
         table.endpoints[(PRODUCTPAGE, 9080)] = [f"127.0.0.1:{dead.getsockname()[1]}"]
-        status, body = get(gateway, "/productpage")
-        assert status == 503 and b"connection failure" in body
+        eventually("only the refusing endpoint", lambda: status(gateway, "/productpage") == 503)
+        assert b"connection failure" in get(gateway, "/productpage")[1]
     finally:
         dead.close()
 
 
-def test_virtualservice_in_another_namespace(kube: KubeClient, gateway: IngressGatewayStandIn, table: Table) -> None:
+def test_virtualservice_in_another_namespace(kube: KubeClient, gateway: IngressGateway, table: Table) -> None:
     kube.apply(manifests.text("bookinfo-gateway"), namespace="default")
     kube.delete(NET, "VirtualService", "bookinfo", "default")
     kube.ensure_namespace("shop")
@@ -227,12 +260,12 @@ def test_virtualservice_in_another_namespace(kube: KubeClient, gateway: IngressG
     kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "productpage"},
                                "spec": {"ports": [{"port": 9080, "name": "http"}]}}), namespace="shop")
     table.endpoints[("productpage.shop.svc.cluster.local", 9080)] = table.endpoints.pop((PRODUCTPAGE, 9080))
-    eventually("route via shop/bookinfo", lambda: get(gateway, "/productpage")[0] == 200)
-    assert table.asked[-1] == ("productpage.shop.svc.cluster.local", 9080)
+    eventually("route via shop/bookinfo", lambda: status(gateway, "/productpage") == 200)
+    assert ("productpage.shop.svc.cluster.local", 9080) in table.asked
 
 
-def closed(gw: IngressGatewayStandIn) -> bool:
-    """The connection is closed without an answer (nothing listens at that address on GKE)."""
+def closed(gw: IngressGateway) -> bool:
+    """The connection is closed or refused without an answer (nothing serves that address on GKE)."""
     try:
         get(gw, "/productpage")
     except (ConnectionError, http.client.RemoteDisconnected):
@@ -240,21 +273,20 @@ def closed(gw: IngressGatewayStandIn) -> bool:
     return False
 
 
-def test_answers_only_on_the_services_load_balancer_address(bookinfo: KubeClient, gateway: IngressGatewayStandIn,
+def test_answers_only_on_the_services_load_balancer_address(bookinfo: KubeClient, gateway: IngressGateway,
                                                             lb: GatewayService) -> None:
     """Listening on 127.0.0.1: served while 127.0.0.1 is the Service's address, not while 127.0.0.2 is."""
-    assert get(gateway, "/productpage")[0] == 200
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     lb.address("127.0.0.2")
     eventually("closed on an address that is not the Service's", lambda: closed(gateway))
     assert closed(gateway)
     lb.address("127.0.0.1")
     eventually("served on the Service's address again", lambda: not closed(gateway))
-    assert get(gateway, "/productpage")[0] == 200
+    assert status(gateway, "/productpage") == 200
 
 
-def test_no_running_gateway_pod_closes(bookinfo: KubeClient, gateway: IngressGatewayStandIn,
-                                       lb: GatewayService) -> None:
-    assert get(gateway, "/productpage")[0] == 200
+def test_no_running_gateway_pod_closes(bookinfo: KubeClient, gateway: IngressGateway, lb: GatewayService) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     lb.pod("Pending")
     eventually("closed without a Running gateway pod", lambda: closed(gateway))
     lb.pod("Running")
@@ -262,7 +294,8 @@ def test_no_running_gateway_pod_closes(bookinfo: KubeClient, gateway: IngressGat
 
 
 def test_a_service_without_port_80_or_for_other_pods_does_not_count(
-        bookinfo: KubeClient, gateway: IngressGatewayStandIn, lb: GatewayService) -> None:
+        bookinfo: KubeClient, gateway: IngressGateway, lb: GatewayService) -> None:
+    eventually("routed", lambda: status(gateway, "/productpage") == 200)
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-ingressgateway"},
            "spec": {"type": "LoadBalancer", "selector": GATEWAY_LABELS,
                     "ports": [{"name": "https", "port": 443, "targetPort": 8443}]}}
@@ -276,9 +309,11 @@ def test_a_service_without_port_80_or_for_other_pods_does_not_count(
     eventually("served again", lambda: not closed(gateway))
 
 
-def test_stop_closes_the_listener(raw: client.ApiClient, table: Table) -> None:
-    gw = IngressGatewayStandIn(raw, table, connect, netns=None, port=0, host="127.0.0.1")
-    port = gw.start()
+def test_stop_ends_envoy_and_the_listener(raw: client.ApiClient, table: Table, lb: GatewayService,
+                                          tmp_path: Path) -> None:
+    gw = start(raw, table, tmp_path)
+    port = gw.bind[1]
     gw.stop()
+    assert gw.envoy.proc is not None and gw.envoy.proc.poll() is not None
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
