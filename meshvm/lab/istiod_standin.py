@@ -27,8 +27,12 @@ It models docs/facts.md section 1 and nothing more:
   platform passes; without one, an empty table `{"services": []}`. A function that raises is
   logged and its answer carries no "mesh" (the agent keeps the table it has).
 
-What differs from the real istiod, on purpose: plain HTTP/1.1 on port 15012 instead of gRPC xDS
-over mTLS, no certificate is issued, and the whole table is sent every second instead of
+TLS as on the real port 15012: the connection is TLS with istiod's serving certificate, signed by the
+mesh's root (meshca.py: DNS names `istiod.istio-system.svc` and its `.cluster.local` form), which the
+VM's agent verifies against /etc/certs/root-cert.pem with the discoveryAddress' host as server name.
+What differs from the real istiod, on purpose: HTTP/1.1 inside that TLS instead of gRPC xDS (the
+proxy presents no client certificate: it authenticates with its token, as the real agent's first
+connection does), no certificate is issued to the proxy, and the whole table is sent every second instead of
 incremental xDS updates. One proxy connection is one keep-alive HTTP connection:
 `POST /v1/connect` (Authorization: Bearer <istio-token>, JSON metadata) answered
 `{"accepted": true, "workloadEntry": <name or null>, "mesh": <table>}`, then `POST /v1/heartbeat`
@@ -56,12 +60,15 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, dynamic
@@ -69,6 +76,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from meshvm.lab import istio_match
 from meshvm.lab.hostsys import run_in_netns
+from meshvm.lab.meshca import KeyPair
 
 log = logging.getLogger(__name__)
 PORT = 15012
@@ -112,9 +120,11 @@ class IstiodStandIn:
 
     def __init__(self, api: client.ApiClient, review_token: Callable[[str], dict | None], *,
                  netns: str | None = None, host: str = "0.0.0.0", port: int = PORT,  # noqa: S104
-                 grace_s: float = GRACE_S, name: str = NAME, mesh_table: Callable[[], dict] | None = None):
+                 grace_s: float = GRACE_S, name: str = NAME, mesh_table: Callable[[], dict] | None = None,
+                 tls: KeyPair | None = None, workdir: Path | None = None):
         self._dyn = dynamic.DynamicClient(api)
         self.mesh_table = mesh_table  # what every answer pushes; a test may swap it while serving
+        self.tls, self.workdir = tls, workdir  # serving certificate (None: plain, for self-tests of the API side)
         self._review = review_token
         self.netns, self.host, self.port, self.grace_s, self.name = netns, host, port, grace_s, name
         self.rejections: list[str] = []  # for tests and diagnostics: "<ip>: <reason>"
@@ -134,6 +144,8 @@ class IstiodStandIn:
 
         self._httpd = run_in_netns(self.netns, make) if self.netns else make()
         self.port = self._httpd.server_address[1]
+        if self.tls is not None:
+            self._httpd.tls = _server_context(self.tls, self.workdir)
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                          name=f"istiod-standin-{self.port}", daemon=True).start()
         threading.Thread(target=self._reap, name="istiod-standin-grace", daemon=True).start()
@@ -424,8 +436,21 @@ def _routes_to_istiod(vs: dict, gw: dict) -> bool:
     return False
 
 
+def _server_context(pair: KeyPair, workdir: Path | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:  # ssl loads a key pair from files only
+        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert.write_text(pair.cert_pem)
+        key.touch(0o600)
+        key.write_text(pair.key_pem)
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    tls: ssl.SSLContext | None = None
 
     def __init__(self, addr: tuple[str, int], handler: type, owner: IstiodStandIn):
         self.owner = owner
@@ -468,9 +493,22 @@ class _Handler(BaseHTTPRequestHandler):
                     log.warning("istiod stand-in: disconnect of %s: %s", self.session.ip, e)
 
     def handle(self) -> None:
-        """Serve only what came through the east-west gateway's route to istiod; else close unanswered."""
-        if self.server.owner.admit(self.client_address[0], self.connection.getsockname()[0]):
-            super().handle()
+        """Serve only what came through the east-west gateway's route to istiod; else close unanswered
+        (before any TLS: the gateway has no filter chain for it)."""
+        if not self.server.owner.admit(self.client_address[0], self.connection.getsockname()[0]):
+            return
+        if self.server.tls is not None:
+            try:
+                wrapped = self.server.tls.wrap_socket(self.connection, server_side=True)
+            except (OSError, ssl.SSLError) as e:
+                log.info("istiod stand-in: TLS handshake with %s failed: %s", self.client_address[0], e)
+                return
+            with self.server.open_lock:  # the plain socket is detached now: stop() shuts the TLS one
+                self.server.open.discard(self.connection)
+                self.server.open.add(wrapped)
+            self.connection = wrapped
+            self.rfile, self.wfile = wrapped.makefile("rb"), wrapped.makefile("wb")
+        super().handle()
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # a heartbeat a second would drown run.log; connects, rejections and changes are logged

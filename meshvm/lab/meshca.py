@@ -48,6 +48,7 @@ class MeshCa:
         self._cert = (_validity(x509.CertificateBuilder()).subject_name(name).issuer_name(name)
                       .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
                       .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                      .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
                       .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                                      critical=True)
                       .sign(self._key, hashes.SHA256()))
@@ -64,6 +65,9 @@ class MeshCa:
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .add_extension(x509.SubjectAlternativeName(sans), critical=True)
                 .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                               critical=False)
                 .sign(self._key, hashes.SHA256()))
         return KeyPair(cert.public_bytes(_PEM).decode(),
                        key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())

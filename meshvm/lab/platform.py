@@ -28,9 +28,10 @@ from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
 from meshvm.lab.istioctl_standin import install_istioctl_standin
-from meshvm.lab.istiod_standin import IstiodStandIn
+from meshvm.lab.istiod_standin import ISTIOD_FQDN, ISTIOD_SNI, IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.mesh_registry import MeshRegistry
+from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route, run_ip
 from meshvm.lab.pods import NodeRuntime
 from meshvm.lab.router import Router
@@ -141,13 +142,13 @@ class KubeClusterBackend:
         cfg = client.Configuration()
         cfg.host, cfg.ssl_ca_cert = self.api.endpoint, str(ca_file)
         cfg.api_key, cfg.api_key_prefix = {"BearerToken": self.api.issue_token(24 * 3600)}, {"BearerToken": "Bearer"}
-        # The mesh's root certificate is modelled by the API's CA: any PEM certificate would do here.
+        self.mesh_ca = MeshCa()  # istiod's self-signed CA: its root is what istio-ca-root-cert carries
         lbs = self.load_balancers
         if lbs:  # GKE's NEG controller writes the cluster's kube-system UID into each NEG's description
             kube_system = client.CoreV1Api(client.ApiClient(cfg)).read_namespace("kube-system", _request_timeout=10)
             lbs.cluster_uid = str(kube_system.metadata.uid)  # type: ignore[union-attr]
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
-                                              self.api.ca_pem, on_lb=lbs.created if lbs else None,
+                                              self.mesh_ca.root_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None, lb_s=self.timing.lb_s,
                                               pull_s=self.timing.pull_s).start()
         if self.node is not None:
@@ -158,7 +159,8 @@ class KubeClusterBackend:
             assert netns is not None
             registry = MeshRegistry(client.ApiClient(cfg), str(addrs.service_range))
             self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns,
-                                        mesh_table=registry.table).start()
+                                        mesh_table=registry.table, workdir=self.workdir,
+                                        tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN])).start()
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
                                        tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
                                        workdir=self.workdir / f"{name}-pods").start()

