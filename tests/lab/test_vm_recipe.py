@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import resource
+import ssl
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 from meshvm import redact
 from meshvm.deadlines import Deadline
 from meshvm.lab.hostsys import run_in_netns
+from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route, run_ip
 from meshvm.lab.router import FirewallRule, Router
 from meshvm.lab.sidecar_deb import build_sidecar_deb
@@ -197,11 +199,21 @@ class _AcceptingIstiod(http.server.BaseHTTPRequestHandler):
         pass
 
 
+MESH_CA = MeshCa()
+
+
 @pytest.fixture(scope="module")
-def istiod(lab_router: Router) -> Iterator[str]:
-    """The accepting double on the host machine's lab address, port 15012 (the hosts line below)."""
+def istiod(lab_router: Router, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The accepting double on the host machine's lab address, port 15012 (the hosts line below), over
+    TLS with a certificate for istiod.istio-system.svc from MESH_CA (the agent verifies it)."""
     server = http.server.ThreadingHTTPServer((lab_router.external_source, 15012), _AcceptingIstiod)
     server.daemon_threads = True
+    pair, d = MESH_CA.serving(["istiod.istio-system.svc"]), tmp_path_factory.mktemp("istiod-tls")
+    (d / "cert.pem").write_text(pair.cert_pem)
+    (d / "key.pem").write_text(pair.key_pem)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(d / "cert.pem", d / "key.pem")
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     yield lab_router.external_source
@@ -218,7 +230,7 @@ def vm_files(tmp_path: Path, vm: VmHost, istiod: str) -> Path:
                                    "SERVICE_ACCOUNT='bookinfo-ratings'\nISTIO_META_CLUSTER_ID='Kubernetes'\n")
     (d / "mesh.yaml").write_text("defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n")
     (d / "hosts").write_text(f"{istiod} istiod.istio-system.svc\n")
-    (d / "root-cert.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIBlab\n-----END CERTIFICATE-----\n")
+    (d / "root-cert.pem").write_text(MESH_CA.root_pem)
     (d / "istio-token").write_text(TOKEN)
     return d
 
