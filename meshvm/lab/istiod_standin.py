@@ -41,18 +41,12 @@ incremental xDS updates. One proxy connection is one keep-alive HTTP connection:
 cluster, listening on 0.0.0.0:15012 inside the cluster node's network namespace.
 
 The path to it, as on GKE: a VM reaches istiod only through the east-west gateway's load-balancer
-address, and only once the recipe exposed istiod there. So a connection is served only when its
-local address (where the VM connected) is a `status.loadBalancer.ingress[].ip` of a LoadBalancer
-Service in istio-system whose selector has `istio: eastwestgateway` and which has port 15012, AND a
-Gateway whose selector is a subset of that Service's selector has a server on 15012 (the Service's
-port or targetPort), protocol TLS, `tls.mode: PASSTHROUGH`, AND a VirtualService bound to that
-Gateway (spec.gateways `<name>` in its own namespace, or `<ns>/<name>`) has a `tls` route matching
-port 15012 (or no port) whose destination is istiod.istio-system.svc.cluster.local port 15012
-(manifests/expose-istiod.yaml). Otherwise the gateway has no listener or route for it: the
-connection is closed without an answer (the agent sees the connection cut, says so and exits 1),
-and the reason is logged and kept in `rejections` ("<ip>: no route to istiod through <addr>: ...").
-Services, Gateways and VirtualServices are read through the API at most once a second; when the API
-fails, the last read stays in force (Envoy keeps its last xDS push).
+address, and only once the recipe exposed istiod there: the east-west gateway is a real Envoy
+(envoy/gateways.py) whose listener on 15012 the lab's model of istiod's gateway config builds from
+the Gateway and VirtualService (manifests/expose-istiod.yaml); without them it has no listener or
+filter chain and closes the connection before any TLS. This stand-in listens on the node's loopback
+(127.0.0.1:15012, SO_REUSEPORT beside the gateway's 0.0.0.0:15012): the gateway's cluster
+`outbound|15012||istiod.istio-system.svc.cluster.local` has this address as its endpoint.
 """
 
 from __future__ import annotations
@@ -74,7 +68,6 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from meshvm.lab import istio_match
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.meshca import KeyPair
 
@@ -88,8 +81,6 @@ AUTO_GROUP, CONTROLLER = "istio.io/autoRegistrationGroup", "istio.io/workloadCon
 CONNECTED, DISCONNECTED = "istio.io/connectedAt", "istio.io/disconnectedAt"
 HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
-ROUTE_TTL_S = 1.0  # Services, Gateways, VirtualServices read at most this often
-EASTWEST = ("istio", "eastwestgateway")  # the east-west gateway pods' label (manifests/eastwest-gateway.yaml)
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
 ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
 
@@ -134,9 +125,6 @@ class IstiodStandIn:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd: _Server | None = None
-        self._route_lock = threading.Lock()
-        self._route_cfg: tuple[list[dict], list[dict], list[dict]] | None = None  # services, gateways, vss
-        self._route_at = float("-inf")
 
     def start(self) -> IstiodStandIn:
         def make() -> _Server:
@@ -225,54 +213,6 @@ class IstiodStandIn:
         self._annotate(s.namespace, s.entry, {CONNECTED: None, DISCONNECTED: now_rfc3339()})
         log.info("istiod stand-in: %s/%s disconnected; deleted in %.0f s unless it returns",
                  s.namespace, s.entry, self.grace_s)
-
-    # -- the path to istiod: east-west gateway, Gateway, VirtualService --------------------------
-
-    def admit(self, peer: str, local: str) -> bool:
-        """Is there a route from the address the proxy connected to, to istiod? Logs and records why not."""
-        problem = self.route_problem(local)
-        if problem is None:
-            return True
-        reason = f"no route to istiod through {local}: {problem}"
-        self.rejections.append(f"{peer}: {reason}")
-        log.warning("istiod stand-in: closed %s's connection without an answer: %s", peer, reason)
-        return False
-
-    def route_problem(self, local: str) -> str | None:
-        """None when `local` is an east-west gateway address that routes 15012 to istiod, else why not."""
-        cfg = self._route_config()
-        if cfg is None:
-            return "the Services, Gateways and VirtualServices could not be read"
-        services, gateways, vss = cfg
-        svc = next((s for s in services if _is_eastwest_lb(s) and local in istio_match.lb_ips(s)), None)
-        if svc is None:
-            return (f"{local} is not the load-balancer address of a LoadBalancer Service in istio-system "
-                    f"selecting {EASTWEST[0]}={EASTWEST[1]} with port {PORT}")
-        ports = _port_numbers(svc)
-        bound = [gw for gw in gateways if _selects(gw, svc) and _passthrough_servers(gw, ports)]
-        if not bound:
-            return (f"no Gateway selecting the pods of Service istio-system/{svc['metadata']['name']} has a TLS "
-                    f"PASSTHROUGH server on port {PORT}")
-        if not any(_routes_to_istiod(vs, gw) for vs in vss for gw in bound):
-            names = ", ".join(sorted(f"{g['metadata'].get('namespace', 'default')}/{g['metadata']['name']}" for g in bound))
-            return f"no VirtualService bound to Gateway {names} routes TLS port {PORT} to {ISTIOD_FQDN}:{PORT}"
-        return None
-
-    def _route_config(self) -> tuple[list[dict], list[dict], list[dict]] | None:
-        with self._route_lock:
-            if time.monotonic() - self._route_at < ROUTE_TTL_S:
-                return self._route_cfg
-            try:
-                services = self._dyn.resources.get(api_version="v1", kind="Service").get(
-                    namespace="istio-system", _request_timeout=TIMEOUT).to_dict()
-                gateways = self._res("Gateway").get(_request_timeout=TIMEOUT).to_dict()
-                vss = self._res("VirtualService").get(_request_timeout=TIMEOUT).to_dict()
-            except Exception as e:  # the API failing: the last config stays in force
-                log.warning("istiod stand-in: reading the route to istiod failed, keeping the last: %s", e)
-                return self._route_cfg
-            self._route_cfg = (services.get("items") or [], gateways.get("items") or [], vss.get("items") or [])
-            self._route_at = time.monotonic()
-            return self._route_cfg
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -385,57 +325,6 @@ class IstiodStandIn:
             return None
 
 
-def _is_eastwest_lb(svc: dict) -> bool:
-    spec = svc.get("spec") or {}
-    return (spec.get("type") == "LoadBalancer" and (spec.get("selector") or {}).get(EASTWEST[0]) == EASTWEST[1]
-            and PORT in [p.get("port") for p in spec.get("ports") or []])
-
-
-
-def _port_numbers(svc: dict) -> set[int]:
-    """Service port 15012 and its targetPort: a Gateway server on either applies to it."""
-    port = next(p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == PORT)
-    target = port.get("targetPort")
-    return {PORT, *([target] if isinstance(target, int) else [])}
-
-
-def _selects(gw: dict, svc: dict) -> bool:
-    """The Gateway's selector is a subset of the labels of the pods behind the Service."""
-    selector = (gw.get("spec") or {}).get("selector") or {}
-    return bool(selector) and istio_match.selects(selector, (svc.get("spec") or {}).get("selector") or {})
-
-
-def _passthrough_servers(gw: dict, ports: set[int]) -> list[dict]:
-    return [s for s in (gw.get("spec") or {}).get("servers") or []
-            if (s.get("port") or {}).get("number") in ports
-            and str((s.get("port") or {}).get("protocol", "")).upper() == "TLS"
-            and str((s.get("tls") or {}).get("mode", "")).upper() == "PASSTHROUGH"]
-
-
-def _sni_matches(pattern: str) -> bool:
-    return istio_match.host_matches(pattern, ISTIOD_SNI) or pattern.lower() == ISTIOD_FQDN
-
-
-def _routes_to_istiod(vs: dict, gw: dict) -> bool:
-    spec, vs_ns = vs.get("spec") or {}, vs["metadata"].get("namespace", "default")
-    if not any(istio_match.names_gateway(ref, vs_ns, gw) for ref in spec.get("gateways") or []) or not any(
-            _sni_matches(h) for h in spec.get("hosts") or []):
-        return False
-    for rule in spec.get("tls") or []:
-        matches = [m for m in rule.get("match") or []
-                   if m.get("port") in (None, PORT) and any(_sni_matches(h) for h in m.get("sniHosts") or [])]
-        if not matches:
-            continue
-        for route in rule.get("route") or []:
-            dest = route.get("destination") or {}
-            host = dest.get("host", "")  # a short name is the VirtualService's namespace's Service
-            fqdn = host if "." in host else f"{host}.{vs_ns}.svc.cluster.local"
-            if fqdn == ISTIOD_FQDN and (dest.get("port") or {}).get("number") == PORT:
-                return True
-        return False  # the first matching rule decides
-    return False
-
-
 def _server_context(pair: KeyPair, workdir: Path | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -450,6 +339,7 @@ def _server_context(pair: KeyPair, workdir: Path | None) -> ssl.SSLContext:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    allow_reuse_port = True  # beside the east-west gateway's 0.0.0.0:15012 in the node's network namespace
     tls: ssl.SSLContext | None = None
 
     def __init__(self, addr: tuple[str, int], handler: type, owner: IstiodStandIn):
@@ -493,10 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
                     log.warning("istiod stand-in: disconnect of %s: %s", self.session.ip, e)
 
     def handle(self) -> None:
-        """Serve only what came through the east-west gateway's route to istiod; else close unanswered
-        (before any TLS: the gateway has no filter chain for it)."""
-        if not self.server.owner.admit(self.client_address[0], self.connection.getsockname()[0]):
-            return
+        """TLS first (when configured), then the proxy's requests."""
         if self.server.tls is not None:
             try:
                 wrapped = self.server.tls.wrap_socket(self.connection, server_side=True)

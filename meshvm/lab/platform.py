@@ -23,7 +23,7 @@ from meshvm import redact
 from meshvm.config import Config
 from meshvm.lab import timing as lab_timing
 from meshvm.lab.controllers import ClusterControllers
-from meshvm.lab.envoy.ingress import IngressGateway
+from meshvm.lab.envoy.gateways import EASTWEST, INGRESS, GatewayProxy
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
@@ -127,7 +127,7 @@ class KubeClusterBackend:
         self.node = node
         self.istiod: IstiodStandIn | None = None
         self.runtime: NodeRuntime | None = None
-        self.ingress: IngressGateway | None = None
+        self.gateways: list[GatewayProxy] = []
         self.load_balancers: ClusterLoadBalancers | None = None
 
     def attach_load_balancers(self, lbs: ClusterLoadBalancers) -> None:
@@ -158,7 +158,7 @@ class KubeClusterBackend:
             netns, addrs = self.node.netns, self.node.router.addrs
             assert netns is not None
             registry = MeshRegistry(client.ApiClient(cfg), str(addrs.service_range))
-            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns,
+            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns, host="127.0.0.1",
                                         mesh_table=registry.table, workdir=self.workdir,
                                         tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN])).start()
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
@@ -168,16 +168,28 @@ class KubeClusterBackend:
             istiod = self.istiod
             self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
                 "istio-system", "istiod") else None)
-            self.ingress = IngressGateway(client.ApiClient(cfg), registry.endpoints, self.workdir / f"{name}-ingress",
-                                          netns=netns).start()
+            for node in (INGRESS, EASTWEST):
+                self.gateways.append(GatewayProxy(node, client.ApiClient(cfg), self._endpoints(registry),
+                                                  self.workdir / f"{name}-{node.workload}", netns=netns).start())
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
+
+    def _endpoints(self, registry: MeshRegistry) -> Callable[[str, int], list[str]]:
+        """What the gateways' EDS sends: the mesh registry's, and for istiod's Service port 15012 the
+        in-process istiod stand-in's address (the lab has no istiod pod)."""
+        istiod = self.istiod
+
+        def endpoints(fqdn: str, port: int) -> list[str]:
+            if istiod is not None and (fqdn, port) == (ISTIOD_FQDN, istiod.port):
+                return [f"{istiod.host}:{istiod.port}"]
+            return registry.endpoints(fqdn, port)
+        return endpoints
 
     def stop(self) -> None:
         """Idempotent: the platform and the cloud's GKE both stop their clusters."""
         if self.istiod:
             self.istiod.stop()
-        if self.ingress:
-            self.ingress.stop()
+        for gw in self.gateways:
+            gw.stop()
         if self.runtime:
             self.runtime.stop()
         if self.controllers:

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from google.cloud import compute_v1
 
 from meshvm import exercises, manifests, retry
@@ -317,44 +318,46 @@ def test_without_a_rule_to_the_eastwest_gateway_the_agent_cannot_reach_istiod(ru
 
 
 def test_without_istiod_exposed_through_the_eastwest_gateway_the_agent_cannot_register(run: Run):
-    """The recipe's expose-istiod Gateway and VirtualService deleted: the VM still reaches the east-west
-    address (firewall and hosts line intact) but the gateway has no route to istiod, so the connection
-    is cut unanswered; the entry never appears. Restored, the same agent registers (the control)."""
+    """The VM still reaches the east-west address (firewall and hosts line intact), but: the
+    VirtualService routes only another SNI (a revision's `istiod-canary.istio-system.svc`): the gateway's
+    Envoy has a 15012 listener with no filter chain for the agent's server name and cuts the connection
+    before TLS; expose-istiod deleted: no 15012 listener, refused. istiod never hears of the VM and no
+    entry appears. Restored, the same agent registers (the control)."""
     ip, address = run.vm.internal_ip, sidecar.hosts_line(run.files).split()[0]
     (gw,) = [d for d in manifests.docs("expose-istiod") if d["kind"] == "Gateway"]
     (vs,) = [d for d in manifests.docs("expose-istiod") if d["kind"] == "VirtualService"]
-    assert run.kube.get(*GW, gw["metadata"]["name"], "istio-system") is not None
-    assert run.kube.get(*VS, vs["metadata"]["name"], "istio-system") is not None
-    assert run.istiod.route_problem(address) is None
+    eastwest = run.cluster.gateways[1]
+    assert eastwest.node.workload == "istio-eastwestgateway"
     # An earlier test's entry stays for the grace period after its agent stopped: start without one.
     assert wait_for("no entry left from before", lambda: run.entry() is None, 2 * istiod_standin.GRACE_S + 2)
 
-    def refused(reason: str) -> None:
-        # The stand-in reads the route at most once a second: wait until it sees the change first.
-        assert wait_for("istiod's view without the route", lambda: run.istiod.route_problem(address), 5)
+    def refused(listening: bool, said: str) -> None:
+        wait_for(f"the east-west Envoy {'with' if listening else 'without'} a 15012 listener",
+                 lambda: ('"0.0.0.0_15012"' in eastwest.envoy.admin("/listeners?format=json")) == listening, 10)
         since = restart_agent(run)
-        want = f"no route to istiod through {address}: {reason}"
+        want = f"not connected: cannot reach istiod at {address}:15012"
         try:
-            wait_for(f"istiod to cut {ip} off with {want!r}",
-                     lambda: [r for r in run.istiod.rejections if r.startswith(f"{ip}: ") and want in r], 15)
+            wait_for(f"the agent to say {want!r}", lambda: want in run.agent_log(since), 15)
         except retry.WaitFailed as e:
             raise AssertionError(f"{e}\nthe agent said:\n{run.agent_log(since)[-2000:]}") from None
-        with pytest.raises(retry.WaitFailed):
-            wait_for("the entry (it must not appear)", run.entry, 10, interval=0.5)
-        assert wait_for("the agent to say it is not connected", lambda: "not connected" in run.agent_log(since), 10)
+        assert said in run.agent_log(since).split(want, 1)[1].splitlines()[0]
+        assert run.entry() is None
         ready, _, code = sidecar.readiness(run.shell)
         assert not ready, f"the agent is ready ({code}) without a route to istiod"
-        assert run.istiod.accepted == [], "istiod accepted the VM without a route"
+        assert [a for a in run.istiod.accepted + run.istiod.rejections if a.startswith(ip)] == [], "istiod heard it"
 
     try:
+        vs["spec"]["tls"][0]["match"][0]["sniHosts"] = ["istiod-canary.istio-system.svc"]
+        run.kube.apply(yaml.safe_dump(vs), namespace="istio-system")
+        wait_for("the gateway to match the other SNI only", lambda: "istiod-canary.istio-system.svc" in
+                 eastwest.envoy.admin("/config_dump?resource=dynamic_listeners"), 10)
+        refused(True, "Connection reset by peer")
         run.kube.delete(*VS, vs["metadata"]["name"], "istio-system")
-        refused(f"no VirtualService bound to Gateway istio-system/{gw['metadata']['name']}")
         run.kube.delete(*GW, gw["metadata"]["name"], "istio-system")
-        refused("no Gateway selecting the pods of Service istio-system/istio-eastwestgateway")
+        refused(False, "Connection refused")
     finally:
         run.sudo("systemctl stop istio", "stop istio")
         run.kube.apply(manifests.text("expose-istiod"), namespace="istio-system")
-    assert wait_for("istiod's view with the route back", lambda: run.istiod.route_problem(address) is None, 5)
     restart_agent(run)  # the control: with the route back, the same agent registers
     wait_for("the entry once istiod is exposed again", run.entry, 15)
     sidecar.wait_ready(run.shell, d(20, "agent ready"), settle=1)

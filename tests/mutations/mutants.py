@@ -163,7 +163,7 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
     "reviews-without-ratings-host": (PRODUCTPAGE, r"Ratings service is currently unavailable",
                                      [(manifests, "text", _reviews_without_ratings_host)],
         ("diagnostics/*/cluster-deployments.yaml", r"SERVICES_DOMAIN", False)),
-    "no-expose-istiod": (REGISTRATION, r"not connected: cannot reach istiod at \S+: .*(EOF|reset)",
+    "no-expose-istiod": (REGISTRATION, r"not connected: cannot reach istiod at \S+: .*(Connection refused|EOF|reset)",
                          [(manifests, "text", _skip_manifest("expose-istiod"))],
         ("diagnostics/*/cluster-gateways.yaml", r"istiod-gateway", False)),
     "root-cert-of-another-mesh": (REGISTRATION, r"not connected: istiod's certificate at \S+ does not verify against "

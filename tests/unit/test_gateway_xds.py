@@ -32,7 +32,7 @@ def build(inputs: GatewayInputs, asked: list | None = None) -> xds.Resources:
     def endpoints(fqdn: str, port: int) -> list[str]:
         (asked if asked is not None else []).append((fqdn, port))
         return ["10.0.0.5:9080"]
-    return gateway.resources(inputs, endpoints, ("0.0.0.0", 80))
+    return gateway.resources(inputs, endpoints)
 
 
 def test_the_recipe_gateway_as_istiod_names_it() -> None:
@@ -57,16 +57,20 @@ def test_the_recipe_gateway_as_istiod_names_it() -> None:
 
 def test_no_load_balancer_address_no_listener() -> None:
     assert build(recipe(pods=[]))[xds.LISTENER] == []
-    assert build(recipe(services=[lb_service(port=443)]))[xds.LISTENER] == []
+    no_80 = lb_service(port=443)
+    no_80["spec"]["ports"][0]["targetPort"] = 8443
+    assert build(recipe(services=[no_80]))[xds.LISTENER] == []
+    (lis,) = build(recipe(services=[lb_service(port=443)]))[xds.LISTENER]  # 443 -> the pods' 8080: served
+    assert (lis["name"], lis["address"]["socket_address"]["port_value"]) == ("0.0.0.0_8080", 443)
     assert build(recipe(services=[lb_service(selector={"istio": "eastwestgateway"})]))[xds.LISTENER] == []
 
 
-def test_no_bound_virtualservice_is_the_404_blackhole() -> None:
+def test_no_bound_virtualservice_is_the_404_blackhole_and_no_gateway_no_listener() -> None:
     (rc,) = build(recipe(virtual_services=[]))[xds.ROUTES]
     assert rc["virtual_hosts"] == [{"name": "blackhole:80", "domains": ["*"], "routes": []}]
     gw = copy.deepcopy(recipe().gateways[0])
     gw["spec"]["selector"] = {"istio": "eastwestgateway"}
-    assert build(recipe(gateways=[gw]))[xds.ROUTES][0]["virtual_hosts"][0]["name"] == "blackhole:80"
+    assert build(recipe(gateways=[gw])) == {xds.LISTENER: [], xds.ROUTES: [], xds.CLUSTER: [], xds.ENDPOINTS: []}
 
 
 def test_hosts_intersect_the_more_specific_wins_and_namespaces_limit_binding() -> None:
@@ -97,5 +101,47 @@ def test_weights_short_hosts_and_unmodelled_matches() -> None:
 
 def test_every_resource_is_a_valid_envoy_proto() -> None:
     for type_url, items in build(recipe()).items():
+        for item in items:
+            assert xds.to_any(type_url, item).type_url == type_url
+
+
+def eastwest(**changes: object) -> GatewayInputs:
+    svc = {"metadata": {"name": "istio-eastwestgateway", "namespace": "istio-system"},
+           "spec": {"type": "LoadBalancer", "selector": gateway.EASTWEST_LABELS,
+                    "ports": [{"port": p, "targetPort": p} for p in (15021, 15443, 15012, 15017)]},
+           "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.200"}]}}}
+    pod = {"metadata": {"name": "ew-0", "namespace": "istio-system", "labels": gateway.EASTWEST_LABELS}}
+    docs = [dict(d, metadata={**d["metadata"], "namespace": "istio-system"}) for d in manifests.docs("expose-istiod")]
+    base = GatewayInputs([docs[0]], [docs[1]], [svc], [pod])
+    return base._replace(**changes)  # type: ignore[arg-type]
+
+
+def test_expose_istiod_passes_any_connection_on_15012_to_istiod() -> None:
+    r = gateway.resources(eastwest(), lambda fqdn, port: ["127.0.0.1:15012"], gateway.EASTWEST_LABELS)
+    listeners = {lis["name"]: lis for lis in r[xds.LISTENER]}
+    assert sorted(listeners) == ["0.0.0.0_15012", "0.0.0.0_15017"]  # no Gateway server on 15021 or 15443
+    (chain,) = listeners["0.0.0.0_15012"]["filter_chains"]
+    assert "server_names" not in chain["filter_chain_match"], "sniHosts '*' matches any connection"
+    assert "listener_filters" not in listeners["0.0.0.0_15012"]
+    assert chain["filters"][0]["typed_config"]["cluster"] == "outbound|15012||istiod.istio-system.svc.cluster.local"
+    assert {c["name"] for c in r[xds.CLUSTER]} == {"outbound|15012||istiod.istio-system.svc.cluster.local",
+                                                   "outbound|443||istiod.istio-system.svc.cluster.local"}
+    assert r[xds.ROUTES] == []
+    assert gateway.resources(eastwest(), lambda f, p: [], gateway.INGRESS_LABELS)[xds.LISTENER] == []
+
+
+def test_a_revisions_sni_gets_its_own_chain_read_by_the_tls_inspector() -> None:
+    ins = eastwest()
+    rev = copy.deepcopy(ins.virtual_services[0])
+    rev["metadata"]["name"] = "istiod-canary-vs"
+    rev["spec"]["tls"] = [{"match": [{"port": 15012, "sniHosts": ["istiod-canary.istio-system.svc"]}],
+                           "route": [{"destination": {"host": "istiod-canary.istio-system.svc.cluster.local",
+                                                      "port": {"number": 15012}}}]}]
+    r = gateway.resources(ins._replace(virtual_services=[rev]), lambda f, p: [], gateway.EASTWEST_LABELS)
+    (lis,) = [x for x in r[xds.LISTENER] if x["name"] == "0.0.0.0_15012"]
+    assert [c["filter_chain_match"].get("server_names") for c in lis["filter_chains"]] == [
+        ["istiod-canary.istio-system.svc"]]
+    assert lis["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    for type_url, items in r.items():
         for item in items:
             assert xds.to_any(type_url, item).type_url == type_url

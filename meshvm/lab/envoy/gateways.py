@@ -1,8 +1,11 @@
-"""The lab's ingress gateway: a real Envoy (proxy.py) configured over ADS (xds.py) with the xDS that
-gateway.py models istiod building from the cluster's Gateways, VirtualServices and Services.
+"""The lab's gateways (ingress and east-west): each a real Envoy (proxy.py) configured over ADS (xds.py)
+with the xDS that gateway.py models istiod building from the cluster's Gateways, VirtualServices and
+Services.
 
 The inputs are read through the Kubernetes API at most once per READ_TTL_S; when the API fails the
-last read stays in force (as Envoy keeps its last push). `route()` is not here: Envoy routes.
+last read stays in force (as Envoy keeps its last push). Both gateways run in the cluster node's
+network namespace (the lab has no gateway pods), so each has its own loopback address for its admin
+port 15000.
 """
 
 from __future__ import annotations
@@ -25,23 +28,28 @@ log = logging.getLogger(__name__)
 READ_TTL_S = 1.0
 API_TIMEOUT_S = 5.0
 _NET = ("networking.istio.io", "v1")
-NODE = Node("router", "127.0.0.1", "istio-ingressgateway-lab", "istio-system", "istio-ingressgateway",
-            gateway.GATEWAY_LABELS)
+INGRESS = Node("router", "127.0.0.1", "istio-ingressgateway-lab", "istio-system", "istio-ingressgateway",
+               gateway.INGRESS_LABELS)
+EASTWEST = Node("router", "127.0.0.2", "istio-eastwestgateway-lab", "istio-system", "istio-eastwestgateway",
+                gateway.EASTWEST_LABELS)
 
 
-class IngressGateway:
-    def __init__(self, api: client.ApiClient, endpoints: Callable[[str, int], list[str]], workdir: Path, *,
-                 netns: str | None, port: int = gateway.SERVICE_PORT, host: str = "0.0.0.0",  # noqa: S104
-                 admin: tuple[str, int] = ("127.0.0.1", 15000)):
-        self.api, self.endpoints, self.workdir = api, endpoints, workdir
-        self.bind = (host, port)
+class GatewayProxy:
+    """One gateway: `node` says which (its labels select the Gateways and Services), its admin on
+    (node.ip, 15000) unless `admin` says otherwise; `bind` moves Service ports (self-tests)."""
+
+    def __init__(self, node: Node, api: client.ApiClient, endpoints: Callable[[str, int], list[str]], workdir: Path,
+                 *, netns: str | None, host: str = "0.0.0.0", bind: dict[int, int] | None = None,  # noqa: S104
+                 admin: tuple[str, int] | None = None):
+        self.node, self.api, self.endpoints, self.workdir = node, api, endpoints, workdir
+        self.host, self.bind = host, bind or {}
         self.ads = xds.AdsServer(self.config, workdir / "XDS")
-        self.envoy = Envoy(NODE, workdir / "XDS", workdir, netns=netns, admin=admin)
+        self.envoy = Envoy(node, workdir / "XDS", workdir, netns=netns, admin=admin or (node.ip, 15000))
         self._lock = threading.Lock()
         self._inputs = gateway.GatewayInputs([], [], [], [])
         self._read_at = float("-inf")
 
-    def start(self) -> IngressGateway:
+    def start(self) -> GatewayProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ads.start()
         try:
@@ -56,7 +64,7 @@ class IngressGateway:
         self.ads.stop()
 
     def config(self, node_id: str) -> xds.Resources:
-        return gateway.resources(self.inputs(), self.endpoints, self.bind)
+        return gateway.resources(self.inputs(), self.endpoints, self.node.labels, self.host, self.bind)
 
     def inputs(self) -> gateway.GatewayInputs:
         with self._lock:
@@ -65,7 +73,7 @@ class IngressGateway:
                     self._inputs = self._read()
                     self._read_at = time.monotonic()
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-                    log.warning("ingress gateway: reading its config failed, keeping the last: %s", e)
+                    log.warning("%s: reading its config failed, keeping the last: %s", self.node.workload, e)
             return self._inputs
 
     def _read(self) -> gateway.GatewayInputs:
