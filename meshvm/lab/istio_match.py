@@ -1,6 +1,6 @@
-"""What the ingress gateway's xDS model (envoy/gateway.py) and istiod_standin.py's east-west path read from Istio's
-networking objects the same way: label selectors, host patterns, a VirtualService's gateway references,
-and a Service's load-balancer addresses. Semantics as Istio documents them for Gateway and
+"""What the gateways' xDS model (envoy/gateway.py) reads from Istio's networking objects: label
+selectors, host patterns, a VirtualService's gateway references, and a Service's load-balancer
+addresses. Semantics as Istio documents them for Gateway and
 VirtualService (istio.io/latest/docs/reference/config/networking/gateway/ and .../virtual-service/:
 `hosts`, `gateways`, `selector`); a lab model of them, not Istio's code.
 """
