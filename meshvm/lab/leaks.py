@@ -4,7 +4,7 @@ Only what is provably the run's: namespaces, links and cgroups whose names have 
 shapes derived from its tag (netsafety.run_names), routes over its links or into its claimed block,
 mounts under its namespaces' names, and processes inside its cgroups or its network namespaces. A
 process is never picked by its command line (an admin's `tcpdump -i <tag>-lab` is not the run's).
-Shared, deliberately permanent things are not leftovers: the LAB_RANGE blackhole route, the
+Shared, deliberately permanent things are not leftovers: the LAB_RANGE blackhole route, SOCKETS, the
 claims directory and its lock file, and the `meshvm-lab` cgroup parent.
 """
 
@@ -31,11 +31,25 @@ def find_leftovers(tag: str) -> list[str]:
         + _mounts(tag)
         + _cgroups(tag)
         + _processes(tag)
+        + [f"xds socket folder {d}" for d in run_socket_dirs(tag)]
         + [f"claim {c['path']} (run {c.get('run_id')})" for c in read_claims() if c.get("tag") == tag]
     )
     if found:
         log.warning("run %s left %d thing(s) behind: %s", tag, len(found), found)
     return found
+
+
+SOCKETS = "/run/meshvm-lab"  # the lab Envoys' xDS sockets: <SOCKETS>/<tag>-<gateway>/XDS (a short path)
+
+
+def socket_dir(tag: str, name: str) -> str:
+    return os.path.join(SOCKETS, f"{tag}-{name}")
+
+
+def run_socket_dirs(tag: str) -> list[str]:
+    run_names(tag)  # validates the tag
+    names = os.listdir(SOCKETS) if os.path.isdir(SOCKETS) else []
+    return [os.path.join(SOCKETS, n) for n in sorted(names) if n.startswith(f"{tag}-")]
 
 
 def run_netns(tag: str) -> list[str]:

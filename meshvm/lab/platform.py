@@ -30,6 +30,7 @@ from meshvm.lab.gcloud.server import GCloudStandIn
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.istiod_standin import ISTIOD_FQDN, ISTIOD_SNI, IstiodStandIn
 from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.leaks import socket_dir
 from meshvm.lab.mesh_registry import MeshRegistry
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route, run_ip
@@ -169,8 +170,9 @@ class KubeClusterBackend:
             self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
                 "istio-system", "istiod") else None)
             for node in (INGRESS, EASTWEST):
-                self.gateways.append(GatewayProxy(node, client.ApiClient(cfg), self._endpoints(registry),
-                                                  self.workdir / f"{name}-{node.workload}", netns=netns).start())
+                self.gateways.append(GatewayProxy(
+                    node, client.ApiClient(cfg), self._endpoints(registry), self.workdir / f"{name}-{node.workload}",
+                    sockets=Path(socket_dir(addrs.tag, node.workload.removeprefix("istio-"))), netns=netns).start())
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
 
     def _endpoints(self, registry: MeshRegistry) -> Callable[[str, int], list[str]]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import time
 
 from meshvm.lab.hostsys import remove_cgroup
-from meshvm.lab.leaks import find_leftovers, run_cgroups, run_links, run_netns, run_processes
+from meshvm.lab.leaks import find_leftovers, run_cgroups, run_links, run_netns, run_processes, run_socket_dirs
 from meshvm.lab.netsafety import TAG_PATTERN, read_claims, run_ip
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ def sweep(tag: str) -> list[str]:
         run_ip("netns", "del", netns, check=False)
     for cgroup in run_cgroups(tag):
         remove_cgroup(cgroup, time.monotonic() + _GRACE_S)
+    for folder in run_socket_dirs(tag):
+        shutil.rmtree(folder, ignore_errors=True)
     for claim in read_claims():
         if claim.get("tag") == tag:
             os.unlink(str(claim["path"]))

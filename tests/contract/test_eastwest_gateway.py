@@ -76,7 +76,7 @@ def eastwest(kube: KubeClient, raw: client.ApiClient, tmp_path: Path) -> Iterato
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     gw = GatewayProxy(EASTWEST, raw, lambda fqdn, p: table.get(fqdn, []) if p == 15012 else [], tmp_path / "ew",
-                      netns=None, host="127.0.0.1", bind={15012: port}, admin=("127.0.0.1", 0)).start()
+                      sockets=tmp_path / "x", netns=None, host="127.0.0.1", bind={15012: port}, admin=("127.0.0.1", 0)).start()
     yield gw, port
     gw.stop()
     stable.sock.close()

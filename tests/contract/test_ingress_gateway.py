@@ -131,7 +131,8 @@ def free_port() -> int:
 
 def start(raw: client.ApiClient, table: Table, workdir: Path) -> GatewayProxy:
     binary.ensure(install=True)
-    return GatewayProxy(INGRESS, raw, table, workdir, netns=None, host="127.0.0.1", bind={80: free_port()},
+    return GatewayProxy(INGRESS, raw, table, workdir, sockets=workdir / "x", netns=None, host="127.0.0.1",
+                        bind={80: free_port()},
                         admin=("127.0.0.1", 0)).start()
 
 

@@ -11,6 +11,7 @@ port 15000.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,32 +37,36 @@ EASTWEST = Node("router", "127.0.0.2", "istio-eastwestgateway-lab", "istio-syste
 
 class GatewayProxy:
     """One gateway: `node` says which (its labels select the Gateways and Services), its admin on
-    (node.ip, 15000) unless `admin` says otherwise; `bind` moves Service ports (self-tests)."""
+    (node.ip, 15000) unless `admin` says otherwise; `bind` moves Service ports (self-tests); its xDS
+    socket in the folder `sockets`, removed at stop (the lab's: leaks.socket_dir, which the janitor knows)."""
 
     def __init__(self, node: Node, api: client.ApiClient, endpoints: Callable[[str, int], list[str]], workdir: Path,
-                 *, netns: str | None, host: str = "0.0.0.0", bind: dict[int, int] | None = None,  # noqa: S104
-                 admin: tuple[str, int] | None = None):
+                 *, sockets: Path, netns: str | None, host: str = "0.0.0.0",  # noqa: S104
+                 bind: dict[int, int] | None = None, admin: tuple[str, int] | None = None):
         self.node, self.api, self.endpoints, self.workdir = node, api, endpoints, workdir
         self.host, self.bind = host, bind or {}
-        self.ads = xds.AdsServer(self.config, workdir / "XDS")
-        self.envoy = Envoy(node, workdir / "XDS", workdir, netns=netns, admin=admin or (node.ip, 15000))
+        self._sockets = sockets  # a unix socket's path has at most 107 bytes: a short folder, not the workdir
+        self.ads = xds.AdsServer(self.config, self._sockets / "XDS")
+        self.envoy = Envoy(node, self._sockets / "XDS", workdir, netns=netns, admin=admin or (node.ip, 15000))
         self._lock = threading.Lock()
         self._inputs = gateway.GatewayInputs([], [], [], [])
         self._read_at = float("-inf")
 
     def start(self) -> GatewayProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ads.start()
         try:
             self.envoy.start()
         except Exception:
-            self.ads.stop()
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
         self.envoy.stop()
         self.ads.stop()
+        shutil.rmtree(self._sockets, ignore_errors=True)
 
     def config(self, node_id: str) -> xds.Resources:
         return gateway.resources(self.inputs(), self.endpoints, self.node.labels, self.host, self.bind)

@@ -142,6 +142,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.path.unlink(missing_ok=True)
         self._grpc.add_insecure_port(f"unix:{self.path}")
         self._grpc.start()
+        # An exit without stop() (a second Ctrl-C skips teardown) must end the streams first: the gRPC
+        # executor's threads are joined by a threading-atexit hook, which would wait for them forever.
+        # threading's own hook registry runs before that join, newest first (CPython 3.9+).
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(self.stopping.set)
         return self
 
     def stop(self) -> None:
