@@ -376,6 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with self.server.open_lock:
                 self.server.open.discard(self.connection)
+            if self.connection is not self.request:  # the TLS socket: socketserver closes only the plain one,
+                self.connection.close()  # which wrap_socket detached
             if self.session is not None:
                 try:
                     self.server.owner.disconnect(self.session)

@@ -117,7 +117,7 @@ class KubeClusterBackend:
     """A GKE cluster of the local cloud: a Kubernetes API stand-in plus the controller stand-ins, and,
     given a node, that node on the lab network running, over one mesh registry: istiod's VM-facing
     stand-in (port 15012), the pods with their sidecars and cluster DNS (pods.py), and the ingress
-    gateway (a real Envoy on port 80, envoy/ingress.py)."""
+    gateway (a real Envoy on port 80, envoy/gateways.py)."""
 
     def __init__(self, tokens: RotatingTokens, pod_range: str, lb_pool: list[str], workdir: Path,
                  node: ClusterNode | None = None, timing: LabTiming = FAST):

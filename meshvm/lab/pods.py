@@ -16,7 +16,7 @@ What it models, and no more:
   (istiostats.peer_hello: the pod's SPIFFE identity from its service account, its workload, the
   Service it meant). Its Envoy stats pass the default stats matcher (so no `cluster.*` stat exists);
   the pods' sidecars report no metrics (the suite reads the VM's only);
-- the ingress gateway (a real Envoy, envoy/ingress.py) and istiod's VM-facing side run on the node too.
+- the ingress gateway (a real Envoy, envoy/gateways.py) and istiod's VM-facing side run on the node too.
 Pods of images with no stand-in (istiod, the gateways: in-process stand-ins here) get no sandbox.
 """
 

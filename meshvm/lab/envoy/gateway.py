@@ -11,15 +11,17 @@ buildGatewayHTTPRouteConfig, buildGatewayNetworkFiltersFromTLSRoutes; `listener.
     VirtualService bound to such a server (spec.gateways `<name>` in its own namespace or `<ns>/<name>`),
     oldest first, one virtual host per host of the intersection of the server's hosts (their `ns/`
     part limiting which namespaces may bind) and the VirtualService's, named `<host>:<server port>`,
-    domains `[<host>]`, routes of VirtualServices sharing a host appended in that order; with none,
-    `blackhole:<port>` without routes (Envoy answers 404 NR); a route per http[] rule and match (uri
+    domains `[<host>]`, routes of VirtualServices sharing a host appended in that order, catch-all
+    routes last, virtual hosts sorted by name, the port ignored in host matching; with none,
+    `blackhole:<server port>` without routes (Envoy answers 404 NR); a route per http[] rule and match (uri
     exact -> path, prefix -> prefix, regex -> safe_regex; no match -> prefix "/"; a match with other
     conditions is left out: not modelled), to `outbound|<port>||<fqdn>` (weighted_clusters for several
     destinations; a short host is `<host>.<VirtualService namespace>.svc.cluster.local`; no port: the
     Service's only port), with Istio's default retry policy;
   - TLS PASSTHROUGH servers: a filter chain per matching `tls` rule of a bound VirtualService (match
     port this port or none), `server_names` from its `sniHosts` unless one is `*` (then any
-    connection), a TCP proxy to its destination's cluster; the tls_inspector reads the SNI;
+    connection), a TCP proxy to its destination's cluster; a rule naming an SNI host an earlier chain of
+    the port has is skipped (`model.CheckDuplicates`); the tls_inspector reads the SNI;
 - clusters for the destinations, EDS over ADS, endpoints from `endpoints(fqdn, port)`.
 
 And the load balancer's part (GKE's, not istiod's): the lab has no gateway pod, so a listener is bound
@@ -31,6 +33,7 @@ such address there is no listener (the port refuses, as a load balancer without 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,6 +48,7 @@ DOMAIN = "svc.cluster.local"
 RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 CONNECT_TIMEOUT = "10s"  # MeshConfig connectTimeout's default
 Endpoints = Callable[[str, int], list[str]]
+log = logging.getLogger(__name__)
 
 
 class GatewayInputs(NamedTuple):
@@ -71,12 +75,19 @@ def resources(inputs: GatewayInputs, endpoints: Endpoints, labels: dict[str, str
         chains: list[dict[str, Any]] = []
         if http := [(gw, s) for gw, s in servers if _protocol(s) in HTTP_PROTOCOLS]:
             vhosts, used = virtual_hosts(inputs, http, p)
-            out[xds.ROUTES].append({"name": f"http.{p.target}", "virtual_hosts": vhosts, "validate_clusters": False})
+            out[xds.ROUTES].append({"name": f"http.{p.target}", "virtual_hosts": vhosts, "validate_clusters": False,
+                                     "ignore_port_in_host_matching": True})
             chains.append(_chain(p.addresses, [], _hcm(p.target)))
             clusters |= used
+        known_sni: set[str] = set()
         for gw, s in servers:
             if _protocol(s) == "TLS" and str((s.get("tls") or {}).get("mode", "")).upper() == "PASSTHROUGH":
                 for sni, cluster_name in passthrough_routes(inputs, gw, s, p):
+                    hosts = set(sni) or {"*"}
+                    if known_sni & hosts:
+                        log.warning("gateway model: skipping a tls rule to %s, duplicate SNI %s", cluster_name, hosts)
+                        continue  # model.CheckDuplicates: Envoy would reject two chains with one match
+                    known_sni |= hosts
                     chains.append(_chain(p.addresses, sni, _tcp_proxy(cluster_name, p.target)))
                     clusters.add(cluster_name)
         if chains:
@@ -181,20 +192,35 @@ def _bound_hosts(vs: dict, gw: dict, server: dict) -> list[str]:
 
 
 def virtual_hosts(inputs: GatewayInputs, servers: list[tuple[dict, dict]], p: Port) -> tuple[list[dict], set[str]]:
-    """The route configuration's virtual hosts, and the clusters their routes name."""
-    by_host: dict[str, list[dict[str, Any]]] = {}
+    """The route configuration's virtual hosts, and the clusters their routes name: per server, per bound
+    VirtualService, per host one virtual host named after the first server that binds it; catch-all
+    routes last (SortVHostRoutes), virtual hosts by name (SortVirtualHosts)."""
+    by_host: dict[str, dict[str, Any]] = {}
     clusters: set[str] = set()
-    for vs in inputs.virtual_services:
-        hosts = [h for gw, s in servers for h in _bound_hosts(vs, gw, s)]
-        if not hosts:
-            continue
-        rs = http_routes(vs.get("spec") or {}, vs["metadata"].get("namespace", "default"), inputs.services)
-        clusters |= {c for r in rs for c in _route_clusters(r)}
-        for h in dict.fromkeys(hosts):
-            by_host.setdefault(h, []).extend(rs)
+    for gw, s in servers:
+        for vs in inputs.virtual_services:
+            hosts = _bound_hosts(vs, gw, s)
+            if not hosts:
+                continue
+            rs = http_routes(vs.get("spec") or {}, vs["metadata"].get("namespace", "default"), inputs.services)
+            clusters |= {c for r in rs for c in _route_clusters(r)}
+            for h in hosts:
+                vhost = by_host.setdefault(h, {"name": f"{h}:{_server_port(s)}", "domains": [h], "routes": []})
+                vhost["routes"] += rs
     if not by_host:
-        return [{"name": f"blackhole:{p.port}", "domains": ["*"], "routes": []}], clusters
-    return [{"name": f"{h}:{p.port}", "domains": [h], "routes": rs} for h, rs in by_host.items()], clusters
+        return [{"name": f"blackhole:{_server_port(servers[0][1])}", "domains": ["*"], "routes": []}], clusters
+    for vhost in by_host.values():
+        vhost["routes"] = [r for r in vhost["routes"] if not _catch_all(r)] + [r for r in vhost["routes"] if _catch_all(r)]
+    return sorted(by_host.values(), key=lambda v: v["name"]), clusters
+
+
+def _server_port(server: dict) -> int:
+    return int((server.get("port") or {}).get("number", 0))
+
+
+def _catch_all(route: dict) -> bool:
+    m = route["match"]
+    return m.get("prefix") == "/" or (m.get("safe_regex") or {}).get("regex") == ".*"
 
 
 def passthrough_routes(inputs: GatewayInputs, gw: dict, server: dict, p: Port) -> list[tuple[list[str], str]]:

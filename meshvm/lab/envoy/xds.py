@@ -58,8 +58,8 @@ def to_any(type_url: str, resource: dict[str, Any]) -> any_pb2.Any:
 
 
 def chosen(type_url: str, resources: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """What a SotW answer for this type holds: all (wildcard types, or no names asked) or the named."""
-    if type_url in WILDCARD or not names:
+    """What a SotW answer for this type holds: all (wildcard types) or the named (none when none asked)."""
+    if type_url in WILDCARD:
         return resources
     return [r for r in resources if r.get(NAME_FIELD[type_url]) in set(names)]
 
