@@ -88,7 +88,7 @@ def resources(inputs: GatewayInputs, endpoints: Endpoints, labels: dict[str, str
                         log.warning("gateway model: skipping a tls rule to %s, duplicate SNI %s", cluster_name, hosts)
                         continue  # model.CheckDuplicates: Envoy would reject two chains with one match
                     known_sni |= hosts
-                    chains.append(_chain(p.addresses, sni, _tcp_proxy(cluster_name, p.target)))
+                    chains.append(_chain(p.addresses, sni, tcp_proxy(cluster_name)))
                     clusters.add(cluster_name)
         if chains:
             out[xds.LISTENER].append(_listener(p, chains, host, (bind or {}).get(p.port, p.port)))
@@ -155,7 +155,7 @@ def _hcm(target: int) -> dict[str, Any]:
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED"}}
 
 
-def _tcp_proxy(cluster_name: str, target: int) -> dict[str, Any]:
+def tcp_proxy(cluster_name: str) -> dict[str, Any]:
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix": cluster_name, "cluster": cluster_name}}

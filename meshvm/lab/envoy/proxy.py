@@ -13,8 +13,10 @@ The bootstrap models `tools/packaging/common/envoy_bootstrap.json` and `pkg/boot
 - dynamic_resources: LDS and CDS over ADS (`initial_fetch_timeout: 0s`), ADS over gRPC to the
   static cluster `xds-grpc`.
 What differs: `xds-grpc` is the unix socket `<config path>/XDS` as on a real proxy, but what answers
-there is the lab's control-plane model itself, not pilot-agent proxying istiod over mTLS. No `sds-grpc`, `agent`,
-`prometheus_stats` clusters (no listener of the lab uses them yet). Envoy runs with
+there is the lab's control-plane model itself, not pilot-agent proxying istiod over mTLS; `sds-grpc`
+(a sidecar's) is a unix socket the lab's control plane answers too, with the certificates its mesh CA
+stand-in signs, where pilot-agent would answer with the certificate it got from istiod's CA. No
+`agent`, `prometheus_stats` clusters (no listener of the lab uses them yet). Envoy runs with
 `--disable-hot-restart` (as pilot-agent starts it) and one worker thread (the lab's machine has 2 cores).
 """
 
@@ -56,7 +58,18 @@ class Node:
         return f"{self.kind}~{self.ip}~{self.name}.{self.namespace}~{self.namespace}.svc.cluster.local"
 
 
-def bootstrap(node: Node, xds: Path, admin: tuple[str, int] = ("127.0.0.1", ADMIN_PORT)) -> dict[str, Any]:
+def _grpc_pipe(name: str, path: Path) -> dict[str, Any]:
+    """A static HTTP/2 cluster to a unix socket (`xds-grpc`, `sds-grpc`)."""
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"pipe": {"path": str(path)}}}}]}]}}
+
+
+def bootstrap(node: Node, xds: Path, admin: tuple[str, int] = ("127.0.0.1", ADMIN_PORT),
+              sds: Path | None = None) -> dict[str, Any]:
     patterns: list[dict[str, Any]] = [{"prefix": "reporter="}]
     patterns += [{"prefix": p} for p in DEFAULT_PREFIXES if p != "reporter="]
     patterns += [{"suffix": s} for s in DEFAULT_SUFFIXES] + [{"safe_regex": {"regex": r}} for r in DEFAULT_REGEXPS]
@@ -74,13 +87,8 @@ def bootstrap(node: Node, xds: Path, admin: tuple[str, int] = ("127.0.0.1", ADMI
             "cds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
             "ads_config": {"api_type": "GRPC", "set_node_on_first_message_only": True, "transport_api_version": "V3",
                            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
-        "static_resources": {"clusters": [{
-            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"pipe": {"path": str(xds)}}}}]}]}}]},
+        "static_resources": {"clusters": [_grpc_pipe("xds-grpc", xds),
+                                          *([_grpc_pipe("sds-grpc", sds)] if sds else [])]},
     }
 
 
@@ -88,9 +96,9 @@ class Envoy:
     """An Envoy process (inside network namespace `netns` when given) with its files under `workdir`."""
 
     def __init__(self, node: Node, xds: Path, workdir: Path, *, netns: str | None = None,
-                 admin: tuple[str, int] = ("127.0.0.1", ADMIN_PORT)):
+                 admin: tuple[str, int] = ("127.0.0.1", ADMIN_PORT), sds: Path | None = None):
         self.node, self.netns, self.workdir = node, netns, workdir
-        self.config = bootstrap(node, xds, admin)
+        self.config = bootstrap(node, xds, admin, sds)
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_address = ""  # host:port, known once started
 

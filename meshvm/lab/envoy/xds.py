@@ -4,8 +4,10 @@ resources, as JSON-shaped dicts per type URL. Every REFRESH_S and on every reque
 proxy's resources and sends each type whose content changed, with a content version and a nonce, as
 istiod does for a proxy (`pilot/pkg/xds/ads.go` at 1.30.3: one stream per proxy, a push per type).
 
-Envoy's SotW rules kept: listeners and clusters are wildcard (all of them); endpoints and routes
-answer the names the proxy asked for. An ACK carries the nonce it acknowledges; a NACK (error_detail
+Envoy's SotW rules kept: listeners and clusters are wildcard (all of them); endpoints, routes and
+secrets answer the names the proxy asked for. Secrets (SDS: the workload certificate `default` and the
+mesh root `ROOTCA`) are served on a second socket, as pilot-agent serves its Envoy SDS on
+`./var/run/secrets/workload-spiffe-uds/socket` (`security/pkg/nodeagent/sds/sdsservice.go` at 1.30.3). An ACK carries the nonce it acknowledges; a NACK (error_detail
 set) is logged and kept in `nacks`, the last good config stays in force in Envoy.
 """
 
@@ -27,12 +29,18 @@ from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2, json_format, symbol_database
 
 log = logging.getLogger(__name__)
@@ -41,8 +49,9 @@ LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 WILDCARD = (LISTENER, CLUSTER)
-NAME_FIELD = {LISTENER: "name", CLUSTER: "name", ENDPOINTS: "cluster_name", ROUTES: "name"}
+NAME_FIELD = {LISTENER: "name", CLUSTER: "name", ENDPOINTS: "cluster_name", ROUTES: "name", SECRET: "name"}
 REFRESH_S = 1.0
 STOP_GRACE_S = 2.0
 
@@ -126,12 +135,13 @@ class _Stream:
                                                   resources=[to_any(type_url, r) for r in picked])
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer, sds_pb2_grpc.SecretDiscoveryServiceServicer):
     """Serve `config` over ADS on the unix socket `path` (as pilot-agent serves its Envoy at
-    `<config path>/XDS`: a file, so an Envoy in any network namespace of this machine reaches it)."""
+    `<config path>/XDS`: a file, so an Envoy in any network namespace of this machine reaches it), and
+    its secrets over SDS on `sds` when given."""
 
-    def __init__(self, config: Config, path: Path):
-        self.config, self.path = config, path
+    def __init__(self, config: Config, path: Path, sds: Path | None = None):
+        self.config, self.path, self.sds = config, path, sds
         self.nacks: list[str] = []
         self.stopping = threading.Event()
         self._grpc: grpc.Server | None = None
@@ -139,8 +149,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def start(self) -> AdsServer:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="xds"))
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, self._grpc)
-        self.path.unlink(missing_ok=True)
-        self._grpc.add_insecure_port(f"unix:{self.path}")
+        sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(self, self._grpc)
+        for sock in (self.path, self.sds):
+            if sock is not None:
+                sock.unlink(missing_ok=True)
+                self._grpc.add_insecure_port(f"unix:{sock}")
         self._grpc.start()
         # An exit without stop() (a second Ctrl-C skips teardown) must end the streams first: the gRPC
         # executor's threads are joined by a threading-atexit hook, which would wait for them forever.
@@ -157,4 +170,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def StreamAggregatedResources(self, request_iterator: Iterator[discovery_pb2.DiscoveryRequest],  # noqa: N802
                                   context: grpc.ServicerContext) -> Iterator[discovery_pb2.DiscoveryResponse]:
+        yield from _Stream(self, request_iterator).responses()
+
+    def StreamSecrets(self, request_iterator: Iterator[discovery_pb2.DiscoveryRequest],  # noqa: N802
+                      context: grpc.ServicerContext) -> Iterator[discovery_pb2.DiscoveryResponse]:
         yield from _Stream(self, request_iterator).responses()
