@@ -24,6 +24,8 @@ class Platform(Protocol):
 
     def dumps(self) -> dict[str, Callable[[], str]]: ...  # the platform's own side of a failure dump
 
+    def report(self, folder: Path) -> None: ...  # its own report of the run, written before teardown
+
     def istioctl(self, version: str, folder: Path) -> Path: ...
 
     def sidecar_package(self, version: str, folder: Path) -> Path: ...

@@ -96,6 +96,10 @@ class Run:
         world = self.world
         if world is None:
             return
+        try:
+            self.platform.report(self.cfg.artifacts_dir)
+        except Exception as e:  # a report must not keep the teardown from running
+            log.error("teardown: the %s platform's report: %s: %s", self.platform.name, type(e).__name__, e)
         cfg, ledger = self.cfg, world.ledger
         if self.keeping(failed):
             kept = ledger_mod.write_kept(ledger, cfg.artifacts_dir / "kept.json", cfg.run_id, cfg.keep,

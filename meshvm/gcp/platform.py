@@ -27,6 +27,9 @@ class GcpPlatform:
     def dumps(self) -> dict[str, Callable[[], str]]:
         return {}
 
+    def report(self, folder: Path) -> None:
+        return None  # nothing of its own to report: the run's reports say it all
+
     def istioctl(self, version: str, folder: Path) -> Path:
         return acquire(version, self.cfg.istio_release_url, cache_dir())
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PACE_S = 0.2
 TIMEOUT = 10
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+TLS_MODE = "security.istio.io/tlsMode"  # the injection template's pod label
 # The images the lab can "pull": BookInfo's at the tag docs/facts.md pins, the curl client the manifest
 # names, and Istio's own (the stand-in istioctl's, any version).
 PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"
@@ -118,6 +119,8 @@ class ClusterControllers(ReconcileLoop):
         labels = spec["template"]["metadata"].get("labels", {})
         pods = self._res("v1", "Pod")
         pod_spec = self._inject(ns, spec["template"]["spec"])
+        if pod_spec is not spec["template"]["spec"]:  # injected: the injector labels the pod's TLS mode
+            labels = {**labels, TLS_MODE: "istio"}
         unpullable = [c["image"] for c in pod_spec.get("containers") or []
                       if not PULLABLE.fullmatch(c.get("image") or "")]
         if not self._waited(f"deployment {ns}/{meta['name']}", self._pull_s):
@@ -146,7 +149,8 @@ class ClusterControllers(ReconcileLoop):
                 "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
 
     def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
-        """The pod spec as istiod's injection webhook returns it (only the proxy container's image)."""
+        """The pod spec as istiod's injection webhook returns it (only the proxy container's image; the
+        injection template also labels the pod `security.istio.io/tlsMode: istio`, which _deployment adds)."""
         try:
             ns = self._res("v1", "Namespace").get(name=namespace, _request_timeout=TIMEOUT).to_dict()
             injector = self._res("v1", "ConfigMap").get(namespace="istio-system", name="istio-sidecar-injector",

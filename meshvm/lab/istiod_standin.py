@@ -59,7 +59,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,6 +70,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.meshca import KeyPair
+from meshvm.lab.standins import meshwire
 
 log = logging.getLogger(__name__)
 PORT = 15012
@@ -82,7 +83,8 @@ CONNECTED, DISCONNECTED = "istio.io/connectedAt", "istio.io/disconnectedAt"
 HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
-ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
+ISTIOD_SNI = "istiod.istio-system.svc"
+XDS_PREAMBLE = b"LAB-XDS "  # standins/agentplane.py  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
 
 
 class Rejected(Exception):
@@ -100,6 +102,8 @@ class Session:
     entry: str | None = None
     health_checks: bool = False
     health: tuple[bool, str] | None = None
+    service_account: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # the WorkloadEntry's
 
 
 def now_rfc3339() -> str:
@@ -120,6 +124,8 @@ class IstiodStandIn:
         self.netns, self.host, self.port, self.grace_s, self.name = netns, host, port, grace_s, name
         self.rejections: list[str] = []  # for tests and diagnostics: "<ip>: <reason>"
         self.accepted: list[str] = []  # "<ip> -> <entry or ->"
+        self.sessions: dict[str, Session] = {}  # by the proxy's IP
+        self.xds_socket: Path | None = None  # the VM proxies' gRPC xDS (vm_xds.py), reached by relay
         self._conns: dict[tuple[str, str], int] = {}
         self._gone: dict[tuple[str, str], float] = {}  # disconnected entries: monotonic time
         self._lock = threading.Lock()
@@ -167,6 +173,9 @@ class IstiodStandIn:
                 session = Session(ns, ip)
             else:
                 session = self._register(ns, group, ip, meta.get("labels") or {})
+            session.service_account = sa
+            with self._lock:
+                self.sessions[ip] = session
             self.accepted.append(f"{ip} -> {session.entry or '-'}")
             return session
         except Rejected as e:
@@ -200,7 +209,23 @@ class IstiodStandIn:
             log.warning("istiod stand-in: mesh table: %s: %s", type(e).__name__, e)
             return {}
 
+    def session_for(self, ip: str) -> Session | None:
+        """The connected proxy of that address (what the VM's xDS is served for)."""
+        with self._lock:
+            return self.sessions.get(ip)
+
+    def check_token(self, token: str) -> str:
+        """A relayed xDS stream's token (the preamble's): its subject, or Rejected."""
+        claims = self._review(token) if token else None
+        aud = (claims or {}).get("aud") or []
+        if claims is None or "istio-ca" not in (aud if isinstance(aud, list) else [aud]):
+            raise Rejected(401, "authentication failed: the istio-token is not valid for audience istio-ca")
+        return str(claims.get("sub") or "")
+
     def disconnect(self, s: Session) -> None:
+        with self._lock:
+            if self.sessions.get(s.ip) is s:
+                del self.sessions[s.ip]
         if not s.entry or self._stop.is_set():
             return
         key = (s.namespace, s.entry)
@@ -273,7 +298,9 @@ class IstiodStandIn:
                     self._gone[key] = time.monotonic()  # an entry left behind still goes
             raise
         log.info("istiod stand-in: registered WorkloadEntry %s/%s (address %s)", ns, name, ip)
-        return Session(ns, ip, name, checks)
+        labels = {**((spec.get("template") or {}).get("labels") or {}),
+                  **((spec.get("metadata") or {}).get("labels") or {}), **proxy_labels}
+        return Session(ns, ip, name, checks, labels=labels)
 
     def _entry(self, wg: dict, name: str, ip: str, proxy_labels: dict[str, str], notes: dict[str, str]) -> dict:
         """As istiod's workloadEntryFromGroup: the template, the VM's address, the group's labels."""
@@ -397,7 +424,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.open.add(wrapped)
             self.connection = wrapped
             self.rfile, self.wfile = wrapped.makefile("rb"), wrapped.makefile("wb")
+            if self.server.owner.xds_socket is not None and self.rfile.peek(len(XDS_PREAMBLE)).startswith(XDS_PREAMBLE):
+                return self._relay_xds(self.server.owner.xds_socket)
         super().handle()
+
+    def _relay_xds(self, path: Path) -> None:
+        """An agent's relayed xDS (or SDS) stream: `LAB-XDS <istio-token>`, answered `OK`, then the
+        bytes go both ways between it and the VM proxies' gRPC server (vm_xds.py)."""
+        token = self.rfile.readline(8192)[len(XDS_PREAMBLE):].strip().decode(errors="replace")
+        try:
+            self.server.owner.check_token(token)
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(str(path))
+        except (Rejected, OSError) as e:
+            self.wfile.write(f"ERROR {getattr(e, 'reason', e)}\n".encode())
+            self.wfile.flush()
+            return
+        self.wfile.write(b"OK\n")
+        self.wfile.flush()
+        meshwire.relay(self.connection, upstream)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # a heartbeat a second would drown run.log; connects, rejections and changes are logged

@@ -16,9 +16,10 @@ The mesh table (meshwire's format) it derives, as docs/facts.md section 1 descri
 - an endpoint's TLS mode, as `getTLSModeFromWorkloadEntry` decides it
   (`pilot/pkg/serviceregistry/serviceentry/conversion.go` at 1.30.3): the entry's
   `security.istio.io/tlsMode` label, else `istio` when it has a serviceAccount, else `disabled`.
-  Entries of mode `istio` are listed under the port's `mtls`: callers' sidecars speak (the lab's
-  stand-in for) mutual TLS to them. Pods are never listed there: the lab's pods have no inbound
-  sidecar (their injection adds no `security.istio.io/tlsMode` label either).
+  A pod's TLS mode is its label `security.istio.io/tlsMode` (the injector sets `istio`;
+  `kube.PodTLSMode`), else `disabled`. Endpoints of mode `istio` are listed under the port's
+  `principals` with their SPIFFE identity (the pod's service account, the entry's serviceAccount):
+  callers' sidecars speak mutual TLS to them and expect that name (envoy/sidecar.py).
 Without the WorkloadGroup, the VM's registration or its health, `ratings.ratings` has no endpoint.
 """
 
@@ -102,17 +103,26 @@ class MeshRegistry:
             ports = []
             for p in spec.get("ports") or []:
                 target = p.get("targetPort") or p["port"]
-                eps = [f"{pod['status']['podIP']}:{_pod_port(pod, target)}" for pod in pods
-                       if pod["metadata"]["namespace"] == ns and _selects(selector, pod["metadata"].get("labels"))]
+                selected = [pod for pod in pods
+                            if pod["metadata"]["namespace"] == ns and _selects(selector, pod["metadata"].get("labels"))]
                 ready = [e for e in entries if e["metadata"]["namespace"] == ns and (e.get("spec") or {}).get("address")
                          and _selects(selector, (e.get("spec") or {}).get("labels")) and _ready(e)]
+                eps = [f"{pod['status']['podIP']}:{_pod_port(pod, target)}" for pod in selected]
                 eps += [_entry_endpoint(e, p, target) for e in ready]
-                port = {"port": p["port"], "targetPort": target, "endpoints": eps,
-                        "mtls": [_entry_endpoint(e, p, target) for e in ready if _tls_mode(e) == "istio"]}
+                principals = {f"{pod['status']['podIP']}:{_pod_port(pod, target)}": spiffe(
+                    ns, (pod.get("spec") or {}).get("serviceAccountName") or "default")
+                    for pod in selected if (pod["metadata"].get("labels") or {}).get(TLS_MODE) == "istio"}
+                principals |= {_entry_endpoint(e, p, target): spiffe(ns, e["spec"].get("serviceAccount") or "default")
+                               for e in ready if _tls_mode(e) == "istio"}
+                port = {"port": p["port"], "targetPort": target, "endpoints": eps, "principals": principals}
                 ports.append(port)
             services.append({"name": meta["name"], "namespace": ns, "host": f"{meta['name']}.{ns}.{meshwire.DOMAIN}",
                              "vip": self.vip(ns, meta["name"]), "ports": ports})
         return {"services": services}
+
+
+def spiffe(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:

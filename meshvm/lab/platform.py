@@ -9,8 +9,10 @@ meshvm.gcp.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +23,12 @@ from kubernetes import client
 
 from meshvm import redact
 from meshvm.config import Config
+from meshvm.lab import census
 from meshvm.lab import timing as lab_timing
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.envoy.gateways import EASTWEST, INGRESS, GatewayProxy
+from meshvm.lab.envoy.meshinputs import MeshInputs
+from meshvm.lab.envoy.vmxds import VmXds
 from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
@@ -128,6 +133,7 @@ class KubeClusterBackend:
         self.node = node
         self.istiod: IstiodStandIn | None = None
         self.runtime: NodeRuntime | None = None
+        self.vm_xds: VmXds | None = None
         self.gateways: list[GatewayProxy] = []
         self.load_balancers: ClusterLoadBalancers | None = None
 
@@ -162,9 +168,16 @@ class KubeClusterBackend:
             self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns, host="127.0.0.1",
                                         mesh_table=registry.table, workdir=self.workdir,
                                         tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN])).start()
+            inputs = MeshInputs(client.ApiClient(cfg), registry)  # what istiod reads for every sidecar
+            self.vm_xds = VmXds(self.istiod, inputs, self.mesh_ca,
+                                Path(socket_dir(addrs.tag, "vmxds")) / "XDS")
+            Path(socket_dir(addrs.tag, "vmxds")).mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.vm_xds.start()
+            self.istiod.xds_socket = self.vm_xds.ads.path
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
                                        tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
-                                       workdir=self.workdir / f"{name}-pods").start()
+                                       workdir=self.workdir / f"{name}-pods", mesh_ca=self.mesh_ca,
+                                       inputs=inputs).start()
             self.api.add_log_source(self.runtime.log_source)
             istiod = self.istiod
             self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
@@ -190,6 +203,9 @@ class KubeClusterBackend:
         """Idempotent: the platform and the cloud's GKE both stop their clusters."""
         if self.istiod:
             self.istiod.stop()
+        if self.vm_xds:
+            self.vm_xds.stop()
+            shutil.rmtree(self.vm_xds.ads.path.parent, ignore_errors=True)
         for gw in self.gateways:
             gw.stop()
         if self.runtime:
@@ -265,6 +281,17 @@ class LabPlatform:
 
     def guard(self) -> Callable[[str], None] | None:
         return assert_local_route  # a lab address is contacted only if it stays on this machine
+
+    def report(self, folder: Path) -> None:
+        """The lab's data plane as the exercises left it (census.py), in lab-dataplane.json."""
+        assert self.backing is not None
+        node = [(f"node/{gw.node.workload}", gw.envoy) for c in self.clusters for gw in c.gateways]
+        node += [(f"pod/{sb.namespace}/{sb.pod}", sb.proxy.envoy) for c in self.clusters if c.runtime
+                 for sb in list(c.runtime.sandboxes.values()) if sb.proxy]
+        found = census.census(node, self.backing.vms())
+        (folder / "lab-dataplane.json").write_text(json.dumps(found, indent=2) + "\n")
+        log.info("lab data plane: %d Envoy processes, %.0f MiB resident, machine %.2f GiB used",
+                 found["envoy_processes"], found["envoy_rss_mib"], found["machine_used_gib"])
 
     def dumps(self) -> dict[str, Callable[[], str]]:
         """The lab's side of a failure dump: its router's firewall, as GCP's firewall logs would show it."""

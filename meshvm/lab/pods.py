@@ -8,14 +8,14 @@ What it models, and no more:
   `kubectl exec` into it runs the command in that sandbox;
 - the pod's resolver is the cluster DNS (resolv.conf with the namespace's search path, ndots:5),
   answered by a DNS stand-in on the node from the mesh registry (Service FQDN -> VIP);
-- TCP to the service range is captured in the pod (iptables REDIRECT, as istio-init does for the
-  whole range) and forwarded by the pod's proxy to one endpoint of the Service port, round robin,
-  from the pod's own address: the pod's sidecar when its namespace is labelled
-  `istio-injection=enabled` (endpoints include WorkloadEntries), kube-proxy otherwise (pods only);
-  to an endpoint of TLS mode `istio` the sidecar sends the lab's stand-in for mutual TLS first
-  (istiostats.peer_hello: the pod's SPIFFE identity from its service account, its workload, the
-  Service it meant). Its Envoy stats pass the default stats matcher (so no `cluster.*` stat exists);
-  the pods' sidecars report no metrics (the suite reads the VM's only);
+- a pod of a namespace labelled `istio-injection=enabled` has a sidecar: a real Envoy in its sandbox
+  (envoy/sidecars.py), configured by the lab's model of istiod (envoy/sidecar.py: outbound on 15001,
+  inbound on 15006, mutual TLS with the certificate of the pod's service account from the mesh CA
+  stand-in, PeerAuthentication and AuthorizationPolicy), with istio-iptables' REDIRECT capture of
+  outbound TCP to the service range (-> 15001) and of all inbound TCP (-> 15006);
+- a pod without a sidecar reaches a Service through kube-proxy's stand-in: TCP to the service range is
+  captured and forwarded to one endpoint of the Service port (pods only, never a WorkloadEntry),
+  round robin, from the pod's own address;
 - the ingress gateway (a real Envoy, envoy/gateways.py) and istiod's VM-facing side run on the node too.
 Pods of images with no stand-in (istiod, the gateways: in-process stand-ins here) get no sandbox.
 """
@@ -38,16 +38,21 @@ from kubernetes import client, dynamic
 
 from meshvm.lab import hostsys
 from meshvm.lab.controllers import ReconcileLoop
+from meshvm.lab.envoy.meshinputs import MeshInputs
+from meshvm.lab.envoy.proxy import Node
+from meshvm.lab.envoy.sidecars import SidecarProxy
 from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.leaks import socket_dir
 from meshvm.lab.mesh_registry import MeshRegistry
+from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import run_ip
-from meshvm.lab.standins import istiostats, meshwire
+from meshvm.lab.standins import meshwire
 
 log = logging.getLogger(__name__)
 APPS = Path(__file__).resolve().parent / "standins" / "bookinfo.py"
 DNS_IP = "169.254.20.10"  # GKE's NodeLocal DNSCache address
 LINK_IP = "169.254.1.1"  # every pod's next hop: local on the node, so its veths answer ARP for it
-SIDECAR_PORT = 15001
+SIDECAR_PORT, INBOUND_PORT = 15001, 15006
 PACE_S = 0.3
 TIMEOUT = 10
 STOP_S = 3.0
@@ -62,24 +67,19 @@ class Sandbox:
     netns: str
     injected: bool
     service_account: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    proxy: SidecarProxy | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    counters: meshwire.Counters = field(default_factory=lambda: meshwire.Counters(istiostats.StatsMatcher().keeps))
-
-    def hello(self, route: meshwire.Route):  # noqa: ANN201
-        """What the pod's sidecar sends an endpoint first: the stand-in mTLS line to `istio` ones."""
-        line = istiostats.peer_hello(istiostats.spiffe(self.namespace, self.service_account),
-                                     self.pod.rsplit("-", 1)[0], self.namespace, route.service["host"])
-        return lambda endpoint: line if self.injected and endpoint in route.mtls else b""
 
 
 class NodeRuntime(ReconcileLoop):
     """Reconciles the node's pod sandboxes from the API until stopped."""
 
     def __init__(self, api: client.ApiClient, kube: KubeApiStandIn, registry: MeshRegistry, *, node_netns: str,
-                 tag: str, block: str, service_range: str, workdir: Path):
+                 tag: str, block: str, service_range: str, workdir: Path, mesh_ca: MeshCa, inputs: MeshInputs):
         self._dyn = dynamic.DynamicClient(api)
-        self.kube, self.registry = kube, registry
+        self.kube, self.registry, self.mesh_ca, self.inputs = kube, registry, mesh_ca, inputs
         self.node_netns, self.tag, self.block, self.service_range = node_netns, tag, block, service_range
         self.workdir = workdir
         self.sandboxes: dict[tuple[str, str], Sandbox] = {}
@@ -118,16 +118,16 @@ class NodeRuntime(ReconcileLoop):
             app = next((m for c in containers if (m := _IMAGE.search(c.get("image") or ""))), None)
             if app is None and not any("curl" in (c.get("image") or "") for c in containers):
                 continue
-            self._add(key, ip, pod.get("spec") or {}, app)
+            self._add(key, ip, pod.get("spec") or {}, pod["metadata"].get("labels") or {}, app)
 
     # -- one sandbox --------------------------------------------------------------------------
 
-    def _add(self, key: tuple[str, str], ip: str, spec: dict, app: re.Match[str] | None) -> None:
+    def _add(self, key: tuple[str, str], ip: str, spec: dict, labels: dict, app: re.Match[str] | None) -> None:
         self._n += 1
         netns, node_dev = f"{self.tag}p{self._n}", f"{self.tag}q{self._n}"
         containers = spec.get("containers") or []
-        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]),
-                     spec.get("serviceAccountName") or "default")
+        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]), spec.get("serviceAccountName") or "default",
+                     dict(labels))
         self.sandboxes[key] = sb  # recorded before it exists: _remove cleans a half-made one
         run_ip("netns", "add", netns)
         run_ip("link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", node_dev, "netns", self.node_netns)
@@ -140,9 +140,12 @@ class NodeRuntime(ReconcileLoop):
         run_ip("route", "add", f"{ip}/32", "dev", node_dev, netns=self.node_netns)
         _run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
               "-d", self.service_range, "-j", "REDIRECT", "--to-ports", str(SIDECAR_PORT)])
-        listener = hostsys.run_in_netns(netns, lambda: meshwire.bound("0.0.0.0", SIDECAR_PORT))  # noqa: S104
-        threading.Thread(target=meshwire.serve_tcp, args=(listener, lambda c: self._outbound(sb, c), sb.stop),
-                         name=f"lab-sidecar-{key[1]}", daemon=True).start()
+        if sb.injected:
+            self._sidecar(sb, self._n)
+        else:
+            listener = hostsys.run_in_netns(netns, lambda: meshwire.bound("0.0.0.0", SIDECAR_PORT))  # noqa: S104
+            threading.Thread(target=meshwire.serve_tcp, args=(listener, lambda c: self._kube_proxy(sb, c), sb.stop),
+                             name=f"lab-kube-proxy-{key[1]}", daemon=True).start()
         resolv = self.workdir / f"{netns}-resolv.conf"
         resolv.write_text(f"nameserver {DNS_IP}\nsearch {key[0]}.svc.cluster.local svc.cluster.local cluster.local\n"
                           "options ndots:5\n")
@@ -161,9 +164,22 @@ class NodeRuntime(ReconcileLoop):
         log.info("lab kubelet: pod %s/%s at %s in %s (%s)", key[0], key[1], ip, netns,
                  "sidecar" if sb.injected else "no sidecar")
 
+    def _sidecar(self, sb: Sandbox, n: int) -> None:
+        """The pod's Envoy, and istio-iptables' inbound capture (every inbound TCP connection -> 15006)."""
+        _run(["ip", "netns", "exec", sb.netns, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
+              "-j", "REDIRECT", "--to-ports", str(INBOUND_PORT)])
+        workload = sb.labels.get("app") or sb.pod.rsplit("-", 1)[0]
+        node = Node("sidecar", sb.ip, sb.pod, sb.namespace, workload, sb.labels)
+        sb.proxy = SidecarProxy(node, sb.service_account, self.mesh_ca, self.inputs, self.inputs.endpoints,
+                                self.workdir / f"{sb.netns}-envoy", sockets=Path(socket_dir(self.tag, f"p{n}")),
+                                netns=sb.netns)
+        sb.proxy.start()
+
     def _remove(self, key: tuple[str, str]) -> None:
         sb = self.sandboxes.pop(key)
         sb.stop.set()
+        if sb.proxy is not None:
+            sb.proxy.stop()
         self.kube.set_exec_backend(sb.namespace, sb.pod, None)
         if sb.proc is not None:
             try:
@@ -188,14 +204,14 @@ class NodeRuntime(ReconcileLoop):
         ns = self._dyn.resources.get(api_version="v1", kind="Namespace").get(name=namespace, _request_timeout=TIMEOUT)
         return (ns.to_dict()["metadata"].get("labels") or {}).get("istio-injection") == "enabled"
 
-    def _outbound(self, sb: Sandbox, conn: socket.socket) -> None:
+    def _kube_proxy(self, sb: Sandbox, conn: socket.socket) -> None:
         ip, port = meshwire.original_dst(conn)
-        found = meshwire.route(self.registry.table(with_entries=sb.injected), ip, port)
+        found = meshwire.route(self.registry.table(with_entries=False), ip, port)
         if found is None:
             conn.close()
             return
         meshwire.forward(conn, self._rr.order(found.stat, found.endpoints),
-                         lambda h, p: self.connect_from(sb.netns, h, p), sb.counters, found.stat, sb.hello(found))
+                         lambda h, p: self.connect_from(sb.netns, h, p), meshwire.Counters(), found.stat)
 
     @staticmethod
     def connect_from(netns: str, host: str, port: int) -> socket.socket:

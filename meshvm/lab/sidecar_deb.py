@@ -1,7 +1,10 @@
 """Builds the lab's STAND-IN istio-sidecar package (standins/sidecar) with dpkg-deb.
 
-The package also carries standins/meshwire.py and standins/istiostats.py (the data-plane pieces the
-node side shares) in /usr/local/lib/istio-standin/, where the agent stand-in imports them from."""
+The package also carries the stand-in agent's modules (standins/agentplane.py, envoyboot.py,
+meshwire.py, istiostats.py, which the node side shares) in /usr/local/lib/istio-standin/, where the
+agent imports them from, and /usr/local/bin/envoy, where Istio's package has its Envoy: a symbolic link
+to the lab's upstream Envoy binary (envoy/binary.py), which the lab VM sees through its root overlay
+(a 100 MB copy per package would cost more than it shows)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from meshvm.lab.envoy import binary
+
 TREE = Path(__file__).resolve().parent / "standins" / "sidecar"
-SHARED = ("meshwire.py", "istiostats.py")  # from standins/
+SHARED = ("agentplane.py", "envoyboot.py", "meshwire.py", "istiostats.py")  # from standins/
+HIDDEN_IN_VM = ("/work", "/mnt", "/root", "/tmp", "/run", "/dev")  # noqa: S108  (vm-init.sh mounts over these)
 LIB_DIR = "usr/local/lib/istio-standin"  # the agent's sys.path entry (pilot-agent)
 
 
@@ -28,6 +34,10 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
         (root / part).chmod(0o755)
     for f in SHARED:
         shutil.copyfile(TREE.parent / f, root / LIB_DIR / f)
+    envoy = binary.path()
+    if str(envoy).startswith(HIDDEN_IN_VM):
+        raise RuntimeError(f"the lab's Envoy at {envoy} is hidden inside a lab VM: set MESHVM_ENVOY_CACHE elsewhere")
+    (root / "usr/local/bin/envoy").symlink_to(envoy)
     (root / LIB_DIR / "VERSION").write_text(version + "\n")  # what `pilot-agent version` reports
     for f in (*SHARED, "VERSION"):
         (root / LIB_DIR / f).chmod(0o644)

@@ -40,6 +40,7 @@ def test_product_page_shows_the_vms_stars(world, kube, ingress, vm, agent):
     reviews = exercises.workload_principal(kube, "default", "reviews-v2")
     exercises.metrics_grew(vm.shell, before, {
         "reporter": "destination", "destination_service": exercises.RATINGS_SERVICE, "source_principal": reviews,
+        "destination_principal": telemetry.spiffe("ratings", "bookinfo-ratings"),
         "connection_security_policy": "mutual_tls", "response_code": "200"},
         rated, f"the stars of {rated} rated pages did not come from ratings on the VM, asked by {reviews}")
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from meshvm.lab.envoy import binary
 from tests.lab.test_e2e_infra import no_lab_leftovers, suite
 
 pytestmark = pytest.mark.lab
-EXERCISE_MODULES = ["test_vm_registration", "test_vm_to_mesh", "test_pod_to_vm", "test_productpage_ratings"]
+EXERCISE_MODULES = ["test_vm_registration", "test_mtls_identity", "test_vm_to_mesh", "test_pod_to_vm",
+                    "test_productpage_ratings", "test_peer_authentication", "test_authorization"]
 
 Run = tuple[str, str, str, bool]  # (minor, its newest patch, --lab-timing, the stages one after another)
 GROUPS: dict[str, list[Run]] = {  # the runs of a group run at the same time
@@ -96,4 +98,15 @@ def check_run(out: Path, patch: str, sequential: bool, wall: float) -> dict:
     overlapping = [(a, b) for a in spans for b in spans if a < b and max(spans[a][0], spans[b][0]) <
                    min(spans[a][1], spans[b][1])]
     assert (overlapping == []) if sequential else (("cluster", "vm") in overlapping), overlapping
-    return {"wall_s": round(wall, 1), "share_percent": shares, "figures": figures}
+    return {"wall_s": round(wall, 1), "share_percent": shares, "figures": figures, "dataplane": dataplane(out)}
+
+
+def dataplane(out: Path) -> dict:
+    """Every proxy of the lab was a real Envoy of the lab's version, answering on its admin port, once the
+    exercises were done: the two gateways, each injected pod's sidecar, the VM's; their memory."""
+    found = json.loads((out / "lab-dataplane.json").read_text())
+    proxies = {p["proxy"]: p for p in found["proxies"]}
+    assert [p for p in proxies.values() if "error" in p or p["version"] != binary.VERSION] == [], proxies
+    kinds = sorted({name.split("/")[0] for name in proxies})
+    assert kinds == ["node", "pod", "vm"] and len(proxies) >= 2 + 6 + 1, sorted(proxies)  # BookInfo's 5 pods, curl
+    return {k: found[k] for k in ("envoy_processes", "envoy_rss_mib", "machine_used_gib")}

@@ -1,28 +1,32 @@
-"""The VM sidecar stand-in's data plane on the lab: capture, DNS, outbound and inbound proxying.
+"""The VM's data plane on the lab: capture, the agent's DNS proxy, and its Envoy (upstream Envoy,
+configured over the agent's xDS relay by the lab's model of istiod) outbound and inbound.
 
 The recipe runs as in test_registration_standin (LabPlatform, GcpCloud, the recipe up to the
-installed sidecar). The istiod stand-in is handed a mesh table with one Service, `details.default`
-(a VIP from the run's service range), whose endpoint is a tiny details server on a lab host of its
-own, reached through the router and two firewall rules created through the local cloud's API.
-As a normal user on the VM, `curl details.default.svc:9080` resolves through the agent's DNS proxy
-and is proxied to that endpoint; a request from the details host to the VM's ratings on 9080 goes
-through the inbound listener; the agent's istio_requests_total (:15020) reports both, with the
-caller's identity only when it spoke the stand-in's mTLS, and Envoy's `cluster.*` stats do not exist
-(the default stats matcher). Without DNS capture in cluster.env the name does not resolve; removing
-the package removes the capture rules.
+installed sidecar), plus the ratings Service of the recipe. `details.default` is a Service of the lab's
+cluster whose only endpoint is a WorkloadEntry for a tiny details server on a lab host of its own
+(no service account: plaintext, TLS mode `disabled`), reached through the router and two firewall
+rules created through the local cloud's API. As a normal user on the VM, `curl details.default.svc:9080`
+resolves through the agent's DNS proxy and goes through Envoy's outbound listener to that endpoint; a
+request from the details host to the VM's ratings on 9080 goes through Envoy's inbound listener, in
+plaintext and with mutual TLS (a client certificate of the mesh CA); the agent's istio_requests_total
+(:15020) reports each, with the caller's identity only for mutual TLS, and Envoy's `cluster.outbound|`
+stats do not exist (the default stats matcher). Without DNS capture in cluster.env the name does not
+resolve; removing the package removes the capture rules.
 """
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import os
 import shlex
+import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +41,7 @@ from meshvm.lab.netsafety import assert_local_route
 from meshvm.lab.platform import LabPlatform
 from meshvm.lab.router import Attachment
 from meshvm.lab.standins import istiostats
-from meshvm.recipe import sidecar
+from meshvm.recipe import bookinfo, sidecar
 from tests.lab._helpers import stop, wait_listening
 from tests.lab.test_registration_standin import Run, build, wait_for
 from tests.root import require_root
@@ -48,7 +52,10 @@ DETAILS_HOST_NUMBER = 200  # below the load-balancer /27, far above the VMs (num
 DETAILS_TAG = "dp-details"
 CLUSTER_ENV = "/var/lib/istio/envoy/cluster.env"
 DETAILS = "details.default.svc.cluster.local"
+RATINGS = "ratings.ratings.svc.cluster.local"
 CALLER = istiostats.spiffe("default", "bookinfo-reviews")
+DETAILS_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "details", "labels": {"app": "details"}},
+                   "spec": {"selector": {"app": "details"}, "ports": [{"port": PORT, "name": "http"}]}}
 # The details server: BookInfo's answer for /details/<id> (docs/facts.md section 2), 404 otherwise.
 DETAILS_SERVER = r"""
 import json, re, sys
@@ -81,7 +88,7 @@ class Scene:
         return r.ok, r.stdout + r.stderr
 
     def stats(self, pattern: str) -> str:
-        _, out = self.user(f"curl -sS -m 5 {shlex.quote('localhost:15000/stats?filter=' + pattern)}", "agent stats")
+        _, out = self.user(f"curl -sS -m 5 {shlex.quote('localhost:15000/stats?filter=' + pattern)}", "Envoy stats")
         return out
 
     def grown(self, before: dict, **want: str) -> list:
@@ -93,12 +100,6 @@ class Scene:
 
     def requests(self) -> dict:
         return telemetry.vm_requests(self.run.shell)
-
-    def table(self) -> dict:
-        return {"services": [{"name": "details", "namespace": "default",
-                              "host": "details.default.svc.cluster.local", "vip": self.vip,
-                              "ports": [{"port": PORT, "targetPort": PORT,
-                                         "endpoints": [f"{self.details.ip}:{PORT}"]}]}]}
 
 
 def d(seconds: float, what: str) -> Deadline:
@@ -127,9 +128,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         router = lab.backing.router
         addrs = router.addrs
         details_ip = str(addrs.vm_ip(DETAILS_HOST_NUMBER))
-        vip = str(addrs.service_range.broadcast_address - 3)
-        held = {h.ip for h in router.hosts()}
-        assert details_ip not in held and ipaddress.ip_address(vip) in addrs.service_range
+        assert details_ip not in {h.ip for h in router.hosts()}
         details = router.attach("dp-details", details_ip, tags=(DETAILS_TAG,))
         server = subprocess.Popen(["ip", "netns", "exec", details.netns, sys.executable, "-c", DETAILS_SERVER,
                                    details_ip, str(PORT)], stdin=subprocess.DEVNULL)
@@ -140,9 +139,13 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         rules.append(add_rule(r, firewall.Rule("dp-details-to-vm", "test: the details host to the VM",
                                                (str(PORT),), source_ranges=(f"{details_ip}/32",),
                                                target_tags=(vm_tag,))))
-        s = Scene(r, details, vip)
-        r.istiod.mesh_table = s.table
-        yield s
+        bookinfo.expose_ratings(r.kube)
+        r.kube.apply_object(DETAILS_SERVICE, namespace="default")
+        r.kube.apply_object({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+                             "metadata": {"name": "details-host"},
+                             "spec": {"address": details_ip, "labels": {"app": "details"}}}, namespace="default")
+        assert r.cluster.runtime is not None
+        yield Scene(r, details, r.cluster.runtime.registry.vip("default", "details"))
     finally:
         if r is not None:
             c = r.cloud.clients
@@ -174,16 +177,16 @@ def test_details_by_name_through_dns_capture_and_the_outbound_listener(scene: Sc
     assert telemetry.count(rows, reporter="source", destination_service=DETAILS, response_code="200",
                            source_principal=istiostats.spiffe("ratings", "bookinfo-ratings"),
                            connection_security_policy="unknown") == 1, telemetry.describe(rows)
-    # A real sidecar's default stats matcher creates no per-cluster stats: neither does the stand-in.
-    assert scene.stats("cluster") == "", scene.stats("")
-    # A destination outside the table is passed through to where it was going (ALLOW_ANY).
+    # A real sidecar's default stats matcher creates no per-cluster stats: nor does the VM's Envoy.
+    assert scene.stats(r"cluster\.outbound") == "", scene.stats("cluster")
+    # A destination the mesh does not know is passed through to where it was going (ALLOW_ANY).
     ok, out = scene.user(f"curl -sS -m 5 {scene.details.ip}:{PORT}/details/7", "curl the endpoint", check=False)
     assert ok and json.loads(out)["id"] == 7, out
     rows = scene.grown(before, destination_service_name="PassthroughCluster")
     assert telemetry.count(rows, destination_service_name="PassthroughCluster", response_code="200") == 1
     assert telemetry.count(rows, destination_service=DETAILS) == 1  # unchanged: that one did not go to the VIP
-    dump = json.loads(scene.user("curl -sS -m 5 localhost:15000/config_dump", "config_dump")[1])
-    assert dump["mesh"] == scene.table()
+    dump = scene.user("curl -sS -m 5 localhost:15000/config_dump", "config_dump")[1]
+    assert '"outbound|9080||details.default.svc.cluster.local"' in dump and '"virtualInbound"' in dump
 
 
 def test_inbound_request_reaches_the_vm_app_through_the_inbound_listener(scene: Scene):
@@ -191,11 +194,12 @@ def test_inbound_request_reaches_the_vm_app_through_the_inbound_listener(scene: 
     vm_ip, src = scene.run.vm.internal_ip, scene.details.ip
     assert_local_route(vm_ip)
 
-    def get(hello: bytes) -> tuple[int, bytes]:
+    def get(tls: ssl.SSLContext | None) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection(vm_ip, PORT, timeout=5, source_address=(src, 0))
         try:
             conn.connect()
-            conn.sock.sendall(hello)
+            if tls is not None:  # what a caller's sidecar does: its certificate, Istio's ALPN and SNI
+                conn.sock = tls.wrap_socket(conn.sock, server_hostname="outbound_.9080_._.ratings.ratings.svc.cluster.local")
             conn.request("GET", "/ratings/1", headers={"Host": "ratings.ratings:9080"})
             resp = conn.getresponse()
             return resp.status, resp.read()
@@ -203,21 +207,39 @@ def test_inbound_request_reaches_the_vm_app_through_the_inbound_listener(scene: 
             conn.close()
 
     before = scene.requests()
-    status, body = run_in_netns(scene.details.netns, lambda: get(b""))
+    status, body = run_in_netns(scene.details.netns, lambda: get(None))
     assert status == 200 and json.loads(body)["id"] == 1, body
     rows = scene.grown(before, reporter="destination")
     assert telemetry.count(rows, reporter="destination", source_principal="unknown", response_code="200",
-                           connection_security_policy="none", destination_service="ratings.ratings") == 1, \
+                           connection_security_policy="none", destination_service=RATINGS) == 1, \
         telemetry.describe(rows)
-    # With the stand-in's mTLS line first, the same call arrives with the caller's identity.
-    hello = istiostats.peer_hello(CALLER, "reviews-v2", "default", "ratings.ratings.svc.cluster.local")
-    status, body = run_in_netns(scene.details.netns, lambda: get(hello))
+    # Over mutual TLS with a certificate of the mesh, the same call arrives with the caller's identity.
+    status, body = run_in_netns(scene.details.netns, lambda: get(mesh_client(scene, "default", "bookinfo-reviews")))
     assert status == 200 and json.loads(body)["id"] == 1, body
     rows = scene.grown(before, connection_security_policy="mutual_tls")
     assert telemetry.count(rows, reporter="destination", source_principal=CALLER, response_code="200",
-                           destination_service="ratings.ratings.svc.cluster.local",
+                           destination_service=RATINGS,
                            destination_principal=istiostats.spiffe("ratings", "bookinfo-ratings")) == 1, \
         telemetry.describe(rows)
+    # The VM's Envoy holds the certificate of its service account, chained to the mesh root.
+    certs = json.loads(scene.user("curl -sS -m 5 localhost:15000/certs", "certs")[1])["certificates"]
+    sans = [s.get("uri") for c in certs for cc in c.get("cert_chain") or [] for s in cc.get("subject_alt_names") or []]
+    assert istiostats.spiffe("ratings", "bookinfo-ratings") in sans, certs
+
+
+def mesh_client(scene: Scene, namespace: str, service_account: str) -> ssl.SSLContext:
+    ca = scene.run.cluster.mesh_ca
+    pair = ca.workload(namespace, service_account)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=ca.root_pem)
+    ctx.check_hostname = False  # a sidecar checks the server's SPIFFE name, not a DNS name
+    ctx.set_alpn_protocols(["istio-peer-exchange", "istio"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
+        cert.write_text(pair.cert_pem)
+        key.write_text(pair.key_pem)
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def test_without_dns_capture_the_name_does_not_resolve(scene: Scene):

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import resource
+import socket
 import ssl
 import subprocess
 import threading
@@ -21,11 +22,14 @@ import pytest
 
 from meshvm import redact
 from meshvm.deadlines import Deadline
+from meshvm.lab.envoy import xds
 from meshvm.lab.hostsys import run_in_netns
+from meshvm.lab.istiod_standin import XDS_PREAMBLE
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route, run_ip
 from meshvm.lab.router import FirewallRule, Router
 from meshvm.lab.sidecar_deb import build_sidecar_deb
+from meshvm.lab.standins import meshwire
 from meshvm.lab.vmhost import VmHost
 from meshvm.recipe import ratings, sidecar
 from meshvm.retry import WaitFailed
@@ -186,6 +190,18 @@ class _AcceptingIstiod(http.server.BaseHTTPRequestHandler):
     steps; registration itself is tests/lab/test_registration_standin.py."""
 
     protocol_version = "HTTP/1.1"
+    xds: Path  # an ADS server with nothing to say: Envoy's first LDS and CDS answers are empty
+
+    def handle(self) -> None:
+        """A relayed xDS stream (standins/agentplane.py) goes to the ADS server, as istiod's stand-in does."""
+        if not self.rfile.peek(len(XDS_PREAMBLE)).startswith(XDS_PREAMBLE):
+            return super().handle()
+        self.rfile.readline()
+        self.wfile.write(b"OK\n")
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(str(self.xds))
+        meshwire.relay(self.connection, upstream)
+        return None
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -214,11 +230,14 @@ def istiod(lab_router: Router, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(d / "cert.pem", d / "key.pem")
     server.socket = tls.wrap_socket(server.socket, server_side=True)
+    ads = xds.AdsServer(lambda node: {}, d / "XDS").start()
+    _AcceptingIstiod.xds = ads.path
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     yield lab_router.external_source
     server.shutdown()
     server.server_close()
+    ads.stop()
 
 
 @pytest.fixture

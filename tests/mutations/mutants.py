@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from meshvm import manifests
+from meshvm import manifests, mesh_security
 from meshvm.gcp import firewall
 from meshvm.lab.kubeapi import tokens
 from meshvm.lab.meshca import MeshCa
@@ -28,8 +28,11 @@ REGISTRATION = ("test_vm_registration", "test_workload_entry_appears_when_the_vm
 VM_TO_MESH = ("test_vm_to_mesh", "test_vm_reaches_details_through_its_sidecar")
 POD_TO_VM = ("test_pod_to_vm", "test_pod_reaches_ratings_on_the_vm")
 PRODUCTPAGE = ("test_productpage_ratings", "test_product_page_shows_the_vms_stars")
+IDENTITY = ("test_mtls_identity", "test_the_vms_envoy_holds_its_service_accounts_certificate_from_the_mesh_root")
+STRICT = ("test_peer_authentication", "test_strict_refuses_plaintext_and_keeps_the_mesh_path")
+AUTHZ = ("test_authorization", "test_only_reviews_may_call_ratings_on_the_vm")
 ISTIO_STAGE = ("test_stages", "test_stage[istio]")
-EXERCISE_MODULES = (REGISTRATION[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0])
+EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0])
 
 
 def _rules_without_pods_to_vm(cfg: Any) -> tuple:
@@ -121,7 +124,27 @@ def _ratings_not_started(vm: Any, source_dir: Any, user: str, deadline: Any) -> 
     vm.run(f"systemctl disable --now {ratings.UNIT}", sudo=True, step="mutation: ratings not started")
 
 
-ORIGINAL: dict[str, Any] = {"rules": firewall.rules, "text": manifests.text,
+def _files_for_another_service_account(istioctl: Any, kube: Any, group_file: Any, *args: Any, **kwargs: Any) -> Any:
+    """The VM's files generated from a WorkloadGroup file naming another service account (one that
+    exists): the VM's token, cluster.env and so its certificate are that account's."""
+    kube.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "ServiceAccount",
+                               "metadata": {"name": IMPOSTOR, "namespace": "ratings"}}))
+    group = yaml.safe_load(group_file.read_text())
+    group["spec"]["template"]["serviceAccount"] = IMPOSTOR
+    group_file.write_text(yaml.safe_dump(group))
+    return ORIGINAL["generate_vm_files"](istioctl, kube, group_file, *args, **kwargs)
+
+
+def _apply_except(forgotten: str) -> Callable[..., None]:
+    """mesh_security.apply_policy, where one policy's `kubectl apply` is forgotten."""
+    def apply(kube: Any, name: str) -> None:
+        if name != forgotten:
+            ORIGINAL["apply_policy"](kube, name)
+    return apply
+
+
+IMPOSTOR = "bookinfo-impostor"
+ORIGINAL: dict[str, Any] = {"apply_policy": mesh_security.apply_policy, "rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
                             "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
                             "install_istio": istio.install_istio}
@@ -156,7 +179,7 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
     "wrong-target-tag": (POD_TO_VM, DROPPED,
                          [(firewall, "rules", _rules_with_wrong_tag)],
         ("diagnostics/*/lab-firewall.txt", r"-pods-to-vm: .* -> targets \(mesh-vm-typo\)", True)),
-    "vm-inbound-passthrough": (POD_TO_VM, r"source_principal='unknown', destination_service='ratings\.ratings', "
+    "vm-inbound-passthrough": (POD_TO_VM, r"source_principal='unknown', destination_service='ratings\.ratings\.svc\.cluster\.local', "
                                r"destination_principal='unknown', response_code='200', connection_security_policy='none'",
                                [(workload, "create_workloadgroup", _group_with_plaintext_vm)],
         ("diagnostics/*/cluster-workloadentries.yaml", r"security\.istio\.io/tlsMode: disabled", True)),
@@ -188,6 +211,19 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
     "expired-token": (REGISTRATION, r"the istio-token is not valid \(unknown, malformed or expired\)", [
         (workload, "generate_vm_files", _files_then_eleven_minutes)],
         ("diagnostics/*/cluster-istiod-logs.txt", r"rejected proxy .*the istio-token is not valid", True)),
+    "vm-certificate-for-another-sa": (IDENTITY, rf"the VM's certificate names \['spiffe://cluster\.local/ns/ratings/sa/"
+                                                rf"{IMPOSTOR}'\], expected \['spiffe://cluster\.local/ns/ratings/sa/"
+                                                rf"bookinfo-ratings'\]",
+                                      [(workload, "generate_vm_files", _files_for_another_service_account)],
+        ("diagnostics/*/vm-cluster.env", rf"SERVICE_ACCOUNT='{IMPOSTOR}'", True)),
+    "peer-authentication-not-applied": (STRICT, r"the VM's sidecar to refuse the plaintext client under STRICT: "
+                                                r"not reached .* last seen: \(200, ",
+                                        [(mesh_security, "apply_policy", _apply_except("peer-authentication-strict"))],
+        ("run.log", r"applied PeerAuthentication ratings/meshvm-strict", False)),
+    "authorization-policy-not-applied": (AUTHZ, r"ratings to refuse pod \S+ \(not reviews\): not reached .* "
+                                                r"last seen: \(200, ",
+                                         [(mesh_security, "apply_policy", _apply_except("authz-ratings-readers"))],
+        ("run.log", r"applied AuthorizationPolicy ratings/meshvm-ratings-readers", False)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),

@@ -38,7 +38,7 @@ def test_an_unhealthy_entry_is_in_no_eds_on_1_30_and_1_31_alike():
     """Not sent as UNHEALTHY on 1.31 either (PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS is about endpoints
     that exist): an unhealthy entry with health checks is no workload instance at all."""
     p = port(registry([entry("10.10.0.5", True), entry("10.10.0.6", False)]))
-    assert p["endpoints"] == ["10.10.0.5:9080"] and p["mtls"] == ["10.10.0.5:9080"]
+    assert p["endpoints"] == ["10.10.0.5:9080"] and list(p["principals"]) == ["10.10.0.5:9080"]
     assert "10.10.0.6" not in repr(p)
 
 
@@ -53,5 +53,5 @@ def test_health_checks_are_on_when_the_annotation_parses_as_go_true(annotation: 
 def test_tls_mode_from_the_label_else_the_service_account():
     p = port(registry([entry("10.10.0.5", True), entry("10.10.0.6", True, {"security.istio.io/tlsMode": "disabled"}),
                        entry("10.10.0.7", True, sa="")]))
-    assert p["mtls"] == ["10.10.0.5:9080"]
+    assert p["principals"] == {"10.10.0.5:9080": "spiffe://cluster.local/ns/ratings/sa/bookinfo-ratings"}
     assert p["endpoints"] == ["10.10.0.5:9080", "10.10.0.6:9080", "10.10.0.7:9080"]

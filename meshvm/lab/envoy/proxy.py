@@ -1,23 +1,11 @@
-"""One lab Envoy: its bootstrap, shaped as pilot-agent writes it, and its process.
+"""One lab Envoy: its bootstrap (standins/envoyboot.py: as pilot-agent writes it, Istio 1.30.3) and its process.
 
-The bootstrap models `tools/packaging/common/envoy_bootstrap.json` and `pkg/bootstrap/config.go`
-(getStatsOptions) at Istio 1.30.3, the parts that change what the lab can observe:
-- node: id `<type>~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local` (`router` for a gateway,
-  `sidecar` for a sidecar; `pkg/model/context.go` ServiceNode), cluster `<workload>.<namespace>`,
-  metadata (NAMESPACE, LABELS, ...);
-- admin on localhost:15000 (ProxyAdminPort), its access log to /dev/null;
-- stats_config: `use_all_default_tags: false` and the stats matcher's inclusion list (Istio's
-  defaults: prefixes `reporter=`, `cluster_manager`, `listener_manager`, `server`,
-  `cluster.xds-grpc`, `wasm`, `component`, `istio`, suffixes `rbac.allowed`, ..., the `vhost...route`
-  regex), so a stat a real proxy would not keep does not exist here either;
-- dynamic_resources: LDS and CDS over ADS (`initial_fetch_timeout: 0s`), ADS over gRPC to the
-  static cluster `xds-grpc`.
-What differs: `xds-grpc` is the unix socket `<config path>/XDS` as on a real proxy, but what answers
-there is the lab's control-plane model itself, not pilot-agent proxying istiod over mTLS; `sds-grpc`
-(a sidecar's) is a unix socket the lab's control plane answers too, with the certificates its mesh CA
-stand-in signs, where pilot-agent would answer with the certificate it got from istiod's CA. No
-`agent`, `prometheus_stats` clusters (no listener of the lab uses them yet). Envoy runs with
-`--disable-hot-restart` (as pilot-agent starts it) and one worker thread (the lab's machine has 2 cores).
+What differs from a real proxy on the node: `xds-grpc` is the unix socket `<sockets>/XDS`, but what
+answers there is the lab's control-plane model itself, not pilot-agent proxying istiod over mTLS;
+`sds-grpc` (a sidecar's) is a unix socket the lab's control plane answers too, with the certificates
+its mesh CA stand-in signs, where pilot-agent would answer with the certificate it got from istiod's
+CA. No `agent`, `prometheus_stats` clusters. Envoy runs with `--disable-hot-restart` (as pilot-agent
+starts it) and one worker thread (the lab's machine has 2 cores).
 """
 
 from __future__ import annotations
@@ -35,7 +23,7 @@ from typing import Any
 from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.lab.envoy import binary
-from meshvm.lab.standins.istiostats import DEFAULT_PREFIXES, DEFAULT_REGEXPS, DEFAULT_SUFFIXES
+from meshvm.lab.standins import envoyboot
 
 log = logging.getLogger(__name__)
 ADMIN_PORT = 15000
@@ -58,38 +46,12 @@ class Node:
         return f"{self.kind}~{self.ip}~{self.name}.{self.namespace}~{self.namespace}.svc.cluster.local"
 
 
-def _grpc_pipe(name: str, path: Path) -> dict[str, Any]:
-    """A static HTTP/2 cluster to a unix socket (`xds-grpc`, `sds-grpc`)."""
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"pipe": {"path": str(path)}}}}]}]}}
-
-
 def bootstrap(node: Node, xds: Path, admin: tuple[str, int] = ("127.0.0.1", ADMIN_PORT),
               sds: Path | None = None) -> dict[str, Any]:
-    patterns: list[dict[str, Any]] = [{"prefix": "reporter="}]
-    patterns += [{"prefix": p} for p in DEFAULT_PREFIXES if p != "reporter="]
-    patterns += [{"suffix": s} for s in DEFAULT_SUFFIXES] + [{"safe_regex": {"regex": r}} for r in DEFAULT_REGEXPS]
-    return {
-        "node": {"id": node.id, "cluster": f"{node.workload}.{node.namespace}",
-                 "metadata": {"NAMESPACE": node.namespace, "NAME": node.name, "LABELS": node.labels,
-                              "WORKLOAD_NAME": node.workload, "INSTANCE_IPS": node.ip}},
-        "stats_config": {"use_all_default_tags": False, "stats_matcher": {"inclusion_list": {"patterns": patterns}}},
-        "admin": {"address": {"socket_address": {"address": admin[0], "port_value": admin[1]}},
-                  "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
-                      "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                      "path": "/dev/null"}}]},
-        "dynamic_resources": {
-            "lds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
-            "cds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
-            "ads_config": {"api_type": "GRPC", "set_node_on_first_message_only": True, "transport_api_version": "V3",
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
-        "static_resources": {"clusters": [_grpc_pipe("xds-grpc", xds),
-                                          *([_grpc_pipe("sds-grpc", sds)] if sds else [])]},
-    }
+    metadata = {"NAMESPACE": node.namespace, "NAME": node.name, "LABELS": node.labels,
+                "WORKLOAD_NAME": node.workload, "INSTANCE_IPS": node.ip}
+    return envoyboot.bootstrap(node.id, f"{node.workload}.{node.namespace}", metadata, str(xds), admin,
+                               str(sds) if sds else None)
 
 
 class Envoy:

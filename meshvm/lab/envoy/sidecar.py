@@ -21,6 +21,11 @@ parts the recipe uses:
 - EDS endpoints with `envoy.transport_socket_match: {tlsMode: istio}` where the endpoint has a sidecar
   (pods of injected namespaces; a WorkloadEntry with a service account).
 
+The stand-in for Istio's stats filter (`istio.stats`, which upstream Envoy lacks): each HTTP connection
+manager writes one JSON access-log line per request to Envoy's stdout, `{"istio_stats": reporter, ...}`
+with what Envoy observed (the peer certificate's URI SAN, the response code, the cluster, the TLS
+version, the Service), from which the VM's agent stand-in counts `istio_requests_total`.
+
 Not modelled: Istio's own filters (`istio.metadata_exchange`, `istio.stats`, `istio.alpn`: upstream
 Envoy has none; so a client offers ALPN `istio-peer-exchange,istio`, which the PERMISSIVE mTLS chain
 matches too), TCP-only ports, DestinationRules, Sidecar resources, the catch-all HTTP chains.
@@ -93,15 +98,27 @@ def _http_ports(svc: dict) -> list[dict]:
             or str(p.get("appProtocol", "")).startswith("http")]
 
 
-def inbound_ports(w: Workload, services: list[dict]) -> list[int]:
-    """The target ports of the Services of the workload's namespace selecting it."""
-    out = set()
-    for svc in services:
+def inbound_ports(w: Workload, services: list[dict]) -> dict[int, str]:
+    """The target ports of the Services of the workload's namespace selecting it, each with the first
+    such Service's FQDN."""
+    out: dict[int, str] = {}
+    for svc in sorted(services, key=_fqdn):
         spec = svc.get("spec") or {}
         if svc["metadata"].get("namespace", "default") == w.namespace and spec.get("selector") \
                 and istio_match.selects(spec["selector"], w.labels):
-            out |= {p["targetPort"] if isinstance(p.get("targetPort"), int) else p["port"] for p in _http_ports(svc)}
-    return sorted(out)
+            for p in _http_ports(svc):
+                out.setdefault(p["targetPort"] if isinstance(p.get("targetPort"), int) else p["port"], _fqdn(svc))
+    return dict(sorted(out.items()))
+
+
+def stats_log(reporter: str, **fields: str) -> list[dict[str, Any]]:
+    """The access log standing in for istio.stats (see the module's docstring)."""
+    peer = "%DOWNSTREAM_PEER_URI_SAN%" if reporter == "destination" else "%UPSTREAM_PEER_URI_SAN%"
+    line = {"istio_stats": reporter, "peer": peer, "code": "%RESPONSE_CODE%", "cluster": "%UPSTREAM_CLUSTER%",
+            "tls": "%DOWNSTREAM_TLS_VERSION%", "authority": "%REQ(:AUTHORITY)%", **fields}
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": "/dev/stdout", "log_format": {"json_format": line}}}]
 
 
 def _passthrough(name: str) -> dict[str, Any]:
@@ -122,6 +139,7 @@ def virtual_outbound() -> dict[str, Any]:
 
 def _outbound_http_listener(port: int) -> dict[str, Any]:
     hcm = {"@type": _HCM, "stat_prefix": f"outbound_0.0.0.0_{port};", "http_filters": [_ROUTER],
+           "access_log": stats_log("source"),
            "rds": {"route_config_name": str(port),
                    "config_source": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}}}
     return {"name": f"0.0.0.0_{port}", "bind_to_port": False, "traffic_direction": "OUTBOUND",
@@ -182,7 +200,7 @@ def inbound_cluster(port: int) -> dict[str, Any]:
             "connect_timeout": "10s", "upstream_bind_config": {"source_address": {"address": INBOUND_BIND, "port_value": 0}}}
 
 
-def _inbound_hcm(port: int, rbac: list[dict[str, Any]]) -> dict[str, Any]:
+def _inbound_hcm(port: int, rbac: list[dict[str, Any]], service: str) -> dict[str, Any]:
     route = {"name": f"inbound|{port}||", "validate_clusters": False, "virtual_hosts": [
         {"name": f"inbound|http|{port}", "domains": ["*"], "routes": [{"name": "default", "match": {"prefix": "/"},
          "route": {"cluster": f"inbound|{port}||", "timeout": "0s",
@@ -190,15 +208,16 @@ def _inbound_hcm(port: int, rbac: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
         "@type": _HCM, "stat_prefix": f"inbound_0.0.0.0_{port};", "route_config": route,
         "http_filters": [*rbac, _ROUTER], "forward_client_cert_details": "APPEND_FORWARD",
+        "access_log": stats_log("destination", service=service),
         "set_current_client_cert_details": {"subject": True, "uri": True, "dns": True},
         "server_name": "istio-envoy", "normalize_path": True, "path_with_escaped_slashes_action": "KEEP_UNCHANGED"}}
 
 
-def _port_chains(port: int, mode: str, rbac: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    mtls: dict[str, Any] = {"name": f"0.0.0.0_{port}", "filters": [_inbound_hcm(port, rbac)],
+def _port_chains(port: int, mode: str, rbac: list[dict[str, Any]], service: str) -> list[dict[str, Any]]:
+    mtls: dict[str, Any] = {"name": f"0.0.0.0_{port}", "filters": [_inbound_hcm(port, rbac, service)],
                             "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
                             "transport_socket": security.downstream_tls()}
-    plain = {"name": f"0.0.0.0_{port}", "filters": [_inbound_hcm(port, rbac)],
+    plain = {"name": f"0.0.0.0_{port}", "filters": [_inbound_hcm(port, rbac, service)],
              "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"}}
     if mode == "STRICT":
         return [mtls]
@@ -227,8 +246,8 @@ def virtual_inbound(w: Workload, inputs: SidecarInputs) -> dict[str, Any]:
     chains = [{"name": "virtualInbound-blackhole", "filter_chain_match": {"destination_port": INBOUND_PORT},
                "filters": [gateway.tcp_proxy("BlackHoleCluster")]}, *_passthrough_chains(workload_mode)]
     modes = {port: security.mtls_mode(inputs.peer_authentications, w.namespace, w.labels, port) for port in ports}
-    for port in ports:
-        chains += _port_chains(port, modes[port], rbac)
+    for port, service in ports.items():
+        chains += _port_chains(port, modes[port], rbac, service)
     filters = [{"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": _LF + "original_dst.v3.OriginalDst"}},
                {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": _LF + "tls_inspector.v3.TlsInspector"},
                 "filter_disabled": _ports_match([INBOUND_PORT])}]

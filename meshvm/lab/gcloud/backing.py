@@ -107,6 +107,10 @@ class LabBacking:
             self._apply()  # source-tag rules now include this VM
         return ip, ip
 
+    def vms(self) -> list[tuple[str, VmHost]]:
+        with self._lock:
+            return sorted(self._vms.items())
+
     def host_keys(self, name: str) -> dict[str, str] | None:
         booted = self._booted.get(name)
         if booted is None or time.monotonic() - booted < self.hostkey_delay:

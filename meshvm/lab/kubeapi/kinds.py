@@ -41,6 +41,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("networking.istio.io", _NET, "workloadentries", "WorkloadEntry", status=True, schema=True),
     Kind("networking.istio.io", _NET, "workloadgroups", "WorkloadGroup", status=True, schema=True),
     Kind("install.istio.io", ("v1alpha1",), "istiooperators", "IstioOperator", status=True, schema=True),
+    Kind("security.istio.io", ("v1", "v1beta1"), "peerauthentications", "PeerAuthentication", status=True, schema=True),
+    Kind("security.istio.io", ("v1", "v1beta1"), "authorizationpolicies", "AuthorizationPolicy", status=True,
+         schema=True),
 )
 
 

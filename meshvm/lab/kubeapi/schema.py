@@ -54,6 +54,15 @@ SPECS: dict[str, object] = {
                        "tls": [{"match!": [{**L4_MATCH, "sniHosts!": [S]}], "route": [ROUTE_DEST]}],
                        "tcp": [{"match": [L4_MATCH], "route": [ROUTE_DEST]}]},
     "IstioOperator": OPEN,
+    "PeerAuthentication": {"selector": {"matchLabels": STRMAP}, "mtls": {"mode": S},
+                           "portLevelMtls": ("map", {"mode": S})},
+    "AuthorizationPolicy": {"selector": {"matchLabels": STRMAP}, "targetRef": OPEN, "targetRefs": [OPEN],
+                            "action": S, "provider": {"name": S}, "rules": [{
+                                "from": [{"source": {k: [S] for k in (
+                                    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+                                    "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks",
+                                    "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts")}}],
+                                "to": [{"operation": OPEN}], "when": [OPEN]}]},
 }
 _TYPES = {S: (str,), N: (int,), B: (bool,)}
 

@@ -15,7 +15,9 @@ sidecars (not Envoy). Standard library only: it is also shipped inside the stand
 from __future__ import annotations
 
 import re
+import select
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -185,6 +187,29 @@ def splice(a: socket.socket, b: socket.socket) -> tuple[bytes, bytes]:
     a.close()
     b.close()
     return heads[a], heads[b]
+
+
+def relay(a: socket.socket, b: socket.socket, poll_s: float = 1.0) -> None:
+    """Copy bytes both ways in one thread until either side ends, with no idle limit (an xDS stream may
+    be quiet for hours); a TLS socket is never read and written at once (OpenSSL's rule). Closes both."""
+    pair: dict[socket.socket, socket.socket] = {a: b, b: a}
+    try:
+        for s in pair:
+            s.settimeout(None)
+        while True:
+            ready: list[socket.socket] = [s for s in pair if isinstance(s, ssl.SSLSocket) and s.pending()]
+            if not ready:
+                ready = select.select(list(pair), [], [], poll_s)[0]
+            for src in ready:
+                data = src.recv(65536)
+                if not data:
+                    return
+                pair[src].sendall(data)
+    except OSError:
+        pass
+    finally:
+        a.close()
+        b.close()
 
 
 def bound(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:

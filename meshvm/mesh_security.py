@@ -1,0 +1,134 @@
+"""The mesh-security exercises' checks (beyond the recipe): the VM's workload identity, STRICT mutual
+TLS, and authorization on the VM path. Each policy a check applies is removed again by its exercise.
+
+What they read on a real VM is what the lab shows too (docs/facts.md section 8):
+- the VM's Envoy config dump (`localhost:15000/config_dump?resource=dynamic_active_secrets`): the SDS
+  secret `default` pilot-agent handed it, its certificate chain inline (Envoy redacts the private key);
+  its URI SAN is the SPIFFE identity `spiffe://<trust domain>/ns/<ns>/sa/<service account>`, and it must
+  be signed by the mesh's root, the `root-cert.pem` of ConfigMap `istio-ca-root-cert`;
+- a plaintext client's call straight to the VM's address (a Service's ClusterIP would not do: kube-proxy
+  knows no WorkloadEntry): answered under PERMISSIVE, refused under STRICT (the sidecar's inbound
+  listener has no plaintext filter chain: the connection is closed without an HTTP answer);
+- RBAC's answer to a denied request: HTTP 403 with the body `RBAC: access denied`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtensionOID
+
+from meshvm import manifests, telemetry
+from meshvm.deadlines import Deadline
+from meshvm.recipe import waits
+from meshvm.seams import Kube, VmShell
+
+SECRETS_URL = "localhost:15000/config_dump?resource=dynamic_active_secrets"
+PLAIN_NS = "meshvm-plaintext"
+DENIED = (403, "RBAC: access denied")
+POLICIES = {  # manifest -> (kind, name, namespace), for removal
+    "peer-authentication-strict": ("PeerAuthentication", "meshvm-strict", "ratings"),
+    "authz-ratings-readers": ("AuthorizationPolicy", "meshvm-ratings-readers", "ratings"),
+    "authz-deny-vm-on-details": ("AuthorizationPolicy", "meshvm-deny-vm", "default"),
+}
+SECURITY_API = "security.istio.io/v1"
+NO_CERTIFICATE = "the VM's Envoy has no workload certificate (SDS secret `default`)"
+
+
+# -- the VM's identity ---------------------------------------------------------------------------
+
+
+def vm_workload_chain(vm: VmShell) -> list[x509.Certificate]:
+    """The certificate chain of the VM Envoy's SDS secret `default` ([] while it has none)."""
+    r = vm.run(f"curl -sS -m 10 '{SECRETS_URL}'", step="the VM Envoy's secrets", check=False, timeout=20)
+    if not r.ok:
+        return []
+    for secret in _secrets(json.loads(r.stdout or "{}")):
+        if secret.get("name") == "default" and "tls_certificate" in secret:
+            pem = base64.b64decode(secret["tls_certificate"]["certificate_chain"]["inline_bytes"])
+            return x509.load_pem_x509_certificates(pem)
+    return []
+
+
+def _secrets(dump: Any) -> list[dict]:
+    """Every Secret in a config dump, whichever way Envoy nests it."""
+    if isinstance(dump, dict):
+        own = [dump] if "tls_certificate" in dump or "validation_context" in dump else []
+        return own + [s for v in dump.values() for s in _secrets(v)]
+    if isinstance(dump, list):
+        return [s for v in dump for s in _secrets(v)]
+    return []
+
+
+def mesh_root(kube: Kube, namespace: str = "ratings") -> x509.Certificate:
+    cm = kube.get("v1", "ConfigMap", "istio-ca-root-cert", namespace) or {}
+    return x509.load_pem_x509_certificate(str((cm.get("data") or {}).get("root-cert.pem", "")).encode())
+
+
+def identity_problems(chain: list[x509.Certificate], root: x509.Certificate, want: str) -> list[str]:
+    if not chain:
+        return [NO_CERTIFICATE]
+    leaf = chain[0]
+    try:
+        uris = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value \
+            .get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    problems = [] if uris == [want] else [f"the VM's certificate names {uris}, expected [{want!r}]"]
+    try:
+        (chain[1] if len(chain) > 1 else leaf).verify_directly_issued_by(root)
+        if len(chain) > 1:
+            leaf.verify_directly_issued_by(chain[1])
+    except (ValueError, TypeError, InvalidSignature) as e:
+        problems.append(f"the VM's certificate is not signed by the mesh root (istio-ca-root-cert): {e or type(e).__name__}")
+    return problems
+
+
+# -- policies --------------------------------------------------------------------------------------
+
+
+def apply_policy(kube: Kube, name: str) -> None:
+    kube.apply(manifests.text(name, TRUST_DOMAIN=telemetry.TRUST_DOMAIN))
+
+
+def remove_policy(kube: Kube, name: str, deadline: Deadline) -> None:
+    kind, obj, namespace = POLICIES[name]
+    kube.delete(SECURITY_API, kind, obj, namespace, deadline=deadline)
+
+
+# -- a client outside the mesh ---------------------------------------------------------------------
+
+
+def deploy_plain_client(kube: Kube, deadline: Deadline) -> str:
+    """Istio's curl sample in a namespace without injection; its pod's name."""
+    kube.apply(manifests.text("plaintext-client"))
+    waits.rollout(kube, PLAIN_NS, "curl", deadline)
+    pods = [p for p in kube.list("v1", "Pod", PLAIN_NS, label_selector="app=curl")
+            if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    if not pods:
+        raise RuntimeError(f"plaintext client: no Running pod of Deployment {PLAIN_NS}/curl")
+    return str(pods[0]["metadata"]["name"])
+
+
+def remove_plain_client(kube: Kube, deadline: Deadline) -> None:
+    kube.delete("v1", "Namespace", PLAIN_NS, deadline=deadline)
+
+
+def http_call(kube: Kube, namespace: str, pod: str, url: str) -> tuple[int, str]:
+    """(HTTP status, body) of a curl in a pod; status 0 with curl's error when there was no HTTP answer."""
+    r = kube.exec(namespace, pod, ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", url], container="curl",
+                  timeout=30)
+    body, _, code = r.stdout.rpartition("\n")
+    status = int(code) if code.strip().isdigit() else 0
+    return (status, body) if status else (0, r.stderr.strip()[-200:] or f"curl exited {r.rc}")
+
+
+def vm_call(vm: VmShell, url: str) -> tuple[int, str]:
+    r = vm.run(f"curl -sS -m 10 -w '\\n%{{http_code}}' {url}", step="a call from the VM", check=False, timeout=20)
+    body, _, code = r.stdout.rpartition("\n")
+    status = int(code) if code.strip().isdigit() else 0
+    return (status, body) if status else (0, r.stderr.strip()[-200:] or f"curl exited {r.rc}")
