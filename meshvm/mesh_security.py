@@ -20,7 +20,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtensionOID
 
 from meshvm import manifests, telemetry
 from meshvm.deadlines import Deadline
@@ -74,7 +73,7 @@ def identity_problems(chain: list[x509.Certificate], root: x509.Certificate, wan
         return [NO_CERTIFICATE]
     leaf = chain[0]
     try:
-        uris = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value \
+        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
             .get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         uris = []
