@@ -1,0 +1,57 @@
+"""The identity check of the VM's certificate (meshvm/mesh_security.py) against chains made by a mesh CA."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from cryptography import x509
+
+from meshvm import mesh_security
+from meshvm.lab.meshca import MeshCa
+from meshvm.seams import Result
+
+WANT = "spiffe://cluster.local/ns/ratings/sa/bookinfo-ratings"
+
+
+def chain(ca: MeshCa, sa: str = "bookinfo-ratings") -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(ca.workload("ratings", sa).cert_pem.encode())
+
+
+def root(ca: MeshCa) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(ca.root_pem.encode())
+
+
+def test_the_right_identity_from_the_mesh_root_has_no_problem() -> None:
+    ca = MeshCa()
+    assert mesh_security.identity_problems(chain(ca), root(ca), WANT) == []
+
+
+def test_another_service_account_another_root_or_none_are_each_named() -> None:
+    ca, other = MeshCa(), MeshCa()
+    assert mesh_security.identity_problems(chain(ca, "impostor"), root(ca), WANT) == [
+        f"the VM's certificate names ['spiffe://cluster.local/ns/ratings/sa/impostor'], expected [{WANT!r}]"]
+    (problem,) = mesh_security.identity_problems(chain(other), root(ca), WANT)
+    assert problem.startswith("the VM's certificate is not signed by the mesh root")
+    assert mesh_security.identity_problems([], root(ca), WANT) == [mesh_security.NO_CERTIFICATE]
+
+
+class Shell:
+    def __init__(self, out: str, rc: int = 0) -> None:
+        self.result = Result(rc, out, "")
+
+    def run(self, command: str, **kwargs: object) -> Result:
+        return self.result
+
+
+def test_the_chain_is_read_from_envoys_secrets_dump_whatever_the_nesting() -> None:
+    ca = MeshCa()
+    pem = ca.workload("ratings", "bookinfo-ratings").cert_pem
+    dump = {"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.DynamicSecret", "name": "default",
+                         "secret": {"name": "default", "tls_certificate": {
+                             "certificate_chain": {"inline_bytes": base64.b64encode(pem.encode()).decode()},
+                             "private_key": {"inline_bytes": base64.b64encode(b"[redacted]").decode()}}}},
+                        {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validation_context": {"trusted_ca": {}}}}]}
+    got = mesh_security.vm_workload_chain(Shell(json.dumps(dump)))  # type: ignore[arg-type]
+    assert mesh_security.identity_problems(got, root(ca), WANT) == []
+    assert mesh_security.vm_workload_chain(Shell("", rc=7)) == []  # type: ignore[arg-type]
