@@ -284,7 +284,8 @@ class LabPlatform:
 
     def report(self, folder: Path) -> None:
         """The lab's data plane as the exercises left it (census.py), in lab-dataplane.json."""
-        assert self.backing is not None
+        if self.backing is None:
+            return  # the lab never started: nothing ran
         node = [(f"node/{gw.node.workload}", gw.envoy) for c in self.clusters for gw in c.gateways]
         node += [(f"pod/{sb.namespace}/{sb.pod}", sb.proxy.envoy) for c in self.clusters if c.runtime
                  for sb in list(c.runtime.sandboxes.values()) if sb.proxy]

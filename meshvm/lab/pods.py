@@ -210,8 +210,7 @@ class NodeRuntime(ReconcileLoop):
         if found is None:
             conn.close()
             return
-        meshwire.forward(conn, self._rr.order(found.stat, found.endpoints),
-                         lambda h, p: self.connect_from(sb.netns, h, p), meshwire.Counters(), found.stat)
+        meshwire.forward(conn, self._rr.order(found.key, found.endpoints), lambda h, p: self.connect_from(sb.netns, h, p))
 
     @staticmethod
     def connect_from(netns: str, host: str, port: int) -> socket.socket:

@@ -12,13 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshvm.lab.standins import istiostats, meshwire
+from meshvm.lab.standins import meshwire
 
 VIP = "172.29.3.200"
 TABLE = {"services": [
     {"name": "details", "namespace": "default", "host": "details.default.svc.cluster.local", "vip": VIP,
-     "ports": [{"port": 9080, "targetPort": 9080, "endpoints": ["10.0.0.1:9080", "10.0.0.2:9080"],
-                "mtls": ["10.0.0.2:9080"]}]},
+     "ports": [{"port": 9080, "targetPort": 9080, "endpoints": ["10.0.0.1:9080", "10.0.0.2:9080"]}]},
     {"name": "ratings", "namespace": "ratings", "host": "ratings.ratings.svc.cluster.local", "vip": "172.29.3.201",
      "ports": [{"port": 9080, "targetPort": 9080, "endpoints": []}]},
 ]}
@@ -119,9 +118,7 @@ def test_serve_dns_answers_on_a_udp_socket():
 
 def test_route_by_vip_and_port():
     found = meshwire.route(TABLE, VIP, 9080)
-    assert found is not None and found.stat == "cluster.outbound|9080||details.default.svc.cluster.local"
-    assert found.endpoints == ["10.0.0.1:9080", "10.0.0.2:9080"] and found.service is TABLE["services"][0]
-    assert found.mtls == frozenset({"10.0.0.2:9080"})
+    assert found == ("9080||details.default.svc.cluster.local", ["10.0.0.1:9080", "10.0.0.2:9080"])
     assert meshwire.route(TABLE, VIP, 9081) is None
     assert meshwire.route(TABLE, "10.0.0.1", 9080) is None
     assert meshwire.route({"services": []}, VIP, 9080) is None
@@ -134,26 +131,6 @@ def test_round_robin_rotates_per_key():
     assert rr.order("k", eps) == ["b", "c", "a"]
     assert rr.order("other", eps) == ["a", "b", "c"]
     assert rr.order("k", []) == []
-
-
-def test_counters_text_filters_like_envoy():
-    c = meshwire.Counters()
-    c.add("cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total")
-    c.add("cluster.inbound|9080||.upstream_rq_total", 2)
-    c.add("cluster.PassthroughCluster.upstream_rq_total")
-    assert c.text(r"inbound\|9080") == "cluster.inbound|9080||.upstream_rq_total: 2\n"
-    assert c.text("details").startswith("cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total: 1")
-    assert c.text() == ("cluster.PassthroughCluster.upstream_rq_total: 1\n"
-                        "cluster.inbound|9080||.upstream_rq_total: 2\n"
-                        "cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total: 1\n")
-    assert c.text("nothing-matches") == ""
-
-
-def test_counters_create_only_what_the_stats_matcher_keeps():
-    c = meshwire.Counters(istiostats.StatsMatcher().keeps)
-    c.add("cluster.outbound|9080||details.default.svc.cluster.local.upstream_rq_total")
-    c.add("cluster.xds-grpc.upstream_cx_total")
-    assert c.text() == "cluster.xds-grpc.upstream_cx_total: 1\n"
 
 
 # -- forward() over local sockets -----------------------------------------------------------------
@@ -195,20 +172,19 @@ def refused() -> str:
     return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = b"hello",
-            hello=None) -> tuple[bytes, meshwire.Spliced]:  # noqa: ANN001
-    """A client connection forwarded to `endpoints`: (what the client got back, forward's result);
+def proxied(endpoints: list[str], payload: bytes = b"hello") -> tuple[bytes, str | None]:
+    """A client connection forwarded to `endpoints`: (what the client got back, forward's endpoint);
     a connection closed with the client's bytes unread reads as b"<reset>"."""
     lst = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(lst.getsockname(), timeout=5)
     conn, _ = lst.accept()
     lst.close()
-    result: list[meshwire.Spliced] = []
+    result: list[str | None] = []
 
     def connect(host: str, port: int) -> socket.socket:
         return socket.create_connection((host, port), timeout=2)
 
-    t = threading.Thread(target=lambda: result.append(meshwire.forward(conn, endpoints, connect, counters, "s", hello)))
+    t = threading.Thread(target=lambda: result.append(meshwire.forward(conn, endpoints, connect)))
     t.start()
     with client:
         got = b""
@@ -228,22 +204,27 @@ def proxied(endpoints: list[str], counters: meshwire.Counters, payload: bytes = 
     return got, result[0]
 
 
-def test_forward_skips_a_failing_endpoint_and_counts(echo: str):
-    c = meshwire.Counters()
-    got, done = proxied([refused(), echo], c)
-    assert done == (echo, b"hello", b"echo:hello") and got == b"echo:hello"
-    assert c.text() == "s.upstream_cx_connect_fail: 1\ns.upstream_rq_total: 1\n"
+def test_forward_skips_a_failing_endpoint(echo: str):
+    assert proxied([refused(), echo]) == (b"echo:hello", echo)
 
 
 def test_forward_with_no_endpoint_accepting_closes_the_client():
-    c = meshwire.Counters()
-    got, done = proxied([refused()], c)
-    assert done.endpoint is None and got in (b"", b"<reset>")  # closed, nothing from any upstream
-    assert c.text() == "s.upstream_cx_connect_fail: 1\ns.upstream_cx_none_healthy: 1\n"
+    got, done = proxied([refused()])
+    assert done is None and got in (b"", b"<reset>")  # closed, nothing from any upstream
 
 
-def test_forward_sends_the_hello_line_first_to_the_endpoint_it_names(echo: str):
-    got, _ = proxied([echo], meshwire.Counters(), b"x", hello=lambda ep: b"H:" if ep == echo else b"")
-    assert got == b"echo:H:x"
-    got, _ = proxied([echo], meshwire.Counters(), b"x", hello=lambda ep: b"")
-    assert got == b"echo:x"
+def test_relay_copies_both_ways_until_one_side_ends():
+    envoy, relay_in = socket.socketpair()
+    relay_out, istiod = socket.socketpair()
+    t = threading.Thread(target=meshwire.relay, args=(relay_in, relay_out), daemon=True)
+    t.start()
+    for s in (envoy, istiod):
+        s.settimeout(5)
+    envoy.sendall(b"request")
+    assert istiod.recv(100) == b"request"
+    istiod.sendall(b"push")
+    assert envoy.recv(100) == b"push"
+    envoy.close()
+    assert istiod.recv(100) == b"", "the other side is closed when one side ends"
+    t.join(5)
+    assert not t.is_alive()

@@ -1,20 +1,17 @@
-"""lab STAND-IN data-plane pieces shared by the VM's agent stand-in and the cluster node's pod
-sidecars (not Envoy). Standard library only: it is also shipped inside the stand-in sidecar package.
+"""lab STAND-IN network pieces (not Envoy: every proxy of the lab is Envoy) for the node's kube-proxy
+and cluster DNS and for the VM's agent. Standard library only: it is also shipped inside the stand-in
+sidecar package.
 
-- the mesh table istiod pushes (the lab's small xDS): services with a virtual IP, ports and
-  endpoints; `names()` gives the DNS names a proxy answers for it;
+- the mesh table (mesh_registry.py): services with a virtual IP, ports and endpoints; `names()` gives
+  the DNS names a resolver answers for it;
 - DNS: A answers from that table, as Istio's DNS proxy (and kube-dns) give a Service's VIP;
-- capture: the original destination of a REDIRECTed connection (SO_ORIGINAL_DST);
-- proxying: round robin over a port's endpoints, byte splicing (the first bytes each way are kept:
-  what the proxy saw of the request and the response), and counters under the names Envoy uses
-  (`cluster.outbound|<port>||<host>.upstream_rq_total`, ...), created only where the proxy's stats
-  matcher keeps them (istiostats.StatsMatcher: by default it does not, as on a real sidecar).
-  A counter counts connections: every call the exercises make is one request on its own connection.
+- kube-proxy's part for a pod without a sidecar: the original destination of a REDIRECTed connection
+  (SO_ORIGINAL_DST), round robin over the Service port's endpoints, the bytes spliced;
+- relay: bytes both ways over a long-lived stream (the VM agent's xDS relay).
 """
 
 from __future__ import annotations
 
-import re
 import select
 import socket
 import ssl
@@ -30,7 +27,7 @@ IDLE_S = 30.0  # a spliced connection with no byte either way for this long is c
 
 # -- the mesh table ------------------------------------------------------------------------------
 # {"services": [{"name", "namespace", "host" (FQDN), "vip", "ports": [{"port", "targetPort",
-#   "endpoints": ["ip:port", ...], "mtls": [the endpoints of TLS mode `istio`, a subset]}]}]}
+#   "endpoints": ["ip:port", ...], "principals": {endpoint of TLS mode `istio`: its SPIFFE name}}]}]}
 
 
 def names(svc: dict, own_namespace: str = "") -> list[str]:
@@ -45,10 +42,8 @@ def name_table(table: dict, own_namespace: str = "") -> dict[str, str]:
 
 
 class Route(NamedTuple):
-    stat: str  # Envoy's cluster stat prefix, `cluster.outbound|<port>||<host>`
+    key: str  # `<port>||<host>`: the round robin's key
     endpoints: list[str]
-    service: dict  # the table's entry
-    mtls: frozenset[str]  # the endpoints of TLS mode `istio`: the caller's sidecar speaks mTLS to them
 
 
 def route(table: dict, ip: str, port: int) -> Route | None:
@@ -58,8 +53,7 @@ def route(table: dict, ip: str, port: int) -> Route | None:
             continue
         for p in s["ports"]:
             if p["port"] == port:
-                return Route(f"cluster.outbound|{port}||{s['host']}", list(p["endpoints"]), s,
-                             frozenset(p.get("mtls") or ()))
+                return Route(f"{port}||{s['host']}", list(p["endpoints"]))
     return None
 
 
@@ -121,27 +115,6 @@ def original_dst(conn: socket.socket) -> tuple[str, int]:
     return socket.inet_ntoa(packed), port
 
 
-class Counters:
-    """Envoy stats; `keeps` is the bootstrap's stats matcher (a stat it rejects is never created)."""
-
-    def __init__(self, keeps: Callable[[str], bool] = lambda name: True) -> None:
-        self._values: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._keeps = keeps
-
-    def add(self, name: str, n: int = 1) -> None:
-        if not self._keeps(name):
-            return
-        with self._lock:
-            self._values[name] = self._values.get(name, 0) + n
-
-    def text(self, pattern: str = "") -> str:
-        """Envoy's /stats text format (`name: value` lines), filtered by a regex as `?filter=` does."""
-        rx = re.compile(pattern)
-        with self._lock:
-            return "".join(f"{k}: {v}\n" for k, v in sorted(self._values.items()) if rx.search(k))
-
-
 class RoundRobin:
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
@@ -157,20 +130,12 @@ class RoundRobin:
         return endpoints[i:] + endpoints[:i]
 
 
-HEAD = 4096  # how much of each direction's first bytes splice() keeps
-
-
-def splice(a: socket.socket, b: socket.socket) -> tuple[bytes, bytes]:
-    """Copy bytes both ways until both sides closed; closes both. Returns the first bytes a sent and
-    the first bytes b sent (up to HEAD each)."""
-    heads = {a: b"", b: b""}
-
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until both sides closed (or IDLE_S without a byte); closes both."""
     def pump(src: socket.socket, dst: socket.socket) -> None:
         try:
             src.settimeout(IDLE_S)
             while data := src.recv(65536):
-                if len(heads[src]) < HEAD:
-                    heads[src] += data[:HEAD - len(heads[src])]
                 dst.sendall(data)
         except OSError:
             pass
@@ -186,7 +151,6 @@ def splice(a: socket.socket, b: socket.socket) -> tuple[bytes, bytes]:
     t.join(IDLE_S)
     a.close()
     b.close()
-    return heads[a], heads[b]
 
 
 def relay(a: socket.socket, b: socket.socket, poll_s: float = 1.0) -> None:
@@ -247,34 +211,16 @@ def _guarded(handle: Callable[[socket.socket], None], conn: socket.socket) -> No
         conn.close()
 
 
-class Spliced(NamedTuple):
-    endpoint: str | None  # the endpoint that took the connection; None when none accepted
-    request: bytes = b""  # the first bytes the caller sent
-    response: bytes = b""  # the first bytes that came back
-
-
-def forward(conn: socket.socket, endpoints: list[str], connect: Callable[[str, int], socket.socket],
-            counters: Counters, stat: str, hello: Callable[[str], bytes] | None = None) -> Spliced:
-    """Splice `conn` to the first endpoint that accepts (Envoy retries connect failures elsewhere),
-    after `hello(endpoint)`'s bytes (the stand-in's mTLS line, istiostats.peer_hello) where given.
-    Counts `<stat>.upstream_rq_total` on success, `<stat>.upstream_cx_connect_fail` per failure and
-    closes `conn` when none accepts (no healthy upstream: the caller sees a reset)."""
+def forward(conn: socket.socket, endpoints: list[str], connect: Callable[[str, int], socket.socket]) -> str | None:
+    """Splice `conn` to the first endpoint that accepts (the next one when a connect fails); the endpoint,
+    or None when none accepted (`conn` closed: the caller sees a reset)."""
     for ep in endpoints:
         host, _, port = ep.rpartition(":")
         try:
             upstream = connect(host, int(port))
         except OSError:
-            counters.add(f"{stat}.upstream_cx_connect_fail")
             continue
-        try:
-            if hello is not None and (line := hello(ep)):
-                upstream.sendall(line)
-        except OSError:
-            upstream.close()
-            counters.add(f"{stat}.upstream_cx_connect_fail")
-            continue
-        counters.add(f"{stat}.upstream_rq_total")
-        return Spliced(ep, *splice(conn, upstream))
-    counters.add(f"{stat}.upstream_cx_none_healthy")
+        splice(conn, upstream)
+        return ep
     conn.close()
-    return Spliced(None)
+    return None
