@@ -40,6 +40,8 @@ def local_exec(prefix: Sequence[str] = ()) -> ExecBackend:
     return spawn
 
 
+EXEC_WAIT_S = 10.0  # how long exec waits for the lab kubelet's sandbox of a Running pod
+
 class KubeApiStandIn:
     """A Kubernetes API STAND-IN (see the package docstring for what it models)."""
 
@@ -57,6 +59,7 @@ class KubeApiStandIn:
         self._exec: dict[tuple[str, str], ExecBackend] = {}
         self._logs: list[Callable[[str, str], Callable[[], str] | None]] = []
         self._lock = threading.Lock()
+        self._exec_set = threading.Condition()  # guards _exec; notified when a backend is set
         self._httpd: _Server | None = None
         for ns in ("default", "kube-system", "kube-public"):
             self.store.write(_NS, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
@@ -109,14 +112,19 @@ class KubeApiStandIn:
             return self._tokens.get(token, 0.0) > time.monotonic()
 
     def set_exec_backend(self, namespace: str, pod: str, backend: ExecBackend | None) -> None:
-        with self._lock:
+        with self._exec_set:
             if backend is None:
                 self._exec.pop((namespace, pod), None)
             else:
                 self._exec[(namespace, pod)] = backend
+                self._exec_set.notify_all()
 
-    def exec_backend(self, namespace: str, pod: str) -> ExecBackend | None:
-        with self._lock:
+    def exec_backend(self, namespace: str, pod: str, wait_s: float = EXEC_WAIT_S) -> ExecBackend | None:
+        """The pod's exec backend; waits up to wait_s for one: the lab's controllers mark a pod Running
+        a moment before the lab's kubelet (pods.py) has its sandbox, where a real kubelet's Running
+        comes after its containers started."""
+        with self._exec_set:
+            self._exec_set.wait_for(lambda: (namespace, pod) in self._exec, timeout=wait_s)
             return self._exec.get((namespace, pod))
 
     def add_log_source(self, source: Callable[[str, str], Callable[[], str] | None]) -> None:
