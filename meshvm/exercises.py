@@ -20,6 +20,7 @@ DETAILS_SERVICE = "details.default.svc.cluster.local"
 RATINGS_SERVICE = "ratings.ratings.svc.cluster.local"
 CALLS = 3  # each path's calls counted in the VM proxy's istio_requests_total
 SETTLE_S = 30  # for a request to show in the proxy's metrics once the caller has its answer
+LOADS = 12  # product page loads per check: round robin over reviews v1-v3, v2/v3 answer about 2 in 3
 
 
 # -- Exercise 1: the WorkloadEntry appears -------------------------------------------------------
@@ -156,6 +157,10 @@ def load_page(address: str, guard: Callable[[str], None] | None, timeout: float 
         guard(address)
     with urllib.request.urlopen(f"http://{address}/productpage", timeout=timeout) as r:  # noqa: S310
         return productpage.read(r.read().decode(errors="replace"))
+
+
+def load_pages(address: str, guard: Callable[[str], None] | None, n: int = LOADS) -> list[productpage.Reading]:
+    return [load_page(address, guard) for _ in range(n)]
 
 
 def page_problems(readings: list[productpage.Reading], need_rated: int = 2) -> list[str]:

@@ -24,17 +24,11 @@ from cryptography.exceptions import InvalidSignature
 from meshvm import manifests, telemetry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import waits
-from meshvm.seams import Kube, VmShell
+from meshvm.seams import Kube, Result, VmShell
 
-SECRETS_URL = "localhost:15000/config_dump?resource=dynamic_active_secrets"
+SECRETS_URL = "127.0.0.1:15000/config_dump?resource=dynamic_active_secrets"
 PLAIN_NS = "meshvm-plaintext"
 DENIED = (403, "RBAC: access denied")
-POLICIES = {  # manifest -> (kind, name, namespace), for removal
-    "peer-authentication-strict": ("PeerAuthentication", "meshvm-strict", "ratings"),
-    "authz-ratings-readers": ("AuthorizationPolicy", "meshvm-ratings-readers", "ratings"),
-    "authz-deny-vm-on-details": ("AuthorizationPolicy", "meshvm-deny-vm", "default"),
-}
-SECURITY_API = "security.istio.io/v1"
 NO_CERTIFICATE = "the VM's Envoy has no workload certificate (SDS secret `default`)"
 
 
@@ -44,9 +38,11 @@ NO_CERTIFICATE = "the VM's Envoy has no workload certificate (SDS secret `defaul
 def vm_workload_chain(vm: VmShell) -> list[x509.Certificate]:
     """The certificate chain of the VM Envoy's SDS secret `default` ([] while it has none)."""
     r = vm.run(f"curl -sS -m 10 '{SECRETS_URL}'", step="the VM Envoy's secrets", check=False, timeout=20)
-    if not r.ok:
+    try:
+        dump = json.loads(r.stdout) if r.ok else {}
+    except ValueError:  # Envoy not answering JSON yet: as good as no certificate
         return []
-    for secret in _secrets(json.loads(r.stdout or "{}")):
+    for secret in _secrets(dump):
         if secret.get("name") == "default" and "tls_certificate" in secret:
             pem = base64.b64decode(secret["tls_certificate"]["certificate_chain"]["inline_bytes"])
             return x509.load_pem_x509_certificates(pem)
@@ -63,12 +59,13 @@ def _secrets(dump: Any) -> list[dict]:
     return []
 
 
-def mesh_root(kube: Kube, namespace: str = "ratings") -> x509.Certificate:
+def mesh_roots(kube: Kube, namespace: str = "ratings") -> list[x509.Certificate]:
+    """The mesh's roots (more than one while a root rotates)."""
     cm = kube.get("v1", "ConfigMap", "istio-ca-root-cert", namespace) or {}
-    return x509.load_pem_x509_certificate(str((cm.get("data") or {}).get("root-cert.pem", "")).encode())
+    return x509.load_pem_x509_certificates(str((cm.get("data") or {}).get("root-cert.pem", "")).encode())
 
 
-def identity_problems(chain: list[x509.Certificate], root: x509.Certificate, want: str) -> list[str]:
+def identity_problems(chain: list[x509.Certificate], roots: list[x509.Certificate], want: str) -> list[str]:
     if not chain:
         return [NO_CERTIFICATE]
     leaf = chain[0]
@@ -78,13 +75,17 @@ def identity_problems(chain: list[x509.Certificate], root: x509.Certificate, wan
     except x509.ExtensionNotFound:
         uris = []
     problems = [] if uris == [want] else [f"the VM's certificate names {uris}, expected [{want!r}]"]
-    try:
-        (chain[1] if len(chain) > 1 else leaf).verify_directly_issued_by(root)
-        if len(chain) > 1:
-            leaf.verify_directly_issued_by(chain[1])
-    except (ValueError, TypeError, InvalidSignature) as e:
-        problems.append(f"the VM's certificate is not signed by the mesh root (istio-ca-root-cert): {e or type(e).__name__}")
+    if not any(_issued_by(leaf, root) for root in roots):
+        problems.append("the VM's certificate is not signed by the mesh root (istio-ca-root-cert)")
     return problems
+
+
+def _issued_by(leaf: x509.Certificate, root: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 # -- policies --------------------------------------------------------------------------------------
@@ -95,8 +96,9 @@ def apply_policy(kube: Kube, name: str) -> None:
 
 
 def remove_policy(kube: Kube, name: str, deadline: Deadline) -> None:
-    kind, obj, namespace = POLICIES[name]
-    kube.delete(SECURITY_API, kind, obj, namespace, deadline=deadline)
+    for doc in manifests.docs(name, TRUST_DOMAIN=telemetry.TRUST_DOMAIN):
+        kube.delete(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"]["namespace"],
+                    deadline=deadline)
 
 
 # -- a client outside the mesh ---------------------------------------------------------------------
@@ -117,17 +119,25 @@ def remove_plain_client(kube: Kube, deadline: Deadline) -> None:
     kube.delete("v1", "Namespace", PLAIN_NS, deadline=deadline)
 
 
-def http_call(kube: Kube, namespace: str, pod: str, url: str) -> tuple[int, str]:
-    """(HTTP status, body) of a curl in a pod; status 0 with curl's error when there was no HTTP answer."""
-    r = kube.exec(namespace, pod, ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", url], container="curl",
-                  timeout=30)
+def status_body(r: Result) -> tuple[int, str]:
+    """(HTTP status, body) of `curl -w '\\n%{http_code}'`; status 0 with curl's error when no HTTP answer came."""
     body, _, code = r.stdout.rpartition("\n")
     status = int(code) if code.strip().isdigit() else 0
     return (status, body) if status else (0, r.stderr.strip()[-200:] or f"curl exited {r.rc}")
+
+
+def refused(answer: tuple[int, str]) -> bool:
+    """No HTTP answer because the server closed the connection: what a sidecar does to a client no filter
+    chain takes (curl: "Connection reset by peer", 56, or "Empty reply from server", 52). A timeout or a
+    refused connection is something else (the VM's proxy down)."""
+    return answer[0] == 0 and ("reset by peer" in answer[1] or "Empty reply" in answer[1])
+
+
+def http_call(kube: Kube, namespace: str, pod: str, url: str) -> tuple[int, str]:
+    return status_body(kube.exec(namespace, pod, ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", url],
+                                 container="curl", timeout=30))
 
 
 def vm_call(vm: VmShell, url: str) -> tuple[int, str]:
-    r = vm.run(f"curl -sS -m 10 -w '\\n%{{http_code}}' {url}", step="a call from the VM", check=False, timeout=20)
-    body, _, code = r.stdout.rpartition("\n")
-    status = int(code) if code.strip().isdigit() else 0
-    return (status, body) if status else (0, r.stderr.strip()[-200:] or f"curl exited {r.rc}")
+    return status_body(vm.run(f"curl -sS -m 10 -w '\\n%{{http_code}}' {url}", step="a call from the VM", check=False,
+                              timeout=20))

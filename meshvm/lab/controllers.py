@@ -27,11 +27,12 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from meshvm.lab.mesh_registry import TLS_MODE  # the injection template's pod label
+
 log = logging.getLogger(__name__)
 PACE_S = 0.2
 TIMEOUT = 10
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
-TLS_MODE = "security.istio.io/tlsMode"  # the injection template's pod label
 # The images the lab can "pull": BookInfo's at the tag docs/facts.md pins, the curl client the manifest
 # names, and Istio's own (the stand-in istioctl's, any version).
 PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"

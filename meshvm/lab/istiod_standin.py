@@ -71,6 +71,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.meshca import KeyPair
 from meshvm.lab.standins import meshwire
+from meshvm.lab.standins.agentplane import PREAMBLE as XDS_PREAMBLE
 
 log = logging.getLogger(__name__)
 PORT = 15012
@@ -83,8 +84,7 @@ CONNECTED, DISCONNECTED = "istio.io/connectedAt", "istio.io/disconnectedAt"
 HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
-ISTIOD_SNI = "istiod.istio-system.svc"
-XDS_PREAMBLE = b"LAB-XDS "  # standins/agentplane.py  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
+ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
 
 
 class Rejected(Exception):
@@ -215,11 +215,13 @@ class IstiodStandIn:
             return self.sessions.get(ip)
 
     def check_token(self, token: str) -> str:
-        """A relayed xDS stream's token (the preamble's): its subject, or Rejected."""
+        """A proxy's istio-token, as istiod's TokenReview checks it: its subject, or Rejected."""
         claims = self._review(token) if token else None
-        aud = (claims or {}).get("aud") or []
-        if claims is None or "istio-ca" not in (aud if isinstance(aud, list) else [aud]):
-            raise Rejected(401, "authentication failed: the istio-token is not valid for audience istio-ca")
+        if claims is None:
+            raise Rejected(401, "authentication failed: the istio-token is not valid (unknown, malformed or expired)")
+        aud = claims.get("aud") or []
+        if "istio-ca" not in (aud if isinstance(aud, list) else [aud]):
+            raise Rejected(401, f"authentication failed: token audiences {aud} do not include istio-ca")
         return str(claims.get("sub") or "")
 
     def disconnect(self, s: Session) -> None:
@@ -242,16 +244,9 @@ class IstiodStandIn:
     # -- internals -----------------------------------------------------------------------------
 
     def _authenticate(self, token: str, ns: str, sa: str, claimed_cluster: str) -> None:
-        claims = self._review(token) if token else None
-        if claims is None:
-            raise Rejected(401, "authentication failed: the istio-token is not valid (unknown, malformed or expired)")
-        aud = claims.get("aud") or []
-        if "istio-ca" not in (aud if isinstance(aud, list) else [aud]):
-            raise Rejected(401, f"authentication failed: token audiences {aud} do not include istio-ca")
-        want = f"system:serviceaccount:{ns}:{sa}"
-        if claims.get("sub") != want:
-            raise Rejected(401, f"authentication failed: the token is for {claims.get('sub')}, "
-                                f"the proxy claims {want}")
+        subject, want = self.check_token(token), f"system:serviceaccount:{ns}:{sa}"
+        if subject != want:
+            raise Rejected(401, f"authentication failed: the token is for {subject}, the proxy claims {want}")
         cluster = self._cluster_id()
         if cluster is None:
             raise Rejected(503, "istiod is not installed (no Deployment istio-system/istiod)")
@@ -430,14 +425,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _relay_xds(self, path: Path) -> None:
         """An agent's relayed xDS (or SDS) stream: `LAB-XDS <istio-token>`, answered `OK`, then the
-        bytes go both ways between it and the VM proxies' gRPC server (vm_xds.py)."""
+        bytes go both ways between it and the VM proxies' gRPC server (envoy/vmxds.py)."""
         token = self.rfile.readline(8192)[len(XDS_PREAMBLE):].strip().decode(errors="replace")
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.server.owner.check_token(token)
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(str(path))
         except (Rejected, OSError) as e:
-            self.wfile.write(f"ERROR {getattr(e, 'reason', e)}\n".encode())
+            upstream.close()
+            reason = getattr(e, "reason", str(e))
+            self.server.owner.rejections.append(f"{self.client_address[0]} (xDS relay): {reason}")
+            self.wfile.write(f"ERROR {reason}\n".encode())
             self.wfile.flush()
             return
         self.wfile.write(b"OK\n")

@@ -33,6 +33,7 @@ from typing import Any
 from kubernetes import client, dynamic
 
 from meshvm.lab.standins import meshwire
+from meshvm.lab.standins.istiostats import spiffe
 
 CACHE_S = 0.5  # every proxy connection asks; the API is listed at most this often
 TIMEOUT = 10
@@ -119,10 +120,6 @@ class MeshRegistry:
             services.append({"name": meta["name"], "namespace": ns, "host": f"{meta['name']}.{ns}.{meshwire.DOMAIN}",
                              "vip": self.vip(ns, meta["name"]), "ports": ports})
         return {"services": services}
-
-
-def spiffe(namespace: str, service_account: str, trust_domain: str = "cluster.local") -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -169,10 +168,7 @@ class KubeClusterBackend:
                                         mesh_table=registry.table, workdir=self.workdir,
                                         tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN])).start()
             inputs = MeshInputs(client.ApiClient(cfg), registry)  # what istiod reads for every sidecar
-            self.vm_xds = VmXds(self.istiod, inputs, self.mesh_ca,
-                                Path(socket_dir(addrs.tag, "vmxds")) / "XDS")
-            Path(socket_dir(addrs.tag, "vmxds")).mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.vm_xds.start()
+            self.vm_xds = VmXds(self.istiod, inputs, self.mesh_ca, Path(socket_dir(addrs.tag, "vmxds")) / "XDS").start()
             self.istiod.xds_socket = self.vm_xds.ads.path
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
                                        tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
@@ -205,7 +201,6 @@ class KubeClusterBackend:
             self.istiod.stop()
         if self.vm_xds:
             self.vm_xds.stop()
-            shutil.rmtree(self.vm_xds.ads.path.parent, ignore_errors=True)
         for gw in self.gateways:
             gw.stop()
         if self.runtime:

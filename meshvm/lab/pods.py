@@ -38,6 +38,7 @@ from kubernetes import client, dynamic
 
 from meshvm.lab import hostsys
 from meshvm.lab.controllers import ReconcileLoop
+from meshvm.lab.envoy import sidecar
 from meshvm.lab.envoy.meshinputs import MeshInputs
 from meshvm.lab.envoy.proxy import Node
 from meshvm.lab.envoy.sidecars import SidecarProxy
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 APPS = Path(__file__).resolve().parent / "standins" / "bookinfo.py"
 DNS_IP = "169.254.20.10"  # GKE's NodeLocal DNSCache address
 LINK_IP = "169.254.1.1"  # every pod's next hop: local on the node, so its veths answer ARP for it
-SIDECAR_PORT, INBOUND_PORT = 15001, 15006
+SIDECAR_PORT, INBOUND_PORT = sidecar.OUTBOUND_PORT, sidecar.INBOUND_PORT
 PACE_S = 0.3
 TIMEOUT = 10
 STOP_S = 3.0
@@ -118,7 +119,11 @@ class NodeRuntime(ReconcileLoop):
             app = next((m for c in containers if (m := _IMAGE.search(c.get("image") or ""))), None)
             if app is None and not any("curl" in (c.get("image") or "") for c in containers):
                 continue
-            self._add(key, ip, pod.get("spec") or {}, pod["metadata"].get("labels") or {}, app)
+            try:
+                self._add(key, ip, pod.get("spec") or {}, pod["metadata"].get("labels") or {}, app)
+            except Exception:  # a half-made sandbox goes: the next round makes it again
+                self._remove(key)
+                raise
 
     # -- one sandbox --------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx5Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY
 
 
 def _run(standin, tmp_path, token_file, now, name, **options):
-    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="4", **options)
+    cfg = make_cfg(standin, tmp_path / name, token_file, now=now, expires_hours="4", exercise_deadline="60", **options)
     cloud = GcpCloud(cfg, Ledger(cfg.artifacts_dir / "ledger.json"))
     net = cloud.create_network(deadline())
     cloud.create_firewall_rules(net, deadline())
@@ -145,7 +145,7 @@ def test_reuse_extends_the_expiry_of_what_it_adopts_and_the_janitor_spares_the_r
     kept.create_vm(net, "tester", PUB, deadline())
     run_id = kept.cfg.run_id
     # as `--reuse` resolves (here without the secret dir that the VM's SSH key would come from)
-    reuse = replace(make_cfg(standin, tmp_path / "reuse", token_file, run_id=run_id, expires_hours="4"), reuse=run_id)
+    reuse = replace(make_cfg(standin, tmp_path / "reuse", token_file, run_id=run_id, expires_hours="4", exercise_deadline="60"), reuse=run_id)
     again = GcpCloud(reuse, Ledger(reuse.artifacts_dir / "ledger.json"))
     again.check_kept(deadline())
     net = again.create_network(deadline())

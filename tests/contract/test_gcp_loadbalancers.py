@@ -248,7 +248,7 @@ def test_cluster_deleted_first_leaves_them_and_the_ledger_deletes_them(standin, 
 def test_janitor_finds_lb_leftovers_of_a_deleted_cluster_of_an_expired_run(standin, tmp_path, token_file, capsys,
                                                                           gke):
     cfg = versioned_cfg(standin, tmp_path / "old", token_file, gke, now=datetime.now(UTC) - timedelta(hours=6),
-                        expires_hours="4")
+                        expires_hours="4", exercise_deadline="60")
     run = Run(cfg, tmp_path)
     run.kube.close()
     cluster = next(e for e in run.cloud.ledger.entries() if e.kind == "cluster")

@@ -7,7 +7,6 @@ import pytest
 from meshvm import exercises, mesh_security, retry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
-from tests.e2e.test_productpage_ratings import loads
 
 pytestmark = pytest.mark.exercise
 
@@ -22,7 +21,7 @@ def test_only_reviews_may_call_ratings_on_the_vm(world, kube, ingress, vm, agent
                     lambda: mesh_security.http_call(kube, "default", client_pod, url),
                     Deadline.after(wait, "403"), accept=lambda r: r == mesh_security.DENIED, ceiling=3)
         retry.until("the stars on the product page (reviews is allowed)",
-                    lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(wait, "stars"),
+                    lambda: exercises.page_problems(exercises.load_pages(ingress, world.platform.guard())), Deadline.after(wait, "stars"),
                     transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)
     finally:
         mesh_security.remove_policy(kube, "authz-ratings-readers", Deadline.after(wait, "remove ALLOW"))

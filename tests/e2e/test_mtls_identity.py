@@ -16,10 +16,10 @@ AFTER_REGISTRATION = {"after": "test_vm_registration.py::test_workload_entry_app
 
 @pytest.mark.order(**AFTER_REGISTRATION)
 def test_the_vms_envoy_holds_its_service_accounts_certificate_from_the_mesh_root(world, kube, vm, agent):
-    root = mesh_security.mesh_root(kube)
+    roots = mesh_security.mesh_roots(kube)
     problems = retry.until(  # only the certificate's arrival is waited for: a wrong one is final
         "the VM's Envoy to hold a workload certificate",
-        lambda: mesh_security.identity_problems(mesh_security.vm_workload_chain(vm.shell), root, VM_IDENTITY),
+        lambda: mesh_security.identity_problems(mesh_security.vm_workload_chain(vm.shell), roots, VM_IDENTITY),
         Deadline.after(world.cfg.exercise_deadline, "the VM's certificate"),
         accept=lambda p: p != [mesh_security.NO_CERTIFICATE], ceiling=5)
     assert problems == [], f"the VM's Envoy should hold a certificate for {VM_IDENTITY} from the mesh root: {problems}"

@@ -25,10 +25,12 @@ def test_strict_refuses_plaintext_and_keeps_the_mesh_path(world, kube, vm, agent
         mesh_security.apply_policy(kube, "peer-authentication-strict")
         try:
             retry.until("the VM's sidecar to refuse the plaintext client under STRICT", call,
-                        Deadline.after(wait, "STRICT"), accept=lambda r: r[0] == 0, ceiling=3)
+                        Deadline.after(wait, "STRICT"), accept=mesh_security.refused, ceiling=3)
             retry.until("the mesh path to ratings under STRICT", lambda: exercises.pod_calls_ratings(kube, client_pod),
                         Deadline.after(wait, "mesh path"), accept=lambda a: a == ratings.EXPECTED, ceiling=5)
         finally:
             mesh_security.remove_policy(kube, "peer-authentication-strict", Deadline.after(wait, "remove STRICT"))
+        retry.until("the plaintext client answered again once STRICT is gone", call,
+                    Deadline.after(wait, "STRICT gone"), accept=lambda r: r[0] == 200, ceiling=3)
     finally:
         mesh_security.remove_plain_client(kube, Deadline.after(wait, "remove the plaintext client"))

@@ -6,13 +6,7 @@ from meshvm import exercises, retry, telemetry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
 
-LOADS = 12  # round robin over reviews v1-v3: v2/v3 answer about 2 loads in 3
-
 pytestmark = pytest.mark.exercise
-
-
-def loads(address, world):
-    return [exercises.load_page(address, world.platform.guard()) for _ in range(LOADS)]
 
 
 @pytest.mark.order(4)
@@ -30,10 +24,10 @@ def test_product_page_shows_the_vms_stars(world, kube, ingress, vm, agent):
     last = []
 
     def problems():
-        last[:] = loads(ingress, world)
+        last[:] = exercises.load_pages(ingress, world.platform.guard())
         return exercises.page_problems(last)
 
-    retry.until(f"{LOADS} loads of /productpage with 9 stars on every v2/v3 page", problems,
+    retry.until(f"{exercises.LOADS} loads of /productpage with 9 stars on every v2/v3 page", problems,
                 Deadline.after(world.cfg.exercise_deadline, "the page"),
                 transient=(OSError,), accept=lambda found: found == [], ceiling=10)
     rated = sum(r.version in ("v2", "v3") for r in last)
@@ -54,5 +48,5 @@ def test_stars_come_from_the_vm(world, ingress, vm, agent):
     finally:
         ratings.start_ratings(vm.shell, Deadline.after(wait, "restart ratings"))
     retry.until("the stars back after ratings restarted on the VM",
-                lambda: exercises.page_problems(loads(ingress, world)), Deadline.after(wait, "stars back"),
+                lambda: exercises.page_problems(exercises.load_pages(ingress, world.platform.guard())), Deadline.after(wait, "stars back"),
                 transient=(OSError,), accept=lambda problems: problems == [], ceiling=10)

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from meshvm import retry
+from meshvm import mesh_security, retry
 from meshvm.deadlines import Deadline
 from meshvm.lab import addressing
 from meshvm.lab.envoy import binary, sidecar
 from meshvm.lab.envoy.proxy import Node
 from meshvm.lab.envoy.sidecars import SidecarProxy
+from meshvm.lab.leaks import socket_dir
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import run_ip
+from meshvm.seams import Result
 from tests.root import require_root
 
 APP = """
@@ -55,8 +57,7 @@ class Mesh:
         r = subprocess.run(["ip", "netns", "exec", netns or self.client_ns, "curl", "-sS", "-m", "5",  # noqa: S607
                             "-o", "/dev/stdout", "-w", "\n%{http_code}", f"http://{target}/"],
                            capture_output=True, text=True, timeout=15, check=False)
-        body, _, code = r.stdout.rpartition("\n")
-        return int(code or 0), body or r.stderr.strip()
+        return mesh_security.status_body(Result(r.returncode, r.stdout, r.stderr))
 
 
 @pytest.fixture
@@ -89,23 +90,22 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
             "clusterIP": vip, "selector": {"app": "ratings"}, "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}}
         policies = sidecar.SidecarInputs([svc], [], [])
         endpoints = lambda fqdn, port: [sidecar.Endpoint(f"{s_ip}:9080", f"spiffe://cluster.local/ns/ratings/sa/{SERVER_SA}")]  # noqa: E731
-        sock = Path("/run/meshvm-lab") / addrs.tag
         for name, ns, sa, ip, labels, netns in (("client", "default", "bookinfo-reviews", c_ip, {"app": "reviews"}, c_ns),
                                                  ("server", "ratings", SERVER_SA, s_ip, {"app": "ratings"}, s_ns)):
             node = Node("sidecar", ip, f"{labels['app']}-0", ns, labels["app"], labels)
             proxies.append(SidecarProxy(node, sa, ca, lambda: policies, endpoints, tmp_path / name,
-                                        sockets=sock / name, netns=netns).start())
+                                        sockets=Path(socket_dir(addrs.tag, name)), netns=netns).start())
         yield Mesh(proxies[0], proxies[1], c_ns, vip, s_ip, policies)
     finally:
         for p in proxies:
             p.stop()
-            assert p.ads.nacks == [], "Envoy rejected the sidecar model's config"
         if app is not None:
             app.kill()
             app.wait(5)
         for ns in (c_ns, s_ns):
             run_ip("netns", "del", ns, check=False)
         addrs.release()
+    assert [n for p in proxies for n in p.ads.nacks] == [], "Envoy rejected the sidecar model's config"
 
 
 def _iptables(netns: str, chain: str, *rule: str) -> None:
@@ -134,7 +134,7 @@ def test_permissive_takes_plaintext_strict_refuses_it(mesh: Mesh) -> None:
     assert "x-forwarded-client-cert" not in plain, "a plaintext client has no certificate to forward"
     mesh.policies.peer_authentications.append(
         {"metadata": {"name": "default", "namespace": "ratings"}, "spec": {"mtls": {"mode": "STRICT"}}})
-    answers(mesh, f"{mesh.server_ip}:9080", 0)  # curl's 000: the connection closed, no HTTP answer
+    assert mesh_security.refused(answers(mesh, f"{mesh.server_ip}:9080", 0))  # closed: no HTTP answer
     answers(mesh, f"{mesh.vip}:9080", 200)  # the mesh path works under STRICT
 
 

@@ -24,16 +24,17 @@ def root(ca: MeshCa) -> x509.Certificate:
 
 def test_the_right_identity_from_the_mesh_root_has_no_problem() -> None:
     ca = MeshCa()
-    assert mesh_security.identity_problems(chain(ca), root(ca), WANT) == []
+    assert mesh_security.identity_problems(chain(ca), [root(ca)], WANT) == []
 
 
 def test_another_service_account_another_root_or_none_are_each_named() -> None:
     ca, other = MeshCa(), MeshCa()
-    assert mesh_security.identity_problems(chain(ca, "impostor"), root(ca), WANT) == [
+    assert mesh_security.identity_problems(chain(ca, "impostor"), [root(ca)], WANT) == [
         f"the VM's certificate names ['spiffe://cluster.local/ns/ratings/sa/impostor'], expected [{WANT!r}]"]
-    (problem,) = mesh_security.identity_problems(chain(other), root(ca), WANT)
+    (problem,) = mesh_security.identity_problems(chain(other), [root(ca)], WANT)
     assert problem.startswith("the VM's certificate is not signed by the mesh root")
-    assert mesh_security.identity_problems([], root(ca), WANT) == [mesh_security.NO_CERTIFICATE]
+    assert mesh_security.identity_problems(chain(other), [root(ca), root(other)], WANT) == [], "a rotating root"
+    assert mesh_security.identity_problems([], [root(ca)], WANT) == [mesh_security.NO_CERTIFICATE]
 
 
 class Shell:
@@ -53,5 +54,15 @@ def test_the_chain_is_read_from_envoys_secrets_dump_whatever_the_nesting() -> No
                              "private_key": {"inline_bytes": base64.b64encode(b"[redacted]").decode()}}}},
                         {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validation_context": {"trusted_ca": {}}}}]}
     got = mesh_security.vm_workload_chain(Shell(json.dumps(dump)))  # type: ignore[arg-type]
-    assert mesh_security.identity_problems(got, root(ca), WANT) == []
+    assert mesh_security.identity_problems(got, [root(ca)], WANT) == []
     assert mesh_security.vm_workload_chain(Shell("", rc=7)) == []  # type: ignore[arg-type]
+
+
+def test_refused_is_a_closed_connection_not_a_timeout_or_a_refusal() -> None:
+    assert mesh_security.refused((0, "curl: (56) Recv failure: Connection reset by peer"))
+    assert mesh_security.refused((0, "curl: (52) Empty reply from server"))
+    assert not mesh_security.refused((0, "curl: (28) Operation timed out after 10001 milliseconds"))
+    assert not mesh_security.refused((0, "curl: (7) Failed to connect to 10.0.0.5 port 9080: Connection refused"))
+    assert not mesh_security.refused((200, "{}"))
+    assert mesh_security.status_body(Result(0, "body\n403", "")) == (403, "body")
+    assert mesh_security.status_body(Result(56, "\n000", "curl: (56) Recv failure")) == (0, "curl: (56) Recv failure")

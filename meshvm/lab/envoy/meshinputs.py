@@ -36,9 +36,9 @@ class MeshInputs:
             if time.monotonic() - self._read_at >= READ_TTL_S:
                 try:
                     self._last = self._read()
-                    self._read_at = time.monotonic()
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
                     log.warning("sidecar config: reading the cluster failed, keeping the last: %s", e)
+                self._read_at = time.monotonic()  # a failed read too: the next try waits its turn
             return self._last
 
     def _read(self) -> SidecarInputs:

@@ -11,6 +11,7 @@ from pathlib import Path
 from meshvm.lab.envoy import security, sidecar, xds
 from meshvm.lab.envoy.proxy import Envoy, Node
 from meshvm.lab.meshca import MeshCa
+from meshvm.lab.standins import istiostats
 
 Inputs = Callable[[], sidecar.SidecarInputs]
 
@@ -22,7 +23,7 @@ class SidecarProxy:
                  workdir: Path, *, sockets: Path, netns: str | None):
         self.node, self.inputs, self.endpoints, self.workdir, self._sockets = node, inputs, endpoints, workdir, sockets
         self.workload = sidecar.Workload(node.namespace, node.labels)
-        self.principal = f"spiffe://{ca.trust_domain}/ns/{node.namespace}/sa/{service_account}"
+        self.principal = istiostats.spiffe(node.namespace, service_account, ca.trust_domain)
         self._secrets = security.secrets(ca.workload(node.namespace, service_account), ca.root_pem)
         self.ads = xds.AdsServer(self.config, sockets / "XDS", sds=sockets / "SDS")
         self.envoy = Envoy(node, sockets / "XDS", workdir, netns=netns, sds=sockets / "SDS")

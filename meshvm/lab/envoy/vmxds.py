@@ -3,10 +3,13 @@ socket, which istiod's stand-in relays the VM agent's streams to after checking 
 (istiod_standin.py; the agent's side is standins/agentplane.py). A proxy gets the sidecar config
 (sidecar.py) of its WorkloadEntry (namespace and labels) and, over SDS, a workload certificate for the
 service account its agent registered with, signed by the mesh CA stand-in; only while its agent is
-connected with that IP (the node id's), as istiod serves only authenticated proxies."""
+connected with that IP (the node id's), as istiod serves only authenticated proxies; until then nothing
+is pushed. What differs: a relayed stream's token is checked (valid, for istio-ca), but which identity a
+stream gets is its node's session's, where real istiod ties the certificate to the caller's own token."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -34,17 +37,19 @@ class VmXds:
         self._lock = threading.Lock()
 
     def start(self) -> VmXds:
+        self.ads.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ads.start()
         return self
 
     def stop(self) -> None:
         self.ads.stop()
+        shutil.rmtree(self.ads.path.parent, ignore_errors=True)
 
-    def config(self, node_id: str) -> xds.Resources:
+    def config(self, node_id: str) -> xds.Resources | None:
         parts = node_id.split("~")
         s = self.sessions.session_for(parts[1]) if len(parts) == 4 else None
         if s is None:
-            return {}
+            return None
         w = sidecar.Workload(s.namespace, s.labels)
         return {**sidecar.resources(w, self.inputs(), self.inputs.endpoints),
                 xds.SECRET: self._secret(s.namespace, s.service_account)}

@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -56,7 +57,7 @@ REFRESH_S = 1.0
 STOP_GRACE_S = 2.0
 
 Resources = dict[str, list[dict[str, Any]]]  # type URL -> resources (JSON form of the v3 protos)
-Config = Callable[[str], Resources]  # node id -> its resources
+Config = Callable[[str], Resources | None]  # node id -> its resources (None: nothing to push yet)
 
 
 def to_any(type_url: str, resource: dict[str, Any]) -> any_pb2.Any:
@@ -120,9 +121,11 @@ class _Stream:
         if not self.node or not self.names:
             return
         try:
-            everything = self.server.config(self.node)
+            everything = self.server.config_of(self.node)
         except Exception:  # noqa: BLE001  (the model failed: log it, keep the proxy's last config)
             log.exception("xds: building the config of %s failed", self.node)
+            return
+        if everything is None:  # nothing for this proxy (yet): no push at all
             return
         for type_url, names in list(self.names.items()):
             picked = chosen(type_url, everything.get(type_url, []), names)
@@ -145,6 +148,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer, sds_pb2_grpc.Se
         self.nacks: list[str] = []
         self.stopping = threading.Event()
         self._grpc: grpc.Server | None = None
+        self._cache: dict[str, tuple[float, Resources | None]] = {}
+        self._cache_lock = threading.Lock()
 
     def start(self) -> AdsServer:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="xds"))
@@ -162,6 +167,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer, sds_pb2_grpc.Se
         if register is not None:
             register(self.stopping.set)
         return self
+
+    def config_of(self, node: str) -> Resources | None:
+        """`config(node)`, built at most once per REFRESH_S for all of a proxy's streams (ADS and SDS)."""
+        with self._cache_lock:
+            hit = self._cache.get(node)
+            if hit is None or time.monotonic() - hit[0] >= REFRESH_S:
+                hit = (time.monotonic(), self.config(node))
+                self._cache[node] = hit
+            return hit[1]
 
     def stop(self) -> None:
         self.stopping.set()
