@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import pytest
 
 from tests.conftest import KEPT
-from tests.lab.test_e2e_infra import ROOT, no_lab_leftovers
+from tests.lab.test_e2e_infra import RECIPE_ONLY, ROOT, no_lab_leftovers
 
 pytestmark = pytest.mark.lab
 VERSIONS = {"before-1.36": ("--cluster-version", "1.35", "--release-channel", "regular"),
@@ -25,7 +25,7 @@ GROUP = {"before-1.36": "instance-group", "from-1.36": "network-endpoint-group"}
 def test_two_runs_at_once_each_leave_nothing_and_touch_only_their_own(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_") or k in KEPT}
     procs = {name: subprocess.Popen(
-        [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "--platform", "lab", *args,
+        [sys.executable, "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider", "--platform", "lab", *args, *RECIPE_ONLY,
          "--artifacts-dir", str(tmp_path / name)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True) for name, args in VERSIONS.items()}
     outs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}

@@ -21,7 +21,7 @@ from meshvm.lab.platform import LabPlatform
 from meshvm.lab.sidecar_deb import build_sidecar_deb
 from meshvm.settings import BY_FIELD
 from meshvm.stages import STAGE_NAMES
-from tests.lab.test_e2e_infra import ROOT, suite
+from tests.lab.test_e2e_infra import RECIPE_ONLY, ROOT, suite
 from tests.lab.test_keep import local_cloud, run_objects
 
 pytestmark = pytest.mark.lab
@@ -75,7 +75,7 @@ def test_reuse_adopts_a_kept_run_then_tears_it_all_down(tmp_path, offline):
     extra, cache = offline
     with local_cloud(tmp_path, run_id) as (lab, args, env):
         env = {**env, **cache}
-        r1 = suite(*args, *extra, "--keep", "always", "--artifacts-dir", str(first), env=env)
+        r1 = suite(*args, *extra, *RECIPE_ONLY, "--keep", "always", "--artifacts-dir", str(first), env=env)
         assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-2000:]
         kept = json.loads((first / "kept.json").read_text())
         assert set(KINDS) <= {k["kind"] for k in kept["resources"]}
@@ -97,14 +97,14 @@ def test_reuse_adopts_a_kept_run_then_tears_it_all_down(tmp_path, offline):
         assert kept2["expires"] == kept["expires"]  # adopted resources keep their expiry label
         assert key_material(run_id) == key_lines, "kept again: the same key, still in its secret dir"
 
-        r3 = suite(*args, *extra, "--reuse", run_id, "--artifacts-dir", str(third), env=env)
+        r3 = suite(*args, *extra, *RECIPE_ONLY, "--reuse", run_id, "--artifacts-dir", str(third), env=env)
         assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-2000:]
         assert creates(lab) == made, "the reusing run created something the kept run had"
         phases = {p["name"]: p["outcome"] for p in json.loads((third / "phases.json").read_text())["phases"]
                   if p["kind"] == "stage"}
         assert set(phases.values()) == {"passed"} and len(phases) == len(STAGE_NAMES), phases
-        collected = re.search(r"collected (\d+) items", r3.stdout)
-        assert collected and f"{collected[1]} passed in" in r3.stdout, "every stage and exercise passed"
+        summary = r3.stdout.strip().splitlines()[-1]  # e.g. "==== 21 passed, 4 deselected in 50.1s ===="
+        assert re.fullmatch(r"=+ \d+ passed, \d+ deselected in .*", summary), "every stage and exercise passed: " + summary
         cleanup = json.loads((third / "cleanup.json").read_text())
         assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
         assert set(KINDS) <= {i["kind"] for i in cleanup["items"]}
