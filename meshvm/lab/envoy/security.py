@@ -18,7 +18,10 @@ for a sidecar's inbound side, and the TLS contexts and secrets it names, as Isti
   `spiffe://` before it (a trailing `*` a prefix, `*` alone any), `source.namespaces` as the regex
   `.*/ns/<ns>/.*`, an empty `to` as any permission, a policy without rules never matching. Other
   rule fields (`to.operation`, `when`, `notPrincipals`, ...) are not modelled: such a rule is left out
-  and logged (an ALLOW policy then allows less, a DENY policy denies less);
+  and logged (an ALLOW policy then allows less, a DENY policy denies less); nor are `targetRef(s)`
+  (such a policy is taken as namespace-wide), a root-namespace policy with a selector (Istio applies it
+  in every namespace; here it applies nowhere), CUSTOM and AUDIT actions, and TCP RBAC on the
+  passthrough chains of undeclared ports;
 - the secrets pilot-agent's SDS server answers (`security/pkg/nodeagent/sds/sdsservice.go`).
 """
 
