@@ -62,7 +62,9 @@ def wait_gke(c: Clients, location: str, op: container_v1.Operation, what: str, d
             last[0] = line
         return got
 
-    done = retry.until(what, poll, deadline, accept=lambda o: o.status == _GKE_DONE, initial=1.0, ceiling=15.0)
+    # GKE's cluster operations take minutes, its small ones seconds: polls close together at first, then
+    # at most every 15 s
+    done = retry.until(what, poll, deadline, accept=lambda o: o.status == _GKE_DONE, initial=0.5, ceiling=15.0)
     failure = errors.from_gke_operation(done)
     if failure is not None:
         raise errors.clear(failure, what, c.project) from failure
