@@ -28,7 +28,7 @@ from meshvm.lab.netsafety import TAG_PATTERN
 from tests.mutations.mutants import EXERCISE_MODULES, MUTATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
-EXERCISE_DEADLINE = "20"  # a broken step never heals: the exercises need not wait 300 s to say so (the lab's
+EXERCISE_DEADLINE = "15"  # a broken step never heals: the exercises need not wait 300 s to say so (the lab's
                           # policies and endpoints reach its Envoys within 2 s)
 RUN_TIMEOUT_S = 900
 TEARDOWN_GRACE_S = 300
