@@ -1,5 +1,6 @@
 """The stage book: each stage's and exercise's start, end, duration, outcome, error and retries, and the
-run's figures (wall time, critical path, their ratio), written to phases.json."""
+run's figures (wall time, critical path, their ratio), written to phases.json; what exercises measured
+(the VM's lifecycle: seconds to unhealthy, to re-registered...) also to lifecycle.json."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class StageBook:
         self._current = threading.local()  # the stage each thread runs: its retries are counted to it
         self._t0: dict[str, float] = {}
         self._origin: float | None = None  # wall clock (time.time()) of the first stage's start
+        self._measured: dict[str, dict[str, float | str]] = {}  # exercise -> what it measured
         self._lock = threading.Lock()
         self._writing = threading.Lock()  # stages end in several threads: one writer at a time
         retry.on_retry(self._count_retry)
@@ -80,6 +82,12 @@ class StageBook:
                 timespec="seconds"), round(end - begin, 3), outcome, start_s=begin, end_s=end, kind="exercise")
         self.write()
 
+    def measure(self, exercise: str, what: str, value: float | str) -> None:
+        """A figure an exercise measured, under its module's name (e.g. test_vm_health, to_unhealthy_s)."""
+        with self._lock:
+            self._measured.setdefault(exercise, {})[what] = value
+        self.write()
+
     def figures(self) -> Figures:
         """Wall time (first stage's start to the last exercise's end), the critical path (the longest chain
         of needed stages, then the exercises, which run one after another) and wall / critical path."""
@@ -95,7 +103,8 @@ class StageBook:
 
     def phases(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [asdict(p) for p in self._phases.values()]
+            return [{**asdict(p), **({"measured": dict(self._measured[p.name])} if p.name in self._measured else {})}
+                    for p in self._phases.values()]
 
     def outcome(self, name: str) -> Phase | None:
         return self._phases.get(name)
@@ -114,3 +123,9 @@ class StageBook:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(redact.scrub(json.dumps({"phases": data, "figures": asdict(self.figures())}, indent=2)) + "\n")
             tmp.replace(self.path)
+            with self._lock:
+                measured = {name: dict(m) for name, m in self._measured.items()}
+            if measured:
+                lifecycle = self.path.with_name("lifecycle.json")
+                lifecycle.with_suffix(".tmp").write_text(json.dumps(measured, indent=2) + "\n")
+                lifecycle.with_suffix(".tmp").replace(lifecycle)

@@ -19,10 +19,10 @@ import pytest
 
 from meshvm.lab.envoy import binary
 from tests.lab.test_e2e_infra import no_lab_leftovers, suite
+from tests.mutations.mutants import EXERCISE_MODULES as MUTATION_BASELINE_MODULES
 
 pytestmark = pytest.mark.lab
-EXERCISE_MODULES = ["test_vm_registration", "test_mtls_identity", "test_vm_to_mesh", "test_pod_to_vm",
-                    "test_productpage_ratings", "test_peer_authentication", "test_authorization"]
+EXERCISE_MODULES = list(MUTATION_BASELINE_MODULES)  # every exercise module, in the order they run
 
 Run = tuple[str, str, str, bool]  # (minor, its newest patch, --lab-timing, the stages one after another)
 GROUPS: dict[str, list[Run]] = {  # the runs of a group run at the same time

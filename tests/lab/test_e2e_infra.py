@@ -23,7 +23,8 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 # The exercises beyond the recipe (identity, STRICT, authorization): the self-tests of the run's own
 # machinery (reuse, concurrency, diagnostics) leave them out; the benchmarks and mutations run them all.
-BEYOND_RECIPE = "test_mtls_identity or test_peer_authentication or test_authorization"
+BEYOND_RECIPE = ("test_mtls_identity or test_peer_authentication or test_authorization or test_vm_health or "
+                 "test_agent_restart or test_agent_stopped")
 RECIPE_ONLY = ("-k", f"not ({BEYOND_RECIPE})")
 
 

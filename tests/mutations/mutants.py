@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from meshvm import manifests, mesh_security
+from meshvm import exercises, manifests, mesh_security
 from meshvm.gcp import firewall
 from meshvm.lab.kubeapi import tokens
 from meshvm.lab.meshca import MeshCa
@@ -31,8 +31,10 @@ PRODUCTPAGE = ("test_productpage_ratings", "test_product_page_shows_the_vms_star
 IDENTITY = ("test_mtls_identity", "test_the_vms_envoy_holds_its_service_accounts_certificate_from_the_mesh_root")
 STRICT = ("test_peer_authentication", "test_strict_refuses_plaintext_and_keeps_the_mesh_path")
 AUTHZ = ("test_authorization", "test_only_reviews_may_call_ratings_on_the_vm")
+HEALTH = ("test_vm_health", "test_the_vm_turns_unhealthy_then_healthy_again")
 ISTIO_STAGE = ("test_stages", "test_stage[istio]")
-EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0])
+EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0],
+                    HEALTH[0], "test_agent_restart", "test_agent_stopped")
 
 
 def _rules_without_pods_to_vm(cfg: Any) -> tuple:
@@ -135,6 +137,17 @@ def _files_for_another_service_account(istioctl: Any, kube: Any, group_file: Any
     return ORIGINAL["generate_vm_files"](istioctl, kube, group_file, *args, **kwargs)
 
 
+def _group_without_probe(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
+    """The WorkloadGroup applied without its readiness probe: istiod never health-checks the VM."""
+    return ORIGINAL["create_workloadgroup"](istioctl, kube, False, out)
+
+
+def _entry_problems_without_health(entry: Any, vm_ip: str, probe: bool) -> list:
+    """Exercise 1's check of the entry, not asking for condition Healthy (the guard that would stop the
+    probe-less group before the health exercise)."""
+    return ORIGINAL["entry_problems"](entry, vm_ip, False)
+
+
 def _apply_except(forgotten: str) -> Callable[..., None]:
     """mesh_security.apply_policy, where one policy's `kubectl apply` is forgotten."""
     def apply(kube: Any, name: str) -> None:
@@ -144,7 +157,7 @@ def _apply_except(forgotten: str) -> Callable[..., None]:
 
 
 IMPOSTOR = "bookinfo-impostor"
-ORIGINAL: dict[str, Any] = {"apply_policy": mesh_security.apply_policy, "rules": firewall.rules, "text": manifests.text,
+ORIGINAL: dict[str, Any] = {"apply_policy": mesh_security.apply_policy, "entry_problems": exercises.entry_problems, "rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
                             "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
                             "install_istio": istio.install_istio}
@@ -224,6 +237,10 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
                                                 r"last seen: \(200, ",
                                          [(mesh_security, "apply_policy", _apply_except("authz-ratings-readers"))],
         ("run.log", r"applied AuthorizationPolicy ratings/meshvm-ratings-readers", False)),
+    "workloadgroup-without-probe": (HEALTH, r"Healthy=False once ratings stopped \(probe failing\): not reached",
+                                    [(workload, "create_workloadgroup", _group_without_probe),
+                                     (exercises, "entry_problems", _entry_problems_without_health)],
+        ("diagnostics/*/cluster-workloadgroups.yaml", r"periodSeconds", False)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),

@@ -45,3 +45,18 @@ def test_figures_and_timeline_of_a_run(tmp_path: Path, monkeypatch):
     assert figures["wall_over_critical_path"] == round(36.0 / figures["critical_path_s"], 3) >= 1.0
     assert timeline.draw(book.phases(), book.figures(), tmp_path / "timeline.png") is not None
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_what_an_exercise_measured_is_in_its_phase_and_in_lifecycle_json(tmp_path: Path):
+    book = StageBook(tmp_path / "phases.json")
+    book.write()
+    assert not (tmp_path / "lifecycle.json").exists(), "no lifecycle exercise ran: no lifecycle.json"
+    book.measure("test_vm_health", "to_unhealthy_s", 15.5)  # during the test's call, before its phase exists
+    book.measure("test_vm_health", "callers_eds", "absent")
+    book.exercise("test_vm_health", 130.0, 152.0, "passed")
+    book.measure("test_agent_stopped", "to_deleted_s", 10.1)
+    lifecycle = json.loads((tmp_path / "lifecycle.json").read_text())
+    assert lifecycle == {"test_vm_health": {"to_unhealthy_s": 15.5, "callers_eds": "absent"},
+                         "test_agent_stopped": {"to_deleted_s": 10.1}}
+    phases = {p["name"]: p for p in json.loads((tmp_path / "phases.json").read_text())["phases"]}
+    assert phases["test_vm_health"]["measured"] == lifecycle["test_vm_health"]

@@ -1,0 +1,77 @@
+"""Beyond the recipe: the VM's life in the mesh after it joined, as checks over the seams.
+
+What Istio does, in docs/facts.md: a health-checked WorkloadEntry whose condition Healthy is not True is
+in no caller's EDS, on 1.30 and 1.31 alike ("Health", section 6); an agent back within the grace period
+keeps its entry, one away longer loses it to a fresh one ("Upgrading with a VM", section 6, and
+section 1). Each exercise measures how long the mesh took; the run's book keeps the figures
+(phases.json, lifecycle.json).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from meshvm import exercises, retry
+from meshvm.deadlines import Deadline
+from meshvm.recipe import ratings
+from meshvm.seams import Kube
+
+GRACE_S = 10.0  # PILOT_WORKLOAD_ENTRY_GRACE_PERIOD's default (pilot/pkg/features/pilot.go at 1.30.3)
+SETTLE_S = 15.0  # istiod's write of a change and its push to every caller, beyond the probe's own time
+FAIL_FAST_S = 5  # a call to a ratings without a live endpoint must be answered (503) within this, not hang
+DISCONNECTED = "istio.io/disconnectedAt"
+CONNECTED = "istio.io/connectedAt"
+
+
+def entry(kube: Kube, vm_ip: str) -> dict | None:
+    """The VM's auto-registered WorkloadEntry (its name is the group's and the address)."""
+    return kube.get(exercises.WE_API, "WorkloadEntry", f"ratings-{vm_ip}", "ratings")
+
+
+def uid(found: dict | None) -> str | None:
+    return ((found or {}).get("metadata") or {}).get("uid")
+
+
+def notes(found: dict | None) -> dict:
+    return ((found or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def probe_budget(probe: dict) -> float:
+    """Seconds a failing probe needs before the agent reports the VM unhealthy: failureThreshold
+    periods, plus one timeout, plus istiod's write and push. Unset fields take the agent's defaults, not
+    Kubernetes': period 10 s, threshold 1, timeout 1 s (pkg/istio-agent/health/health_check.go at 1.30.3)."""
+    return (float(probe.get("periodSeconds") or 10) * int(probe.get("failureThreshold") or 1)
+            + float(probe.get("timeoutSeconds") or 1) + SETTLE_S)
+
+
+def caller_endpoint(kube: Kube, pod: str, vm_ip: str) -> str:
+    """How a caller's sidecar holds the VM in ratings' cluster, from its Envoy's `/clusters`: "absent",
+    or Envoy's health flags ("healthy", "/failed_eds_health" for an endpoint sent UNHEALTHY)."""
+    r = kube.exec("default", pod, ["curl", "-sS", "-m", "5", "localhost:15000/clusters"], container="istio-proxy",
+                  timeout=20)
+    if not r.ok:
+        return f"unread: curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+    prefix = f"outbound|9080||{exercises.RATINGS_SERVICE}::{vm_ip}:9080::health_flags::"
+    return next((line[len(prefix):] for line in r.stdout.splitlines() if line.startswith(prefix)), "absent")
+
+
+def pod_call_code(kube: Kube, pod: str) -> str:
+    """A pod's call of ratings: its HTTP status, or how curl failed (exit 28 is a hang)."""
+    r = kube.exec("default", pod, ["curl", "-sS", "-o", "/dev/null", "-m", str(FAIL_FAST_S), "-w", "%{http_code}",
+                                   "ratings.ratings:9080/ratings/123"], container="curl", timeout=30)
+    return r.stdout.strip() if r.ok else f"curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+
+
+def timed(what: str, look: Callable[[], object], ok: Callable[[object], bool], deadline: Deadline,
+          since: float, ceiling: float = 1) -> tuple[object, float]:
+    """Wait until `look()` is `ok`; return it and the seconds since `since` (time.monotonic())."""
+    seen = retry.until(what, look, deadline, accept=ok, initial=0.2, ceiling=ceiling)
+    return seen, round(time.monotonic() - since, 1)
+
+
+def mesh_serves_ratings(kube: Kube, pod: str, since: float, deadline: Deadline) -> float:
+    """Seconds since `since` until a pod's call of ratings answers right again."""
+    _, took = timed("a pod's call of ratings answered right again", lambda: exercises.pod_calls_ratings(kube, pod),
+                    lambda a: a == ratings.EXPECTED, deadline, since, ceiling=2)
+    return took
