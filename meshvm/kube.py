@@ -155,6 +155,16 @@ class KubeClient:
                         lambda: self.get(api_version, kind, name, namespace) is None, deadline,
                         transient=(TransientKubeError,))
 
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: dict) -> dict:
+        res = self.resource(api_version, kind)
+        try:
+            obj = self.call(self.dyn.patch, res, body=body, name=name, namespace=namespace,
+                            content_type="application/merge-patch+json", _request_timeout=self.call_timeout)
+        except ApiException as e:
+            raise refused(f"patch {kind} {name}", e) from None
+        log.info("patched %s %s%s", kind, f"{namespace}/" if namespace else "", name)
+        return obj.to_dict()
+
     def watch(self, api_version: str, kind: str, namespace: str | None, *,
               deadline: Deadline) -> Iterator[tuple[str, dict]]:
         return watch_events(self, self.resource(api_version, kind), api_version, kind, namespace, deadline)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
@@ -22,6 +23,8 @@ SETTLE_S = 15.0  # istiod's write of a change and its push to every caller, beyo
 FAIL_FAST_S = 5  # a call to a ratings without a live endpoint must be answered (503) within this, not hang
 DISCONNECTED = "istio.io/disconnectedAt"
 CONNECTED = "istio.io/connectedAt"
+CONTROLLER = "istio.io/workloadController"  # the istiod pod the entry's agent is connected to
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets in the pod template
 
 
 def entry(kube: Kube, vm_ip: str) -> dict | None:
@@ -75,3 +78,17 @@ def mesh_serves_ratings(kube: Kube, pod: str, since: float, deadline: Deadline) 
     _, took = timed("a pod's call of ratings answered right again", lambda: exercises.pod_calls_ratings(kube, pod),
                     lambda a: a == ratings.EXPECTED, deadline, since, ceiling=2)
     return took
+
+
+def istiod_pods(kube: Kube) -> list[str]:
+    """istiod's Running pods that are not going away."""
+    return sorted(p["metadata"]["name"] for p in kube.list("v1", "Pod", "istio-system", label_selector="app=istiod")
+                  if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
+
+
+def rollout_restart(kube: Kube, namespace: str, name: str) -> None:
+    """`kubectl rollout restart deployment/<name>`: a new time in the pod template's annotations (a
+    patch, as kubectl's), so the Deployment replaces every pod."""
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    kube.patch("apps/v1", "Deployment", name, namespace,
+               {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})

@@ -72,6 +72,10 @@ class Kube(Protocol):
         """Delete (NotFound is done); with a deadline, wait until it is gone (finalizers included)."""
         ...
 
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: dict) -> dict:
+        """A JSON merge patch of one object (as `kubectl patch --type merge`); it owns no fields."""
+        ...
+
     def watch(self, api_version: str, kind: str, namespace: str | None, *,
               deadline: Deadline) -> Iterator[tuple[str, dict]]:
         """(event type, object) until the deadline; survives expiry (410 Gone -> relist)."""

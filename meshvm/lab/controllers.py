@@ -1,7 +1,9 @@
 """lab STAND-INS for the cluster's own controllers, over the Kubernetes API (not Kubernetes):
 
-- kubelet + Deployment controller: each Deployment gets its Pods, Running with an address from
-  the pod range, and an available status for its generation; a pod whose image the lab's
+- kubelet + Deployment controller: each Deployment gets its Pods (`<name>-<pod-template-hash>-<i>`),
+  Running with an address from the pod range, and an available status for its generation; a changed
+  template (`kubectl rollout restart` sets an annotation in it) gets new pods, then the old ones go, and
+  `on_pods` hears the Deployment's pods; a pod whose image the lab's
   registry (`PULLABLE`) does not hold stays Pending in ImagePullBackOff and its Deployment
   unavailable, as a wrong image prefix or tag leaves it on GKE;
 - the cloud's load-balancer controller: each LoadBalancer Service gets an address from a pool
@@ -15,6 +17,7 @@ They reconcile in one background thread at a short fixed pace until stopped.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -42,6 +45,7 @@ PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage
 # on_lb_deleted(namespace, name)
 OnLb = Callable[[str, str, str, Sequence[str], Sequence[tuple[str, int]], dict[str, str]], None]
 OnLbDeleted = Callable[[str, str], None]
+OnPods = Callable[[str, str, list[str]], None]  # on_pods(namespace, deployment, its pods' names)
 
 
 class ReconcileLoop:
@@ -73,8 +77,9 @@ class ReconcileLoop:
 class ClusterControllers(ReconcileLoop):
     def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str,
                  on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None, *, lb_s: float = 0.0,
-                 pull_s: float = 0.0):
-        self._on_lb, self._on_lb_deleted = on_lb, on_lb_deleted
+                 pull_s: float = 0.0, on_pods: OnPods | None = None):
+        self._on_lb, self._on_lb_deleted, self._on_pods = on_lb, on_lb_deleted, on_pods
+        self._pods: dict[tuple[str, str], list[str]] = {}  # each Deployment's pods, of its current template
         # --lab-timing: how long a LoadBalancer Service waits for its address and a Deployment for its pods
         self._lb_s, self._pull_s = lb_s, pull_s
         self._first_seen: dict[str, float] = {}
@@ -126,8 +131,10 @@ class ClusterControllers(ReconcileLoop):
                       if not PULLABLE.fullmatch(c.get("image") or "")]
         if not self._waited(f"deployment {ns}/{meta['name']}", self._pull_s):
             return
-        for i in range(replicas):
-            name = f"{meta['name']}-{i}"
+        template_hash = hashlib.sha256(json.dumps(spec["template"], sort_keys=True).encode()).hexdigest()[:10]
+        labels = {**labels, "pod-template-hash": template_hash}
+        names = [f"{meta['name']}-{template_hash}-{i}" for i in range(replicas)]
+        for name in names:
             if self._exists("v1", "Pod", ns, name):
                 continue
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
@@ -142,12 +149,29 @@ class ClusterControllers(ReconcileLoop):
                 log.warning("lab kubelet: %s/%s cannot pull %s", ns, name, ", ".join(unpullable))
             else:
                 self._patch_status(pods, ns, name, {"status": {"phase": "Running", "podIP": str(next(self._pod_ips))}})
+        self._rolled(ns, meta["name"], names)
         ready = 0 if unpullable else replicas
         status = d.get("status") or {}
         if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != ready:
             self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
                 "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
                 "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
+
+    def _rolled(self, ns: str, deployment: str, names: list[str]) -> None:
+        """The pods of the Deployment's older template go once the new ones exist (a rollout)."""
+        before = self._pods.get((ns, deployment))
+        if before == names:
+            return
+        for old in set(before or []) - set(names):
+            try:
+                self._res("v1", "Pod").delete(namespace=ns, name=old, _request_timeout=TIMEOUT)
+            except NotFoundError:
+                pass
+        self._pods[(ns, deployment)] = names
+        if before is not None:
+            log.info("lab Deployment controller: %s/%s rolled out: pods %s replace %s", ns, deployment, names, before)
+        if self._on_pods:
+            self._on_pods(ns, deployment, names)
 
     def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
         """The pod spec as istiod's injection webhook returns it (only the proxy container's image; the

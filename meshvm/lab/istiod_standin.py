@@ -14,7 +14,8 @@ It models docs/facts.md section 1 and nothing more:
 - on accept it creates (or, on a reconnect within the grace period, re-annotates) the
   WorkloadEntry `<group>-<ip>` in the group's namespace through the Kubernetes API: address, labels
   from the group (spec.metadata.labels, then the proxy's labels), annotations
-  `istio.io/autoRegistrationGroup`, `istio.io/workloadController` (this stand-in's name),
+  `istio.io/autoRegistrationGroup`, `istio.io/workloadController` (the istiod pod this stand-in
+  plays: `serve_as`, called by the lab's Deployment controller; a new pod closes the old one's connections),
   `istio.io/connectedAt`, ownerReference to the group (controller: true); with a group probe also
   `proxy.istio.io/health-checks-enabled: "true"` and the status condition `Healthy` from what the
   agent reports;
@@ -129,6 +130,7 @@ class IstiodStandIn:
         self._conns: dict[tuple[str, str], int] = {}
         self._gone: dict[tuple[str, str], float] = {}  # disconnected entries: monotonic time
         self._lock = threading.Lock()
+        self._notes = threading.Lock()  # a connect's and a disconnect's count and annotation, in one order
         self._stop = threading.Event()
         self._httpd: _Server | None = None
 
@@ -153,6 +155,16 @@ class IstiodStandIn:
             self._httpd.server_close()
             self._httpd.close_connections()
             self._httpd = None
+
+    def serve_as(self, pod: str) -> None:
+        """istiod's pod changed (a rollout): the old pod's connections end with its process, and the
+        proxies that reconnect are this pod's; it writes its own name as their entries' controller."""
+        if pod == self.name:
+            return
+        old, self.name = self.name, pod
+        if self._httpd is not None:
+            self._httpd.close_connections()
+        log.info("istiod stand-in: now pod %s (was %s): its proxies' connections closed", pod, old)
 
     def log_text(self) -> str:
         """What this stand-in would log of proxies, for the API's pods/log of the istiod pod."""
@@ -231,13 +243,14 @@ class IstiodStandIn:
         if not s.entry or self._stop.is_set():
             return
         key = (s.namespace, s.entry)
-        with self._lock:
-            self._conns[key] = self._conns.get(key, 1) - 1
-            if self._conns[key] > 0:
-                return
-            del self._conns[key]
-            self._gone[key] = time.monotonic()
-        self._annotate(s.namespace, s.entry, {CONNECTED: None, DISCONNECTED: now_rfc3339()})
+        with self._notes:
+            with self._lock:
+                self._conns[key] = self._conns.get(key, 1) - 1
+                if self._conns[key] > 0:
+                    return
+                del self._conns[key]
+                self._gone[key] = time.monotonic()
+            self._annotate(s.namespace, s.entry, {CONNECTED: None, DISCONNECTED: now_rfc3339()})
         log.info("istiod stand-in: %s/%s disconnected; deleted in %.0f s unless it returns",
                  s.namespace, s.entry, self.grace_s)
 
@@ -275,23 +288,24 @@ class IstiodStandIn:
         spec = wg.get("spec") or {}
         checks = bool(spec.get("probe"))
         name, key = f"{group}-{ip}", (ns, f"{group}-{ip}")
-        with self._lock:
-            self._conns[key] = self._conns.get(key, 0) + 1
-            self._gone.pop(key, None)  # back within the grace period: the entry stays
-        notes = {CONTROLLER: self.name, CONNECTED: now_rfc3339()}
-        try:
-            if self._get(NET, "WorkloadEntry", ns, name) is not None:
-                self._annotate(ns, name, {**notes, DISCONNECTED: None})
-            else:
-                self._res("WorkloadEntry").create(namespace=ns, body=self._entry(wg, name, ip, proxy_labels, notes),
-                                                  _request_timeout=TIMEOUT)
-        except BaseException:
+        with self._notes:
             with self._lock:
-                self._conns[key] -= 1
-                if not self._conns[key]:
-                    del self._conns[key]
-                    self._gone[key] = time.monotonic()  # an entry left behind still goes
-            raise
+                self._conns[key] = self._conns.get(key, 0) + 1
+                self._gone.pop(key, None)  # back within the grace period: the entry stays
+            notes = {CONTROLLER: self.name, CONNECTED: now_rfc3339()}
+            try:
+                if self._get(NET, "WorkloadEntry", ns, name) is not None:
+                    self._annotate(ns, name, {**notes, DISCONNECTED: None})
+                else:
+                    self._res("WorkloadEntry").create(namespace=ns, _request_timeout=TIMEOUT,
+                                                      body=self._entry(wg, name, ip, proxy_labels, notes))
+            except BaseException:
+                with self._lock:
+                    self._conns[key] -= 1
+                    if not self._conns[key]:
+                        del self._conns[key]
+                        self._gone[key] = time.monotonic()  # an entry left behind still goes
+                raise
         log.info("istiod stand-in: registered WorkloadEntry %s/%s (address %s)", ns, name, ip)
         labels = {**((spec.get("template") or {}).get("labels") or {}),
                   **((spec.get("metadata") or {}).get("labels") or {}), **proxy_labels}

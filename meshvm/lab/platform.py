@@ -156,7 +156,7 @@ class KubeClusterBackend:
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.mesh_ca.root_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None, lb_s=self.timing.lb_s,
-                                              pull_s=self.timing.pull_s).start()
+                                              pull_s=self.timing.pull_s, on_pods=self._istiod_pods).start()
         if self.node is not None:
             if lbs:
                 self.node.tags = (*self.node.tags, lbs.node_tag)
@@ -183,6 +183,11 @@ class KubeClusterBackend:
                     node, client.ApiClient(cfg), self._endpoints(registry), self.workdir / f"{name}-{node.workload}",
                     sockets=Path(socket_dir(addrs.tag, node.workload.removeprefix("istio-"))), netns=netns).start())
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
+
+    def _istiod_pods(self, namespace: str, deployment: str, pods: list[str]) -> None:
+        """The in-process istiod stand-in plays istiod's current pod (a rollout restart replaces it)."""
+        if (namespace, deployment) == ("istio-system", "istiod") and self.istiod is not None and pods:
+            self.istiod.serve_as(pods[0])
 
     def _endpoints(self, registry: MeshRegistry) -> Callable[[str, int], list[str]]:
         """What the gateways' EDS sends: the mesh registry's, and for istiod's Service port 15012 the

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from meshvm import retry
+from meshvm import lifecycle, retry
 from meshvm.deadlines import Deadline
 from meshvm.istioctl import IstioctlCli
 from meshvm.kube import KubeClient
@@ -183,11 +183,44 @@ spec:
 """)
     with pytest.raises(TimeoutError, match="rolled out"):
         waits.rollout(cluster.kube, "default", "details-typo", deadline(2))
-    pod = retry.until("pod details-typo-0", lambda: cluster.kube.get("v1", "Pod", "details-typo-0", "default"),
-                      deadline(10))  # the controllers may not have made it yet on a loaded machine
+    pods = retry.until("a pod of details-typo", lambda: cluster.kube.list("v1", "Pod", "default",
+                                                                         label_selector="app=details-typo"),
+                       deadline(10))  # the controllers may not have made it yet on a loaded machine
+    pod = pods[0]
     assert pod["status"]["phase"] == "Pending"
     assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
     cluster.kube.delete("apps/v1", "Deployment", "details-typo", "default", deadline=deadline())
+
+
+def test_a_rollout_restart_replaces_every_pod_and_keeps_the_rest(cluster: Cluster):
+    """`kubectl rollout restart` as the VM lifecycle exercise does it (a server-side apply of one
+    annotation): the lab's Deployment controller makes new pods, removes the old ones, and says so."""
+    heard: list[list[str]] = []
+    cluster.controllers._on_pods = lambda ns, name, pods: heard.append(pods) if name == "roller" else None
+    cluster.kube.apply("""apiVersion: apps/v1
+kind: Deployment
+metadata: {name: roller, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: roller}}
+  template:
+    metadata: {labels: {app: roller}}
+    spec: {containers: [{name: discovery, image: "docker.io/istio/pilot:1.30.3"}]}
+""")
+    waits.rollout(cluster.kube, "default", "roller", deadline())
+
+    def pods() -> list[str]:
+        return sorted(p["metadata"]["name"] for p in cluster.kube.list("v1", "Pod", "default", label_selector="app=roller"))
+
+    before = retry.until("two pods of roller", pods, deadline(), accept=lambda p: len(p) == 2)
+    lifecycle.rollout_restart(cluster.kube, "default", "roller")
+    after = retry.until("two new pods of roller", pods, deadline(), accept=lambda p: len(p) == 2 and not set(p) & set(before))
+    d = cluster.kube.get("apps/v1", "Deployment", "roller", "default") or {}
+    assert d["spec"]["selector"] == {"matchLabels": {"app": "roller"}}, "the apply kept the rest of the Deployment"
+    assert lifecycle.RESTARTED_AT in d["spec"]["template"]["metadata"]["annotations"]
+    assert heard[-1] == after and before in heard
+    cluster.controllers._on_pods = None
+    cluster.kube.delete("apps/v1", "Deployment", "roller", "default", deadline=deadline())
 
 
 def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):

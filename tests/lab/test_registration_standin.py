@@ -22,7 +22,7 @@ import pytest
 import yaml
 from google.cloud import compute_v1
 
-from meshvm import exercises, manifests, retry
+from meshvm import exercises, lifecycle, manifests, retry
 from meshvm.config import Config, gather, resolve
 from meshvm.deadlines import Deadline
 from meshvm.gcp import firewall
@@ -199,7 +199,8 @@ def test_entry_appears_then_goes_after_the_grace_period(run: Run):
     assert first["metadata"]["annotations"][istiod_standin.CONNECTED] == notes[istiod_standin.CONNECTED]
     assert entry["spec"]["address"] == ip and meta["labels"]["app"] == "ratings"
     assert notes["istio.io/autoRegistrationGroup"] == GROUP
-    assert notes["istio.io/workloadController"] == istiod_standin.NAME
+    assert notes["istio.io/workloadController"] == run.istiod.name and run.istiod.name.startswith("istiod-"), (
+        "the controller is the istiod pod the stand-in plays")
     assert notes["proxy.istio.io/health-checks-enabled"] == "true"
     datetime.fromisoformat(notes["istio.io/connectedAt"])  # RFC3339
     group = run.kube.get(*WG, GROUP, NS)
@@ -381,4 +382,26 @@ def test_healthy_follows_the_probe_the_agent_runs(run: Run):
         ratings.start_ratings(run.shell, d(30, "ratings"))
     up = wait_for("Healthy=True once ratings answers again", lambda: condition()[0] is True, 15)
     assert up
+    run.sudo("systemctl stop istio", "stop istio")
+
+
+def test_a_restarted_istiod_takes_the_vm_over_on_the_same_entry(run: Run):
+    """`kubectl rollout restart deployment/istiod`: the lab's Deployment controller makes a new istiod pod,
+    the stand-in plays it and closes the old pod's connections; the agent reconnects in its own process
+    (as the real one does, Envoy serving on) and the same entry names the new pod."""
+    run.sudo("systemctl start istio", "start istio")
+    first = wait_for("the entry connected", lambda: istiod_standin.CONNECTED in lifecycle.notes(run.entry()), 15)
+    assert first
+    old_pod, before, since = run.istiod.name, run.entry(), time.time() - 1
+    main_pid = run.sudo("systemctl show -p MainPID --value istio", "the agent's pid").strip()
+    lifecycle.rollout_restart(run.kube, "istio-system", "istiod")
+    moved = wait_for("the entry controlled by the new istiod pod", lambda: lifecycle.notes(run.entry()).get(
+        istiod_standin.CONTROLLER) not in (None, old_pod) and istiod_standin.CONNECTED in lifecycle.notes(run.entry()), 20)
+    assert moved
+    assert lifecycle.istiod_pods(run.kube) == [run.istiod.name], "the stand-in plays istiod's one pod"
+    assert lifecycle.notes(run.entry())[istiod_standin.CONTROLLER] == run.istiod.name
+    assert lifecycle.uid(run.entry()) == lifecycle.uid(before), "a reconnect within the grace period keeps the entry"
+    assert "reconnected to istiod" in run.agent_log(since)
+    assert run.sudo("systemctl show -p MainPID --value istio", "the agent's pid").strip() == main_pid, (
+        "the agent restarted instead of reconnecting")
     run.sudo("systemctl stop istio", "stop istio")

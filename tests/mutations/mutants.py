@@ -32,9 +32,10 @@ IDENTITY = ("test_mtls_identity", "test_the_vms_envoy_holds_its_service_accounts
 STRICT = ("test_peer_authentication", "test_strict_refuses_plaintext_and_keeps_the_mesh_path")
 AUTHZ = ("test_authorization", "test_only_reviews_may_call_ratings_on_the_vm")
 HEALTH = ("test_vm_health", "test_the_vm_turns_unhealthy_then_healthy_again")
+ISTIOD_RESTART = ("test_istiod_restart", "test_the_vm_follows_istiod_through_a_rollout_restart")
 ISTIO_STAGE = ("test_stages", "test_stage[istio]")
 EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0],
-                    HEALTH[0], "test_agent_restart", "test_agent_stopped")
+                    HEALTH[0], "test_agent_restart", "test_agent_stopped", ISTIOD_RESTART[0])
 
 
 def _rules_without_pods_to_vm(cfg: Any) -> tuple:
@@ -142,6 +143,15 @@ def _group_without_probe(istioctl: Any, kube: Any, probe: bool, out: Any) -> dic
     return ORIGINAL["create_workloadgroup"](istioctl, kube, False, out)
 
 
+def _files_of_an_agent_that_never_reconnects(*args: Any, **kwargs: Any) -> Any:
+    """The VM's files, with the lab agent told to never reconnect once its connection to istiod is
+    lost (a stand-in's switch: the broken agent this mutation models, not a recipe step)."""
+    out = ORIGINAL["generate_vm_files"](*args, **kwargs)
+    with (out / "cluster.env").open("a") as f:
+        f.write("LAB_STANDIN_NEVER_RECONNECT='1'\n")
+    return out
+
+
 def _entry_problems_without_health(entry: Any, vm_ip: str, probe: bool) -> list:
     """Exercise 1's check of the entry, not asking for condition Healthy (the guard that would stop the
     probe-less group before the health exercise)."""
@@ -241,6 +251,10 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
                                     [(workload, "create_workloadgroup", _group_without_probe),
                                      (exercises, "entry_problems", _entry_problems_without_health)],
         ("diagnostics/*/cluster-workloadgroups.yaml", r"periodSeconds", False)),
+    "agent-never-reconnects": (ISTIOD_RESTART, r"the VM's entry connected to a new istiod pod \(not one of .*\): "
+                                               r"not reached",
+                               [(workload, "generate_vm_files", _files_of_an_agent_that_never_reconnects)],
+        ("diagnostics/*/vm-cluster.env", r"LAB_STANDIN_NEVER_RECONNECT='1'", True)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),
