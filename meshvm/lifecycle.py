@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
-from meshvm.seams import Kube
+from meshvm.seams import Kube, VmShell
 
 GRACE_S = 10.0  # PILOT_WORKLOAD_ENTRY_GRACE_PERIOD's default (pilot/pkg/features/pilot.go at 1.30.3)
 SETTLE_S = 15.0  # istiod's write of a change and its push to every caller, beyond the probe's own time
@@ -67,9 +67,9 @@ def pod_call_code(kube: Kube, pod: str) -> str:
 
 
 def timed(what: str, look: Callable[[], object], ok: Callable[[object], bool], deadline: Deadline,
-          since: float, ceiling: float = 1) -> tuple[object, float]:
+          since: float, ceiling: float = 1, transient: tuple[type[BaseException], ...] = ()) -> tuple[object, float]:
     """Wait until `look()` is `ok`; return it and the seconds since `since` (time.monotonic())."""
-    seen = retry.until(what, look, deadline, accept=ok, initial=0.2, ceiling=ceiling)
+    seen = retry.until(what, look, deadline, accept=ok, initial=0.2, ceiling=ceiling, transient=transient)
     return seen, round(time.monotonic() - since, 1)
 
 
@@ -92,3 +92,19 @@ def rollout_restart(kube: Kube, namespace: str, name: str) -> None:
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     kube.patch("apps/v1", "Deployment", name, namespace,
                {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
+
+
+def boot_id(vm: VmShell) -> str:
+    """The VM's boot id: a new one after every boot."""
+    return vm.run("cat /proc/sys/kernel/random/boot_id", step="lifecycle: boot id", timeout=20).stdout.strip()
+
+
+def reboot(vm: VmShell) -> None:
+    """`systemctl reboot`, a second after this command returned (the SSH connection goes with the VM)."""
+    vm.run("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &", sudo=True, step="lifecycle: reboot")
+
+
+def units_active(vm: VmShell) -> list[str]:
+    """`systemctl is-active istio ratings`: each unit's state."""
+    r = vm.run("systemctl is-active istio ratings", step="lifecycle: units active", check=False, timeout=20)
+    return r.stdout.split()

@@ -102,7 +102,7 @@ SETTINGS: tuple[Setting, ...] = (
             "artifacts/<run id>-reuse-<UTC time>)"),
     Setting("keep", "keep what was created: never, on-failure or always", "never",
             choices=("never", "on-failure", "always")),
-    Setting("expires-hours", "hours after which the janitor may delete a kept run", "6", kind="int"),
+    Setting("expires-hours", "hours after which the janitor may delete a kept run", "8", kind="int"),
     Setting("until", "run the stages up to and including this one, then stop"),
     Setting("deadline", "per-stage deadline override, STAGE=SECONDS (repeatable)", kind="map"),
     Setting("exercise-deadline", "seconds each exercise keeps retrying its check before it fails", "300",

@@ -52,7 +52,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("vm_files", "Generate VM artifacts",
           "cluster.env, mesh.yaml, hosts, root-cert.pem, istio-token (0700, outside artifacts)", 300,
           needs=("workloadgroup", "eastwest")),
-    Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}", 600,
+    Stage("sidecar", "VM configuration recipe", "istio-sidecar package and its files on {n.vm}; "
+          "beyond the recipe: `systemctl enable istio` (back after a reboot)", 600,
           needs=("vm", "vm_files", "ratings")),  # one package install at a time on the VM (dpkg's lock)
     Stage("ratings_service", "Exercise 3: a ClusterIP service for ratings",
           "Service ratings in ratings, client pod curl in default", 300,
@@ -85,6 +86,6 @@ BY_NAME = {s.name: s for s in STAGES}
 # product page's negative control plus the page itself; beyond the recipe, one for the VM's identity,
 # six in the STRICT exercise, seven in the two authorization ones; in the VM's lifecycle eight for its
 # health, three for an agent restart, five for an agent stopped past the grace period, four for
-# istiod's restart (tests/e2e).
-EXERCISE_WAITS = 41
+# istiod's restart, six for a reboot (tests/e2e).
+EXERCISE_WAITS = 47
 TEARDOWN_DEADLINE = 1200  # + 300 s of leftover listing: inside nox's 1800 s grace after Ctrl-C

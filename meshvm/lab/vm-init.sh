@@ -9,11 +9,17 @@ S=$1; HN=$2; M=$S/merged
 mkdir -p "$S/upper" "$S/work" "$M"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$S/upper,workdir=$S/work" "$M"
 mount -t proc proc "$M/proc"
+# A booting kernel has no packet filter rules: those of the VM's previous boot go (its own netns only).
+for t in nat mangle filter; do iptables -w 5 -t "$t" -F; iptables -w 5 -t "$t" -X; done
 # The kernel's global state is the host's: read-only here, as container managers do (the VM needs
 # none of its own netns keys; the lab sets those from outside). /sys is read-only too.
 for p in sys sysrq-trigger; do
   if [ -e "$M/proc/$p" ]; then mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"; fi
 done
+# Every boot has its own boot id (a rebooted VM comes back with a new one), as systemd-nspawn does it:
+# a fresh id over the kernel's, which is the host's.
+cat /proc/sys/kernel/random/uuid > "$S/boot_id"
+mount --bind "$S/boot_id" "$M/proc/sys/kernel/random/boot_id"
 mount -t sysfs -o ro sysfs "$M/sys"      # mounted in the VM's netns: shows only its interfaces
 # pure cgroup2 => systemd runs "unified" and never touches the host's v1 hierarchies; the cgroupns
 # root is the subtree the launcher was moved into
@@ -32,7 +38,8 @@ mount -t tmpfs -o mode=1777 tmpfs "$M/tmp"
 # the host's private trees are not the VM's business
 for d in /work /mnt /root; do if [ -d "$M$d" ]; then mount -t tmpfs -o mode=700 tmpfs "$M$d"; fi; done
 hostname "$HN"; echo "$HN" > "$M/etc/hostname"
-printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$HN" > "$M/etc/hosts"   # else sudo hangs ~20 s
+# else sudo hangs ~20 s; written at the first boot only: a reboot keeps what the VM wrote there
+[ -e "$S/upper/etc/hosts" ] || printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$HN" > "$M/etc/hosts"
 rm -f "$M/etc/resolv.conf"; echo "nameserver 127.0.0.1" > "$M/etc/resolv.conf"  # no DNS: fail fast
 W=$M/etc/systemd/system
 # Masked: consoles, timers, and every unit that writes the kernel's global state (sysctls, binfmt

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -73,7 +74,10 @@ class VmHost:
         self.attachment: Attachment | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: str | None = None
+        self.boots = 0  # a reboot inside the VM (`systemctl reboot`) boots it again, as GCE does
         self._console: IO[bytes] | None = None
+        self._halting = threading.Event()
+        self._launching = threading.Lock()
 
     @property
     def console_log(self) -> str:
@@ -151,8 +155,10 @@ class VmHost:
 
     def halt(self, grace: float = 5.0) -> None:
         """Stop systemd (SIGRTMIN+3, then SIGKILL), then remove the VM's link, netns and cgroup."""
+        self._halting.set()
         try:
-            self._stop(grace)
+            with self._launching:
+                self._stop(grace)
         finally:
             self.router.detach(self.name)  # the host-side veth goes before the netns
             if self.cgroup:
@@ -192,9 +198,26 @@ class VmHost:
                 "ip", "netns", "exec", netns,
                 "unshare", "--mount", "--propagation", "private", "--uts", "--ipc", "--pid", "--cgroup",
                 "--fork", "--kill-child", "bash", str(VM_INIT), self.state_dir, self.hostname]
-        self._console = open(self.console_log, "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._console,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if self._console is None:
+            self._console = open(self.console_log, "ab")
+        self.proc = proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._console,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.boots += 1
+        threading.Thread(target=self._on_exit, args=(proc, netns, cgroup), name=f"vm-{self.name}-boot{self.boots}",
+                         daemon=True).start()
+
+    def _on_exit(self, proc: subprocess.Popen[bytes], netns: str, cgroup: str) -> None:
+        """A reboot inside the VM ends its PID 1 with SIGHUP (the kernel's reboot(2) in a pid namespace;
+        `unshare --fork` passes the signal on): boot it again on the same disk, network and address."""
+        if proc.wait() != -signal.SIGHUP or self._halting.is_set():
+            return
+        with self._launching:
+            if self._halting.is_set():
+                return
+            log.info("VM %s rebooted: booting it again", self.name)
+            remove_cgroup(cgroup, time.monotonic() + 5)
+            os.makedirs(cgroup, exist_ok=True)
+            self._launch(netns, cgroup)
 
     def _wait_for_sshd(self, deadline: float) -> bool:
         def banner() -> bool:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The exercises beyond the recipe (identity, STRICT, authorization): the self-tests of the run's own
 # machinery (reuse, concurrency, diagnostics) leave them out; the benchmarks and mutations run them all.
 BEYOND_RECIPE = ("test_mtls_identity or test_peer_authentication or test_authorization or test_vm_health or "
-                 "test_agent_restart or test_agent_stopped or test_istiod_restart")
+                 "test_agent_restart or test_agent_stopped or test_istiod_restart or test_vm_reboot")
 RECIPE_ONLY = ("-k", f"not ({BEYOND_RECIPE})")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from meshvm.lab.hostsys import wait_until
 from meshvm.lab.vmhost import VmHost
-from tests.lab.conftest import BootVm
+from tests.lab.conftest import BOOT_TIMEOUT, BootVm
 
 pytestmark = pytest.mark.lab
 
@@ -173,3 +173,34 @@ def test_first_boot_holds_the_lists_lock_and_the_suite_waits_for_it(boot_vm: Boo
     assert time.monotonic() - booted < 60
     done = vm.run(["cloud-init", "status", "--wait"], timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == "status: done", done.stdout + done.stderr
+
+
+def test_a_reboot_inside_the_vm_boots_it_again_on_the_same_disk(boot_vm: BootVm) -> None:
+    """`systemctl reboot` in the VM: a new boot (new boot id, empty /run, no packet filter rules of the
+    last boot), the same disk (its writes and /etc/hosts kept), the same address."""
+    vm = boot_vm("reboot-vm")
+
+    def sh(command: str) -> str:
+        return vm.run(["sh", "-c", command]).stdout.strip()
+
+    first = sh("cat /proc/sys/kernel/random/boot_id")
+    assert first and first != open("/proc/sys/kernel/random/boot_id").read().strip(), "the VM's boot id is its own"
+    r = vm.run(["sh", "-c", "echo kept > /etc/lab-reboot-probe && echo gone > /run/lab-reboot-probe && "
+                "echo '10.9.9.9 istiod.istio-system.svc' >> /etc/hosts && iptables -t nat -N LAB_REBOOT_PROBE"])
+    assert r.returncode == 0, r.stderr
+    pid1 = vm.pid1
+    vm.run(["systemctl", "reboot"])
+    deadline = time.monotonic() + BOOT_TIMEOUT
+
+    def again() -> bool:  # systemd of the second boot up (before it, PID 1 is vm-init, still on the host's root)
+        try:
+            return (vm.boots == 2 and vm.pid1 not in (None, pid1)
+                    and sh("systemctl is-system-running") in ("running", "degraded"))
+        except RuntimeError:  # between the two boots
+            return False
+
+    assert wait_until(again, deadline, "the VM booted again")
+    assert sh("cat /proc/sys/kernel/random/boot_id") not in ("", first), "a new boot has a new boot id"
+    assert sh("cat /etc/lab-reboot-probe; test -e /run/lab-reboot-probe || echo /run-emptied") == "kept\n/run-emptied"
+    assert "10.9.9.9 istiod.istio-system.svc" in sh("cat /etc/hosts"), "a reboot keeps /etc/hosts"
+    assert "LAB_REBOOT_PROBE" not in sh("iptables -t nat -S"), "a booting kernel has no rules of the last boot"

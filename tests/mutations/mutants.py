@@ -33,9 +33,10 @@ STRICT = ("test_peer_authentication", "test_strict_refuses_plaintext_and_keeps_t
 AUTHZ = ("test_authorization", "test_only_reviews_may_call_ratings_on_the_vm")
 HEALTH = ("test_vm_health", "test_the_vm_turns_unhealthy_then_healthy_again")
 ISTIOD_RESTART = ("test_istiod_restart", "test_the_vm_follows_istiod_through_a_rollout_restart")
+REBOOT = ("test_vm_reboot", "test_the_vm_rejoins_the_mesh_after_a_reboot")
 ISTIO_STAGE = ("test_stages", "test_stage[istio]")
 EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0],
-                    HEALTH[0], "test_agent_restart", "test_agent_stopped", ISTIOD_RESTART[0])
+                    HEALTH[0], "test_agent_restart", "test_agent_stopped", ISTIOD_RESTART[0], REBOOT[0])
 
 
 def _rules_without_pods_to_vm(cfg: Any) -> tuple:
@@ -255,6 +256,10 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
                                                r"not reached",
                                [(workload, "generate_vm_files", _files_of_an_agent_that_never_reconnects)],
         ("diagnostics/*/vm-cluster.env", r"LAB_STANDIN_NEVER_RECONNECT='1'", True)),
+    "istio-not-enabled-at-boot": (REBOOT, r"istio and ratings active after the boot, started by systemd: not reached"
+                                          r".* last seen: \['inactive', 'active'\]",
+                                  [(sidecar, "enable_at_boot", lambda vm: None)],
+        ("diagnostics/*/vm-systemctl-status-istio.txt", r"istio\.service; disabled", True)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),

@@ -146,7 +146,9 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"no such mutation: {', '.join(unknown)}; there are: {', '.join(MUTATIONS)}", file=sys.stderr)
         return 2
-    chosen = [n for n in MUTATIONS if not names or n in names]
+    # The longest runs first (the baseline, then those caught latest in the run), so none is left alone at the end.
+    order = {module: i for i, module in enumerate(EXERCISE_MODULES)}
+    chosen = sorted((n for n in MUTATIONS if not names or n in names), key=lambda n: -order.get(MUTATIONS[n][0][0], -1))
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
     started, verdicts = time.monotonic(), {}
     with ThreadPoolExecutor(JOBS) as pool:

@@ -34,7 +34,7 @@ def test_defaults_resolve_with_project_ssh_and_credentials(creds):
     assert cfg.platform == "gcp" and cfg.zones == ("us-central1-a",) and cfg.region == "us-central1"
     assert cfg.keep == "never" and cfg.istio_version == "1.31" and cfg.istio_hub == "docker.io/istio"
     assert cfg.sidecar_base_url == "https://blob.istio.io/istio-release/releases" and cfg.sidecar_fallback_urls == ()
-    assert cfg.labels == {"e2e-suite": "meshvm", "e2e-run": cfg.run_id, "e2e-expires": "20261126t1800z"}
+    assert cfg.labels == {"e2e-suite": "meshvm", "e2e-run": cfg.run_id, "e2e-expires": "20261126t2000z"}  # NOW + 8 h
     assert cfg.artifacts_dir == Path("artifacts", cfg.run_id).absolute()
 
 

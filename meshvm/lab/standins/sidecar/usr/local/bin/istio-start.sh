@@ -13,8 +13,8 @@
 #   such as the SSH session that starts the agent, keep flowing.
 #   The chains carry Istio's names (ISTIO_OUTPUT, ISTIO_REDIRECT, ISTIO_INBOUND, ISTIO_IN_REDIRECT,
 #   ISTIO_DNS); each start flushes and refills them and hooks them once, so restarts (Restart=always)
-#   never stack rules. The rules stay when the agent stops, as the real ones do until
-#   `istio-iptables --cleanup`; `istio-start.sh --cleanup` (run by the package's prerm) removes them.
+#   never stack rules. `istio-start.sh clean` (the unit's ExecStopPost, as the real one's) and
+#   `--cleanup` (the package's prerm) remove them: a stopped agent leaves no capture.
 # - then the agent stand-in, as user istio-proxy (setpriv), so its own connections bypass capture.
 #
 # Not modelled: TPROXY mode, IPv6 (ip6tables), ISTIO_SERVICE_EXCLUDE_CIDR, outbound port exclusions,
@@ -98,7 +98,7 @@ capture() {
     say "capture: outbound '${cidrs}' -> 15001, inbound '${inbound}' (except '${exclude}') -> 15006, dns '${dns:-false}'"
 }
 
-if [ "${1:-}" = "--cleanup" ]; then
+if [ "${1:-}" = "--cleanup" ] || [ "${1:-}" = "clean" ]; then
     cleanup
     exit 0
 fi
