@@ -40,12 +40,13 @@ def notes(found: dict | None) -> dict:
     return ((found or {}).get("metadata") or {}).get("annotations") or {}
 
 
-def probe_budget(probe: dict) -> float:
-    """Seconds a failing probe needs before the agent reports the VM unhealthy: failureThreshold
-    periods, plus one timeout, plus istiod's write and push. Unset fields take the agent's defaults, not
-    Kubernetes': period 10 s, threshold 1, timeout 1 s (pkg/istio-agent/health/health_check.go at 1.30.3)."""
-    return (float(probe.get("periodSeconds") or 10) * int(probe.get("failureThreshold") or 1)
-            + float(probe.get("timeoutSeconds") or 1) + SETTLE_S)
+def probe_budget(probe: dict, healthy: bool = False) -> float:
+    """Seconds the agent's probe needs to report the VM unhealthy (failureThreshold failing periods) or
+    healthy again (successThreshold passing ones), plus one timeout, plus istiod's write and push. Unset
+    fields take the agent's defaults, not Kubernetes': period 10 s, thresholds 1, timeout 1 s
+    (pkg/istio-agent/health/health_check.go at 1.30.3)."""
+    threshold = probe.get("successThreshold" if healthy else "failureThreshold") or 1
+    return float(probe.get("periodSeconds") or 10) * int(threshold) + float(probe.get("timeoutSeconds") or 1) + SETTLE_S
 
 
 def caller_endpoint(kube: Kube, pod: str, vm_ip: str) -> str:
@@ -108,3 +109,10 @@ def units_active(vm: VmShell) -> list[str]:
     """`systemctl is-active istio ratings`: each unit's state."""
     r = vm.run("systemctl is-active istio ratings", step="lifecycle: units active", check=False, timeout=20)
     return r.stdout.split()
+
+
+def token_after_boot(vm: VmShell) -> str:
+    """Whether the recipe's istio-token survived the boot ("absent" where /var/run is a tmpfs: the agent
+    then authenticates with the workload certificate it kept, docs/facts.md section 6)."""
+    return vm.run("test -e /var/run/secrets/tokens/istio-token && echo present || echo absent", sudo=True,
+                  step="lifecycle: istio-token after the boot", timeout=20).stdout.strip()

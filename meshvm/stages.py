@@ -85,7 +85,7 @@ BY_NAME = {s.name: s for s in STAGES}
 # The exercises' waits that each may take --exercise-deadline: one each in exercises 1-3, three in the
 # product page's negative control plus the page itself; beyond the recipe, one for the VM's identity,
 # six in the STRICT exercise, seven in the two authorization ones; in the VM's lifecycle eight for its
-# health, three for an agent restart, five for an agent stopped past the grace period, four for
+# health, three for an agent restart, six for an agent stopped past the grace period, four for
 # istiod's restart, six for a reboot (tests/e2e).
-EXERCISE_WAITS = 47
+EXERCISE_WAITS = 48
 TEARDOWN_DEADLINE = 1200  # + 300 s of leftover listing: inside nox's 1800 s grace after Ctrl-C

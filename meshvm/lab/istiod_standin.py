@@ -31,10 +31,12 @@ It models docs/facts.md section 1 and nothing more:
 TLS as on the real port 15012: the connection is TLS with istiod's serving certificate, signed by the
 mesh's root (meshca.py: DNS names `istiod.istio-system.svc` and its `.cluster.local` form), which the
 VM's agent verifies against /etc/certs/root-cert.pem with the discoveryAddress' host as server name.
-What differs from the real istiod, on purpose: HTTP/1.1 inside that TLS instead of gRPC xDS (the
-proxy presents no client certificate: it authenticates with its token, as the real agent's first
-connection does), no certificate is issued to the proxy, and the whole table is sent every second instead of
-incremental xDS updates. One proxy connection is one keep-alive HTTP connection:
+What differs from the real istiod, on purpose: HTTP/1.1 inside that TLS instead of gRPC xDS, the
+workload certificate handed out in the connect answer (the real agent sends a CSR; here the key is made
+on istiod's side), and the whole table sent every second instead of incremental xDS updates. As the
+real istiod, a proxy authenticates with its token or, when it has none valid (a rebooted VM's /var/run
+is empty), with the workload certificate it kept, as TLS client certificate (ClientCertAuthenticator,
+pilot/pkg/bootstrap/server.go; security/pkg/nodeagent/caclient/credentials.go at 1.30.3). One proxy connection is one keep-alive HTTP connection:
 `POST /v1/connect` (Authorization: Bearer <istio-token>, JSON metadata) answered
 `{"accepted": true, "workloadEntry": <name or null>, "mesh": <table>}`, then `POST /v1/heartbeat`
 (JSON `{"health": {"healthy": bool|null, "message": str}}`) every second answered
@@ -70,7 +72,7 @@ from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from meshvm.lab.hostsys import run_in_netns
-from meshvm.lab.meshca import KeyPair
+from meshvm.lab.meshca import KeyPair, MeshCa
 from meshvm.lab.standins import meshwire
 from meshvm.lab.standins.agentplane import PREAMBLE as XDS_PREAMBLE
 
@@ -117,10 +119,11 @@ class IstiodStandIn:
     def __init__(self, api: client.ApiClient, review_token: Callable[[str], dict | None], *,
                  netns: str | None = None, host: str = "0.0.0.0", port: int = PORT,  # noqa: S104
                  grace_s: float = GRACE_S, name: str = NAME, mesh_table: Callable[[], dict] | None = None,
-                 tls: KeyPair | None = None, workdir: Path | None = None):
+                 tls: KeyPair | None = None, workdir: Path | None = None, ca: MeshCa | None = None):
         self._dyn = dynamic.DynamicClient(api)
         self.mesh_table = mesh_table  # what every answer pushes; a test may swap it while serving
         self.tls, self.workdir = tls, workdir  # serving certificate (None: plain, for self-tests of the API side)
+        self.ca = ca  # issues the proxies' workload certificates and verifies them as client certificates
         self._review = review_token
         self.netns, self.host, self.port, self.grace_s, self.name = netns, host, port, grace_s, name
         self.rejections: list[str] = []  # for tests and diagnostics: "<ip>: <reason>"
@@ -142,6 +145,9 @@ class IstiodStandIn:
         self.port = self._httpd.server_address[1]
         if self.tls is not None:
             self._httpd.tls = _server_context(self.tls, self.workdir)
+            if self.ca is not None:
+                self._httpd.tls.verify_mode = ssl.CERT_OPTIONAL
+                self._httpd.tls.load_verify_locations(cadata=self.ca.root_pem)
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                          name=f"istiod-standin-{self.port}", daemon=True).start()
         threading.Thread(target=self._reap, name="istiod-standin-grace", daemon=True).start()
@@ -173,12 +179,13 @@ class IstiodStandIn:
 
     # -- the proxy's connection --------------------------------------------------------------
 
-    def connect(self, token: str, meta: dict[str, Any], peer: str) -> Session:
-        """Authenticate and register the proxy, or raise Rejected."""
+    def connect(self, token: str, meta: dict[str, Any], peer: str, peer_identity: str | None = None) -> Session:
+        """Authenticate (the token, else the verified client certificate's identity) and register the
+        proxy, or raise Rejected."""
         ns, sa = str(meta.get("namespace") or ""), str(meta.get("serviceAccount") or "")
         ip = str(meta.get("ip") or peer)
         try:
-            self._authenticate(token, ns, sa, str(meta.get("clusterID") or ""))
+            self._authenticate(token, ns, sa, str(meta.get("clusterID") or ""), peer_identity)
             group = str(meta.get("autoRegisterGroup") or "")
             if not group:  # connected, but nothing asked to be registered (--autoregister forgotten)
                 log.info("istiod stand-in: %s connected without an auto-registration group", ip)
@@ -256,8 +263,29 @@ class IstiodStandIn:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _authenticate(self, token: str, ns: str, sa: str, claimed_cluster: str) -> None:
-        subject, want = self.check_token(token), f"system:serviceaccount:{ns}:{sa}"
+    def certificate(self, s: Session) -> dict[str, str]:
+        """The proxy's workload certificate (its key too: see the module's note), for the connect answer."""
+        if self.ca is None or not s.service_account:
+            return {}
+        pair = self.ca.workload(s.namespace, s.service_account)
+        return {"chain": pair.cert_pem, "key": pair.key_pem}
+
+    def check_stream(self, token: str, peer_identity: str | None) -> None:
+        """A relayed xDS or SDS stream: a valid token, or a client certificate of the mesh."""
+        try:
+            self.check_token(token)
+        except Rejected:
+            if not peer_identity:
+                raise
+
+    def _authenticate(self, token: str, ns: str, sa: str, claimed_cluster: str, peer_identity: str | None) -> None:
+        want = f"system:serviceaccount:{ns}:{sa}"
+        try:
+            subject = self.check_token(token)
+        except Rejected:
+            if self.ca is None or peer_identity != f"spiffe://{self.ca.trust_domain}/ns/{ns}/sa/{sa}":
+                raise
+            subject = want  # the workload certificate it kept, verified by TLS against the mesh root
         if subject != want:
             raise Rejected(401, f"authentication failed: the token is for {subject}, the proxy claims {want}")
         cluster = self._cluster_id()
@@ -443,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.rfile.readline(8192)[len(XDS_PREAMBLE):].strip().decode(errors="replace")
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.server.owner.check_token(token)
+            self.server.owner.check_stream(token, self._peer_identity())
             upstream.connect(str(path))
         except (Rejected, OSError) as e:
             upstream.close()
@@ -455,6 +483,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"OK\n")
         self.wfile.flush()
         meshwire.relay(self.connection, upstream)
+
+    def _peer_identity(self) -> str | None:
+        """The URI SAN of the client certificate TLS verified against the mesh root, if one was sent."""
+        cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        sans: Any = (cert or {}).get("subjectAltName", ())
+        return next((str(v) for k, v in sans if k == "URI"), None)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # a heartbeat a second would drown run.log; connects, rejections and changes are logged
@@ -468,8 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.path == "/v1/connect" and self.session is None:
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-                self.session = owner.connect(token, body, self.client_address[0])
-                return self._send(200, {"accepted": True, "workloadEntry": self.session.entry, **owner.push()})
+                self.session = owner.connect(token, body, self.client_address[0], self._peer_identity())
+                return self._send(200, {"accepted": True, "workloadEntry": self.session.entry,
+                                        "certificate": owner.certificate(self.session), **owner.push()})
             if self.path == "/v1/heartbeat" and self.session is not None:
                 owner.heartbeat(self.session, body.get("health"))
                 return self._send(200, {"ok": True, **owner.push()})

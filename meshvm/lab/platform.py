@@ -166,7 +166,7 @@ class KubeClusterBackend:
             registry = MeshRegistry(client.ApiClient(cfg), str(addrs.service_range))
             self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns, host="127.0.0.1",
                                         mesh_table=registry.table, workdir=self.workdir,
-                                        tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN])).start()
+                                        tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN]), ca=self.mesh_ca).start()
             inputs = MeshInputs(client.ApiClient(cfg), registry)  # what istiod reads for every sidecar
             self.vm_xds = VmXds(self.istiod, inputs, self.mesh_ca, Path(socket_dir(addrs.tag, "vmxds")) / "XDS").start()
             self.istiod.xds_socket = self.vm_xds.ads.path

@@ -73,22 +73,11 @@ def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -
     enable_at_boot(vm)
 
 
-BOOT_TOKEN = "/var/lib/istio/meshvm-boot/istio-token"  # the istio-token's copy on the disk
-BOOT_DROP_IN = "/etc/systemd/system/istio.service.d/meshvm-boot.conf"
-
-
 def enable_at_boot(vm: VmShell) -> None:
-    """Beyond the recipe, for a reboot: the unit enabled (the recipe only starts it and the package does
-    not enable it), and the istio-token put back before the agent starts. The recipe keeps the token
-    under /var/run, a tmpfs a reboot empties (Istio issues 35343 and 42603, still open: docs/facts.md
-    section 6); the token still expires after its duration, so this brings back a VM rebooted within it."""
-    drop_in = ["[Service]", 'ExecStartPre=/bin/sh -c "install -d -o istio-proxy /var/run/secrets /var/run/secrets/tokens'
-               f' && install -m 0600 -o istio-proxy {BOOT_TOKEN} /var/run/secrets/tokens/istio-token"']
-    vm.run(f"install -d -m 0700 {Path(BOOT_TOKEN).parent} && "
-           f"install -m 0600 /var/run/secrets/tokens/istio-token {BOOT_TOKEN} && mkdir -p {Path(BOOT_DROP_IN).parent} && "
-           f"printf '%s\\n' {' '.join(shlex.quote(line) for line in drop_in)} > {BOOT_DROP_IN} && "
-           "systemctl daemon-reload && systemctl enable istio", sudo=True,
-           step="sidecar: enable istio at boot, its token kept on disk (beyond the recipe)")
+    """Beyond the recipe, for a reboot: the unit enabled (the recipe only starts it; the package does not
+    enable it). The token under /var/run is gone after a reboot, and need not be back: the agent then
+    presents the workload certificate it keeps in /etc/certs (docs/facts.md section 6)."""
+    vm.run("systemctl enable istio", sudo=True, step="sidecar: enable istio at boot (beyond the recipe)")
 
 
 def package_version(vm: VmShell) -> str:

@@ -30,6 +30,8 @@ def test_an_agent_away_past_the_grace_period_registers_afresh(world, kube, vm, a
         _, took = lifecycle.timed("the entry deleted after the grace period", lambda: lifecycle.entry(kube, ip),
                                   lambda e: e is None, Deadline.after(wait, "deleted"), since)
         book.measure(NAME, "to_deleted_s", took)
+        lifecycle.timed(f"pod {client_pod}'s Envoy to hold the VM ({ip}) no more", lambda: lifecycle.caller_endpoint(
+            kube, client_pod, ip), lambda state: state == "absent", Deadline.after(wait, "callers' EDS"), since)
         code = lifecycle.pod_call_code(kube, client_pod)
         assert code == "503", f"a pod's call of ratings with the VM gone from the mesh: {code}, expected 503 at once"
     finally:

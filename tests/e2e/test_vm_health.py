@@ -22,7 +22,8 @@ def test_the_vm_turns_unhealthy_then_healthy_again(world, kube, ingress, vm, age
         pytest.skip("--wg-probe is off: istiod does not health-check the VM")
     wait, ip, guard = world.cfg.exercise_deadline, vm.info.internal_ip, world.platform.guard()
     group = kube.get("networking.istio.io/v1", "WorkloadGroup", "ratings", "ratings") or {}
-    budget = lifecycle.probe_budget((group.get("spec") or {}).get("probe") or {})
+    probe = (group.get("spec") or {}).get("probe") or {}
+    budget = lifecycle.probe_budget(probe)
     lifecycle.timed(f"pod {client_pod}'s Envoy to hold the VM ({ip}) as a healthy endpoint of ratings (the control)",
                     lambda: lifecycle.caller_endpoint(kube, client_pod, ip), lambda s: s == "healthy",
                     Deadline.after(wait, "healthy endpoint"), time.monotonic())
@@ -48,7 +49,7 @@ def test_the_vm_turns_unhealthy_then_healthy_again(world, kube, ingress, vm, age
     since = time.monotonic()
     _, took = lifecycle.timed("the VM's WorkloadEntry Healthy=True once ratings started",
                               lambda: lifecycle.entry(kube, ip), lambda e: exercises.healthy(e or {}) is True,
-                              Deadline.after(budget, "healthy"), since)
+                              Deadline.after(lifecycle.probe_budget(probe, healthy=True), "healthy"), since)
     book.measure(NAME, "to_healthy_s", took)
     lifecycle.timed(f"pod {client_pod}'s Envoy to hold the VM as a healthy endpoint of ratings again",
                     lambda: lifecycle.caller_endpoint(kube, client_pod, ip), lambda s: s == "healthy",

@@ -27,6 +27,7 @@ def test_the_vm_rejoins_the_mesh_after_a_reboot(world, kube, ingress, vm, agent,
                               lambda b: b not in ("", first_boot), Deadline.after(wait, "rebooted"), since, ceiling=3,
                               transient=AWAY)
     book.measure(NAME, "back_s", took)
+    book.measure(NAME, "istio_token_after_boot", lifecycle.token_after_boot(vm.shell))
     _, took = lifecycle.timed("istio and ratings active after the boot, started by systemd",
                               lambda: lifecycle.units_active(vm.shell), lambda u: u == ["active", "active"],
                               Deadline.after(wait, "units"), since, transient=AWAY)

@@ -168,6 +168,9 @@ def assert_refused(run: Run, since: float, reason: str | None) -> None:
     assert run.entry() is None
 
 
+KEPT = "/etc/certs/cert-chain.pem /etc/certs/key.pem"  # the workload certificate the agent keeps
+
+
 def restart_agent(run: Run) -> float:
     run.istiod.rejections.clear()
     run.istiod.accepted.clear()
@@ -255,11 +258,33 @@ def test_expired_token_is_rejected(run: Run, tmp_path: Path):
     run.shell.upload(tmp_path / "t", "/tmp/expired-token", mode=0o600)  # noqa: S108 (the VM's /tmp)
     time.sleep(1.5)  # now past its exp
     run.sudo(f"cp -p {token} {token}.good && install -m 0600 -o istio-proxy /tmp/expired-token {token}", "expire token")
+    # as on a VM that never connected: no workload certificate kept to fall back on
+    run.sudo(f"mkdir -p /root/kept && mv {KEPT} /root/kept/ 2>/dev/null || true", "set the kept certificate aside")
     try:
         since = restart_agent(run)
         assert_refused(run, since, "the istio-token is not valid")
     finally:
-        run.sudo(f"systemctl stop istio; mv {token}.good {token}; rm -f /tmp/expired-token", "restore token")
+        run.sudo(f"systemctl stop istio; mv {token}.good {token}; rm -f /tmp/expired-token; "
+                 "mv /root/kept/* /etc/certs/ 2>/dev/null || true", "restore token and certificate")
+
+
+def test_without_a_valid_token_the_kept_certificate_authenticates(run: Run):
+    """As a rebooted VM: no istio-token at all; the agent presents the workload certificate it kept from
+    its last connection, and istiod accepts it (the real ClientCertAuthenticator's part)."""
+    token = "/var/run/secrets/tokens/istio-token"
+    run.sudo("systemctl start istio", "start istio")
+    assert wait_for("the certificate kept in /etc/certs", lambda: "BEGIN CERTIFICATE" in run.sudo(
+        "cat /etc/certs/cert-chain.pem 2>/dev/null || true", "kept certificate"), 15)
+    run.sudo(f"systemctl stop istio && mv {token} {token}.away", "token away")
+    try:
+        since = restart_agent(run)
+        assert wait_for("accepted without a token", lambda: any(a.startswith(f"{run.vm.internal_ip} ")
+                                                                for a in run.istiod.accepted), 20)
+        assert "no istio-token" in run.agent_log(since)
+        sidecar.wait_ready(run.shell, d(20, "agent ready on its certificate"), settle=1)
+    finally:
+        run.sudo(f"systemctl stop istio; mv {token}.away {token}", "token back")
+    wait_for("the entry gone (grace period)", lambda: run.entry() is None, 2 * istiod_standin.GRACE_S + 2)
 
 
 def test_a_root_cert_of_another_mesh_fails_the_tls_to_istiod(run: Run, tmp_path: Path):
@@ -273,7 +298,7 @@ def test_a_root_cert_of_another_mesh_fails_the_tls_to_istiod(run: Run, tmp_path:
     try:
         since = restart_agent(run)
         want = (f"not connected: istiod's certificate at {sidecar.hosts_line(run.files).split()[0]}:15012 does not "
-                f"verify against {root} for istiod.istio-system.svc: unable to get local issuer certificate")
+                f"verify against {root} for istiod.istio-system.svc: ")  # OpenSSL's reason follows
         assert wait_for("the agent to refuse istiod's certificate", lambda: want in run.agent_log(since), 15)
         assert_refused(run, since, None)
         assert run.istiod.accepted == [] and run.istiod.rejections == []

@@ -50,3 +50,4 @@ def test_the_probe_budget_is_threshold_periods_plus_a_timeout_plus_istiods_push(
     assert lifecycle.probe_budget(probe) == 5 * 3 + 3 + lifecycle.SETTLE_S
     assert lifecycle.probe_budget({}) == 10 * 1 + 1 + lifecycle.SETTLE_S  # the agent's defaults, not Kubernetes'
     assert lifecycle.probe_budget({"periodSeconds": 5, "timeoutSeconds": 3}) == 5 + 3 + lifecycle.SETTLE_S
+    assert lifecycle.probe_budget({**probe, "successThreshold": 2}, healthy=True) == 5 * 2 + 3 + lifecycle.SETTLE_S
