@@ -41,7 +41,7 @@ def test_the_vm_turns_unhealthy_then_healthy_again(world, kube, ingress, vm, age
         book.measure(NAME, "callers_eds", state)
         book.measure(NAME, "out_of_callers_eds_s", took)
         lifecycle.timed("the product page to say ratings are unavailable", lambda: exercises.ratings_gone_from_page(
-            ingress, guard), bool, Deadline.after(wait, "page"), since)
+            ingress, guard), bool, Deadline.after(wait, "page"), since, transient=(OSError,))
         code = lifecycle.pod_call_code(kube, client_pod)
         assert code == "503", f"a pod's call of ratings without a healthy endpoint: {code}, expected 503 at once"
     finally:
@@ -55,5 +55,6 @@ def test_the_vm_turns_unhealthy_then_healthy_again(world, kube, ingress, vm, age
                     lambda: lifecycle.caller_endpoint(kube, client_pod, ip), lambda s: s == "healthy",
                     Deadline.after(wait, "healthy endpoint again"), since)
     _, took = lifecycle.timed("the stars back on the product page", lambda: exercises.page_problems(
-        exercises.load_pages(ingress, guard)), lambda p: p == [], Deadline.after(wait, "stars"), since, ceiling=5)
+        exercises.load_pages(ingress, guard)), lambda p: p == [], Deadline.after(wait, "stars"), since, ceiling=5,
+        transient=(OSError,))
     book.measure(NAME, "to_stars_s", took)
