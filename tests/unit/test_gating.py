@@ -176,3 +176,35 @@ def pytest_keyboard_interrupt(excinfo):
         proc.kill()
     assert proc.returncode == 2, output
     assert (suite.path / "torn-down").read_text() == "yes" and (out / "junit.xml").is_file()
+
+
+def test_when_pytest_itself_cannot_render_the_interrupt_it_still_ends_as_interrupted(suite, tmp_path):
+    """As in CI: pytest's terminal reporter failed to render a second Ctrl-C's traceback, then asserted it
+    had a rendering and the run exited 1; the suite hands it the plain one, so the run exits 2."""
+    suite.path.joinpath("tests/e2e/test_run.py").write_text(SLOW_RUN)
+    suite.path.joinpath("tests/e2e/conftest.py").write_text('''
+import _pytest._code.code as code
+
+_getrepr = code.ExceptionInfo.getrepr
+
+
+def getrepr(self, *args, **kwargs):
+    if kwargs.get("style") != "native":
+        raise SystemError("AST constructor recursion depth mismatch (before=78, after=35)")
+    return _getrepr(self, *args, **kwargs)
+
+
+code.ExceptionInfo.getrepr = getrepr
+''')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        retry.until("the run's test to start", lambda: (suite.path / "ready").exists(), Deadline.after(30, "ready"),
+                    initial=0.05, ceiling=0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, output
+    assert (suite.path / "torn-down").read_text() == "yes" and (out / "junit.xml").is_file()
