@@ -15,6 +15,11 @@ PYTHON = "3.11"
 TEARDOWN_GRACE_S = 1800
 BENCHMARKS = "artifacts/self-tests/benchmarks.json"
 BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run.py")
+# Every lab run is a new Python process that imports google-cloud-compute and kubernetes; where
+# PYTHONDONTWRITEBYTECODE is set (as on this machine) nothing would write their bytecode and each run
+# would compile them again (about 4 s of CPU per run, measured with py-spy). So the installs write it.
+BYTECODE = {"UV_COMPILE_BYTECODE": "1"}  # uv; pip compiles by default
+OURS = ("meshvm", "fixtures", "tests", "conftest.py")
 TEST_JOBS = "4"  # pytest-xdist workers: the lab tests mostly wait on their labs (the machine is about half busy with four)
 
 
@@ -24,7 +29,7 @@ def tests(session: nox.Session) -> None:
     module (or test class) per worker, its tests in order (each lab test builds a lab of its own, and
     every janitor call in them names its run), the longest modules first (tests/conftest.py).
     Arguments replace all that: one pytest run."""
-    session.install("pip", "-e", ".[test]")
+    install(session, ".[test]")
     lab_host_tools(session)
     if session.posargs:
         session.run("pytest", *session.posargs)
@@ -39,10 +44,16 @@ def benchmarks(session: nox.Session) -> None:
     """The figures (root): lab boot, and whole lab runs (GCP-timed overlapped and sequential, fast on
     the older minor), each green and leaving nothing; alone on the machine, so the figures are not
     skewed. They land in BENCHMARKS; `.ci/run` runs this after the self-tests."""
-    session.install("pip", "-e", ".[test]")
+    install(session, ".[test]")
     lab_host_tools(session)
     os.makedirs(os.path.dirname(BENCHMARKS), exist_ok=True)
     session.run("pytest", *BENCHMARK_TESTS, f"--benchmark-json={BENCHMARKS}", *session.posargs)
+
+
+def install(session: nox.Session, package: str) -> None:
+    """pip and the project (editable, with `package`'s extras), their bytecode written (BYTECODE)."""
+    session.install("pip", "-e", package, env=BYTECODE)
+    session.run("python", "-m", "compileall", "-q", *OURS, silent=True)
 
 
 def lab_host_tools(session: nox.Session) -> None:
@@ -71,7 +82,7 @@ def typecheck(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """The conformance suite. Arguments go to pytest, e.g. `nox -s e2e -- --platform lab` (the lab's
     Python packages come with the extra; its host programs and Envoy are installed by the run as root)."""
-    session.install("pip", "-e", ".[lab]")
+    install(session, ".[lab]")
     session.run("pytest", "tests/e2e", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
 
@@ -79,7 +90,7 @@ def e2e(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def mutations(session: nox.Session) -> None:
     """Self-test of the exercises: a clean lab run, then one lab run per broken recipe step (root)."""
-    session.install("pip", "-e", ".[test]")
+    install(session, ".[test]")
     lab_host_tools(session)
     session.run("python", "-m", "tests.mutations.run", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
@@ -88,6 +99,6 @@ def mutations(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def cleanup(session: nox.Session) -> None:
     """The janitor: lists what runs left behind; deletes only with --yes."""
-    session.install("-e", ".")
+    install(session, ".")
     session.run("python", "-m", "meshvm.janitor", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)

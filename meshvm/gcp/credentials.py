@@ -12,7 +12,6 @@ import google.auth
 from google.auth import credentials as ga_credentials
 from google.auth import exceptions as ga_exceptions
 from google.auth.transport import Request
-from google.auth.transport.requests import Request as RequestsRequest
 
 from meshvm import redact
 
@@ -34,6 +33,10 @@ class TokenFileCredentials(ga_credentials.Credentials):
         self.path = path
 
     def refresh(self, request: Request) -> None:
+        self.reread()
+
+    def reread(self) -> None:
+        """The file's current token (no request: no network, no HTTP library)."""
         try:
             token = self.path.read_text().strip()
         except OSError as e:
@@ -89,8 +92,10 @@ def bearer_token(creds: ga_credentials.Credentials, timeout: float = 30.0, min_l
     when stale or shorter-lived (a token file's validity is the file's, not a clock's)."""
     expiry = getattr(creds, "expiry", None)
     short = expiry is not None and (expiry - _utcnow()).total_seconds() < min_life_s
-    if isinstance(creds, TokenFileCredentials) or not creds.valid or short:
-        creds.refresh(_Timed(timeout))
+    if isinstance(creds, TokenFileCredentials):
+        creds.reread()
+    elif not creds.valid or short:
+        creds.refresh(_timed(timeout))
     return str(creds.token)
 
 
@@ -99,12 +104,14 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-class _Timed(RequestsRequest):
-    """A token-endpoint request that cannot hang: every call carries a timeout."""
+def _timed(limit: float) -> Request:
+    """A token-endpoint request that cannot hang: every call carries a timeout. The HTTP library is
+    imported here, not above: the kubectl credential plugin (a process per kubectl call) that reads a
+    token file never needs it (0.1 s of CPU per call)."""
+    from google.auth.transport.requests import Request as RequestsRequest
 
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
+    class Timed(RequestsRequest):
+        def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+            return super().__call__(url, method, body, headers, timeout or limit, **kwargs)
 
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        return super().__call__(url, method, body, headers, timeout or self._timeout, **kwargs)
+    return Timed()

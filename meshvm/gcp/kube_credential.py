@@ -20,12 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from google.auth.transport.requests import Request
-
 from meshvm.gcp import credentials
 
 API_VERSION = "client.authentication.k8s.io/v1"
 FILE_TOKEN_S = 30.0  # a token file may rotate under us: ask again this soon
+REFRESH_TIMEOUT_S = 30.0  # ADC's token endpoint: client-go waits on the plugin
 
 
 class _Source:
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = args.adc_file
     try:
         creds = credentials.load(_Source(args.token_file))
-        creds.refresh(Request())
+        credentials.bearer_token(creds, timeout=REFRESH_TIMEOUT_S, min_life_s=0)
     except Exception as e:  # client-go shows the plugin's stderr: one line, never a token
         print(f"meshvm credential plugin: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

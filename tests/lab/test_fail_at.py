@@ -24,20 +24,34 @@ def fails_right_after(tmp_path: Path, name: str) -> None:
     no_lab_leftovers(out)
 
 
-# Three classes, so that pytest-xdist (a test class per worker) runs them at the same time.
-class TestTheFirstFiveStages:
-    @pytest.mark.parametrize("name", STAGE_NAMES[:5])
+# Five classes of three stages, so that pytest-xdist (a test class per worker) spreads them over its
+# workers, beside the other lab tests.
+class TestStages1To3:
+    @pytest.mark.parametrize("name", STAGE_NAMES[0:3])
     def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
         fails_right_after(tmp_path, name)
 
 
-class TestTheNextFiveStages:
-    @pytest.mark.parametrize("name", STAGE_NAMES[5:10])
+class TestStages4To6:
+    @pytest.mark.parametrize("name", STAGE_NAMES[3:6])
     def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
         fails_right_after(tmp_path, name)
 
 
-class TestTheLastStages:
-    @pytest.mark.parametrize("name", STAGE_NAMES[10:])
+class TestStages7To9:
+    @pytest.mark.parametrize("name", STAGE_NAMES[6:9])
     def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
         fails_right_after(tmp_path, name)
+
+
+class TestStages10To12:
+    @pytest.mark.parametrize("name", STAGE_NAMES[9:12])
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)
+
+
+class TestStages13On:  # and any stage added later
+    @pytest.mark.parametrize("name", STAGE_NAMES[12:])
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)
+
