@@ -109,6 +109,6 @@ class SecretDir:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        if self._owner >= 0:
-            os.close(self._owner)
-            self._owner = -1
+        fd, self._owner = self._owner, -1  # never closed twice (a second close could hit a reused fd number)
+        if fd >= 0:
+            os.close(fd)

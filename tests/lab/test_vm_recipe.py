@@ -24,12 +24,12 @@ from meshvm import redact
 from meshvm.deadlines import Deadline
 from meshvm.lab.envoy import xds
 from meshvm.lab.hostsys import run_in_netns
-from meshvm.lab.istiod_standin import XDS_PREAMBLE
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route, run_ip
 from meshvm.lab.router import FirewallRule, Router
 from meshvm.lab.sidecar_deb import build_sidecar_deb
 from meshvm.lab.standins import meshwire
+from meshvm.lab.standins.agentplane import PREAMBLE as XDS_PREAMBLE
 from meshvm.lab.vmhost import VmHost
 from meshvm.recipe import ratings, sidecar
 from meshvm.retry import WaitFailed

@@ -128,9 +128,12 @@ def test_sigterm_sighup_and_sigint_run_teardown_and_write_reports(suite, tmp_pat
     """Even when the run starts with SIGINT ignored (a background job of a non-interactive shell)."""
     suite.path.joinpath("tests/e2e/test_run.py").write_text(SLOW_RUN)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    # SIGINT ignored by the shell that execs the run (an ignored signal stays ignored across exec); not
+    # by preexec_fn: that forks this worker, and a worker in which a test served gRPC (the lab's xDS) has
+    # gRPC's fork handlers, which aborted the child (CI: "epoll ... EBADF", exit -6).
+    ignoring_sigint = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
+    proc = subprocess.Popen([*ignoring_sigint, sys.executable, "-m", "pytest", *args(out)], cwd=suite.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def ready() -> bool:
             assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
