@@ -20,7 +20,7 @@ BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run
 # would compile them again (about 4 s of CPU per run, measured with py-spy). So the installs write it.
 BYTECODE = {"UV_COMPILE_BYTECODE": "1"}  # uv; pip compiles by default
 OURS = ("meshvm", "fixtures", "tests", "conftest.py")
-TEST_JOBS = "4"  # pytest-xdist workers: the lab tests mostly wait on their labs (the machine is about half busy with four)
+TEST_JOBS = "4"  # pytest-xdist workers: with four the 2 cores are busy (load about 4); six were no faster
 
 
 @nox.session(python=PYTHON)

@@ -24,34 +24,33 @@ def fails_right_after(tmp_path: Path, name: str) -> None:
     no_lab_leftovers(out)
 
 
+class FailingRightAfter:
+    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
+        fails_right_after(tmp_path, name)
+
+
 # Five classes of three stages, so that pytest-xdist (a test class per worker) spreads them over its
 # workers, beside the other lab tests.
-class TestStages1To3:
-    @pytest.mark.parametrize("name", STAGE_NAMES[0:3])
-    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
-        fails_right_after(tmp_path, name)
+@pytest.mark.parametrize("name", STAGE_NAMES[0:3])
+class TestStages1To3(FailingRightAfter):
+    pass
 
 
-class TestStages4To6:
-    @pytest.mark.parametrize("name", STAGE_NAMES[3:6])
-    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
-        fails_right_after(tmp_path, name)
+@pytest.mark.parametrize("name", STAGE_NAMES[3:6])
+class TestStages4To6(FailingRightAfter):
+    pass
 
 
-class TestStages7To9:
-    @pytest.mark.parametrize("name", STAGE_NAMES[6:9])
-    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
-        fails_right_after(tmp_path, name)
+@pytest.mark.parametrize("name", STAGE_NAMES[6:9])
+class TestStages7To9(FailingRightAfter):
+    pass
 
 
-class TestStages10To12:
-    @pytest.mark.parametrize("name", STAGE_NAMES[9:12])
-    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
-        fails_right_after(tmp_path, name)
+@pytest.mark.parametrize("name", STAGE_NAMES[9:12])
+class TestStages10To12(FailingRightAfter):
+    pass
 
 
-class TestStages13On:  # and any stage added later
-    @pytest.mark.parametrize("name", STAGE_NAMES[12:])
-    def test_failing_right_after_it_leaves_nothing(self, tmp_path: Path, name: str) -> None:
-        fails_right_after(tmp_path, name)
-
+@pytest.mark.parametrize("name", STAGE_NAMES[12:])
+class TestStages13On(FailingRightAfter):  # and any stage added later
+    pass
