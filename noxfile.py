@@ -1,5 +1,6 @@
-"""Sessions: tests (self-tests), lint and typecheck by default; e2e (the suite), benchmarks (the
-figures), mutations (the exercises' own self-test) and cleanup (the janitor) on demand."""
+"""Sessions: tests (self-tests), lint and typecheck by default; e2e (the suite), upgrade (an Istio upgrade
+with the VM in the mesh), benchmarks (the figures), mutations (the exercises' own self-test) and cleanup
+(the janitor) on demand."""
 
 from __future__ import annotations
 
@@ -85,6 +86,19 @@ def e2e(session: nox.Session) -> None:
     install(session, ".[lab]")
     session.run("pytest", "tests/e2e", *session.posargs,
                 interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
+
+
+# The recipe and its four exercises at --from, then the upgrade's phases (tests/upgrade).
+UPGRADE_TESTS = ("tests/e2e/test_stages.py", "tests/e2e/test_vm_registration.py", "tests/e2e/test_vm_to_mesh.py",
+                 "tests/e2e/test_pod_to_vm.py", "tests/e2e/test_productpage_ratings.py", "tests/upgrade")
+
+
+@nox.session(python=PYTHON, default=False)
+def upgrade(session: nox.Session) -> None:
+    """An Istio upgrade with the VM in the mesh, e.g. `nox -s upgrade -- --platform lab --from 1.30.3 --to 1.31.1`
+    (--from is --istio-version; the settings are e2e's)."""
+    install(session, ".[lab]")
+    session.run("pytest", *UPGRADE_TESTS, *session.posargs, interrupt_timeout=TEARDOWN_GRACE_S, terminate_timeout=60)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -16,12 +16,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from meshvm import upgrade_phases
 from meshvm import validate as v
 from meshvm.config_checks import contradictions
 from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
 from meshvm.problems import Problems
 from meshvm.settings import BY_FIELD, SETTINGS
-from meshvm.stages import ALIASES, BY_NAME, EXERCISE_WAITS, STAGE_NAMES, STAGES, TEARDOWN_DEADLINE, WIRED
+from meshvm.stages import (
+    ALIASES,
+    BY_NAME,
+    EXERCISE_WAITS,
+    RECIPE_EXERCISE_WAITS,
+    STAGE_NAMES,
+    STAGES,
+    TEARDOWN_DEADLINE,
+    WIRED,
+)
 
 Raw = Mapping[str, Any]  # field -> str | list[str] | bool | None
 LAB_PROJECT = "meshvm-lab"
@@ -61,6 +71,8 @@ class Config:
     vm_machine_type: str
     vm_image_family: str
     istio_version: str
+    upgrade_to: str | None  # an upgrade run's second release (nox -s upgrade); None: not an upgrade run
+    upgrade_strategy: str  # in-place | canary
     eastwest_lb: str
     wg_probe: bool
     token_duration: int
@@ -86,6 +98,7 @@ class Config:
     plan: bool
     missing: tuple[str, ...] = field(default=())  # required settings not given (listed by --plan)
     istio_requested: str = ""  # the minor --istio-version named, once resolved to istio_version (meshvm.releases)
+    upgrade_requested: str = ""  # the same for --to
 
     @property
     def run_id(self) -> str:
@@ -107,8 +120,10 @@ class Config:
 
     def worst_case_s(self) -> int:
         """The longest this run may take: its stages' deadlines, the exercises' waits, teardown."""
-        exercises = self.exercise_deadline * EXERCISE_WAITS if self.until is None else 0
-        return sum(self.deadlines[s] for s in self.stages()) + exercises + TEARDOWN_DEADLINE
+        waits = RECIPE_EXERCISE_WAITS if self.upgrade_to else EXERCISE_WAITS  # an upgrade run: the four only
+        exercises = self.exercise_deadline * waits if self.until is None else 0
+        upgrade = upgrade_phases.worst_case_s(self.exercise_deadline) if self.upgrade_to else 0
+        return sum(self.deadlines[s] for s in self.stages()) + exercises + upgrade + TEARDOWN_DEADLINE
 
     def token_window(self) -> int:
         """Seconds from the istio-token's creation to the agent presenting it, at worst: the deadlines of
@@ -147,7 +162,7 @@ def gather(options: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, 
 
 
 def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
-            is_root: bool | None = None) -> Config:
+            is_root: bool | None = None, upgrade_run: bool = False) -> Config:
     now = now or datetime.now(UTC)
     p = Problems()
     platform = p.choice("platform", raw["platform"])
@@ -186,6 +201,8 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
         istio_version=raw["istio_version"] if p.check("istio_version", raw["istio_version"],
                                                       v.istio_version(raw["istio_version"])) else "",
+        upgrade_to=_upgrade_to(p, raw["upgrade_to"], upgrade_run),
+        upgrade_strategy=p.choice("upgrade_strategy", raw["upgrade_strategy"]),
         eastwest_lb=p.choice("eastwest_lb", raw["eastwest_lb"]),
         wg_probe=p.choice("wg_probe", raw["wg_probe"]) == "on",
         token_duration=p.integer("token_duration", raw["token_duration"], 600, 24 * 3600),
@@ -283,6 +300,18 @@ def _artifacts(p: Problems, raw: Raw, run_id: str, now: datetime) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         p.add("artifacts_dir", str(path), f"is not writable ({existing} does not accept new files)")
     return path
+
+
+def _upgrade_to(p: Problems, value: str | None, upgrade_run: bool) -> str | None:
+    """Required by an upgrade run (tests/upgrade), refused elsewhere: a run never ignores a setting."""
+    if not upgrade_run:
+        if value:
+            p.add("upgrade_to", value, "is for an upgrade run only (nox -s upgrade, which runs tests/upgrade)")
+        return None
+    if not value:
+        p.add("upgrade_to", "", "is required by an upgrade run: the release to move to, e.g. --to 1.31")
+        return None
+    return value if p.check("upgrade_to", value, v.istio_version(value)) else None
 
 
 def _until(p: Problems, value: str | None) -> str | None:

@@ -16,6 +16,8 @@ from meshvm.settings import BY_FIELD
 if TYPE_CHECKING:
     from meshvm.config import Config
 
+UNWIRED_STRATEGIES = ("canary",)  # declared (--strategy), not built yet
+
 
 def contradictions(p: Problems, cfg: Config, raw: Mapping[str, Any], environ: Mapping[str, str],
                    is_root: bool) -> list[str]:
@@ -33,6 +35,8 @@ def contradictions(p: Problems, cfg: Config, raw: Mapping[str, Any], environ: Ma
         p.add("expires_hours", str(hours), f"is not longer than the run's worst case ({cfg.worst_case_s() // 60} min "
               "of stage deadlines, exercise waits and teardown): the janitor could delete the run while it runs; "
               "raise it or lower those deadlines")
+    if cfg.upgrade_to is not None:
+        _upgrade(p, cfg)
     if cfg.platform != "lab" and cfg.lab_timing != "fast":
         p.add("lab_timing", cfg.lab_timing, "is for --platform lab only (Google Cloud takes the time it takes)")
     if cfg.subnetwork and not cfg.network:
@@ -52,6 +56,28 @@ def contradictions(p: Problems, cfg: Config, raw: Mapping[str, Any], environ: Ma
     if cfg.reuse and not cfg.plan and not p.problems:
         _kept_run(p, cfg, environ)
     return _gcp_missing(p, cfg, environ)
+
+
+def _upgrade(p: Problems, cfg: Config) -> None:
+    if cfg.until:
+        p.add("until", cfg.until, "stops before the exercises, which an upgrade run needs at every phase; leave it out")
+    if cfg.upgrade_strategy in UNWIRED_STRATEGIES:
+        # Refused, never reported green for work the suite did not do.
+        p.add("upgrade_strategy", cfg.upgrade_strategy, "is not wired into the suite yet; run --strategy in-place")
+
+
+def upgrade_problem(cfg: Config) -> str | None:
+    """Once both releases are resolved: the run moves forward by at most one minor (at the skew point the
+    proxies run one minor behind istiod). One line, or None."""
+    if cfg.upgrade_to is None:
+        return None
+    a, b = v.release_key(cfg.istio_version), v.release_key(cfg.upgrade_to)
+    if b <= a:
+        return f"{BY_FIELD['upgrade_to'].label}: {cfg.upgrade_to!r} is not newer than {cfg.istio_version!r} (--from)"
+    if b[0] != a[0] or b[1] - a[1] > 1:
+        return (f"{BY_FIELD['upgrade_to'].label}: {cfg.upgrade_to!r} is more than one minor after "
+                f"{cfg.istio_version!r} (--from); upgrade one minor at a time")
+    return None
 
 
 def _kept_run(p: Problems, cfg: Config, environ: Mapping[str, str]) -> None:

@@ -91,6 +91,19 @@ def wait_entry(watch: EntryWatch, vm_ip: str, probe: bool, deadline: Deadline) -
     return entry  # type: ignore[return-value]
 
 
+def entry_registered(kube: Kube, vm_ip: str, probe: bool, deadline: Deadline) -> dict:
+    """Exercise 1 once the agent runs (an upgrade run asks it after each phase): the VM's entry is there,
+    connected, and healthy when the group has the probe."""
+    name = f"ratings-{vm_ip}"
+
+    def latest() -> tuple[list[str], dict | None]:
+        entry = kube.get(WE_API, "WorkloadEntry", name, "ratings")
+        return entry_problems(entry, vm_ip, probe), entry
+
+    _, entry = retry.until(f"WorkloadEntry {name} registered", latest, deadline, accept=lambda r: not r[0], ceiling=3)
+    return entry  # type: ignore[return-value]
+
+
 # -- Exercise 2: the VM reaches details ----------------------------------------------------------
 
 
@@ -113,6 +126,16 @@ def details_ok(answer: object) -> bool:
     return isinstance(answer, dict) and answer.get("id") == 123 and answer.get("author") == "William Shakespeare"
 
 
+def vm_reaches_details(vm: VmShell, deadline: Deadline) -> None:
+    """Exercise 2: details' answer from the VM, CALLS times, each seen by the VM's sidecar."""
+    before = telemetry.vm_requests(vm)
+    retry.until("details' JSON for id 123 from the VM", lambda: vm_calls_details(vm), deadline, accept=details_ok,
+                ceiling=5)
+    repeat("details from the VM", lambda: vm_calls_details(vm), details_ok, CALLS - 1)
+    metrics_grew(vm, before, {"reporter": "source", "destination_service": DETAILS_SERVICE, "response_code": "200"},
+                 CALLS, "the calls did not go through the VM's sidecar")
+
+
 # -- Exercise 3: a pod reaches ratings on the VM -------------------------------------------------
 
 
@@ -125,6 +148,21 @@ def pod_principal(kube: Kube, namespace: str, pod: str) -> str:
     """The SPIFFE identity a pod's proxy presents: its service account's."""
     spec = (kube.get("v1", "Pod", pod, namespace) or {}).get("spec") or {}
     return telemetry.spiffe(namespace, spec.get("serviceAccountName") or "default")
+
+
+def pod_reaches_ratings(kube: Kube, vm: VmShell, pod: str, deadline: Deadline) -> None:
+    """Exercise 3: ratings' answer from the client pod, CALLS times, arriving at the VM over mutual TLS
+    from the pod's identity."""
+    before = telemetry.vm_requests(vm)
+    call = lambda: pod_calls_ratings(kube, pod)  # noqa: E731
+    retry.until(f"ratings' answer {ratings.EXPECTED} from pod {pod}", call, deadline,
+                accept=lambda answer: answer == ratings.EXPECTED, ceiling=5)
+    repeat(f"ratings from pod {pod}", call, lambda answer: answer == ratings.EXPECTED, CALLS - 1)
+    caller = pod_principal(kube, "default", pod)
+    metrics_grew(vm, before, {
+        "reporter": "destination", "destination_service": RATINGS_SERVICE, "source_principal": caller,
+        "connection_security_policy": "mutual_tls", "response_code": "200"},
+        CALLS, f"the calls did not arrive at the VM's sidecar over mutual TLS from {caller}")
 
 
 def workload_principal(kube: Kube, namespace: str, deployment: str) -> str:
@@ -175,6 +213,28 @@ def page_problems(readings: list[productpage.Reading], need_rated: int = 2) -> l
     return problems
 
 
+def page_shows_vm_stars(kube: Kube, vm: VmShell, address: str, guard: Callable[[str], None] | None,
+                        deadline: Deadline) -> None:
+    """Exercise 4: the stars on every rated page, and the VM's proxy saw reviews (by its identity, over
+    mTLS) ask ratings for them."""
+    before = telemetry.vm_requests(vm)
+    last: list[productpage.Reading] = []
+
+    def problems() -> list[str]:
+        last[:] = load_pages(address, guard)
+        return page_problems(last)
+
+    retry.until(f"{LOADS} loads of /productpage with 9 stars on every v2/v3 page", problems, deadline,
+                transient=(OSError,), accept=lambda found: found == [], ceiling=10)
+    rated = sum(r.version in ("v2", "v3") for r in last)
+    reviews = workload_principal(kube, "default", "reviews-v2")
+    metrics_grew(vm, before, {
+        "reporter": "destination", "destination_service": RATINGS_SERVICE, "source_principal": reviews,
+        "destination_principal": telemetry.spiffe("ratings", "bookinfo-ratings"),
+        "connection_security_policy": "mutual_tls", "response_code": "200"},
+        rated, f"the stars of {rated} rated pages did not come from ratings on the VM, asked by {reviews}")
+
+
 def ratings_gone_from_page(address: str, guard: Callable[[str], None] | None) -> bool:
     r = load_page(address, guard)
     return r.unavailable
@@ -186,3 +246,18 @@ def stop_ratings_shows_unavailable(vm: VmShell, address: str, guard: Callable[[s
     ratings.stop_ratings(vm)
     retry.until("the product page to say ratings are unavailable once ratings on the VM stopped",
                 lambda: ratings_gone_from_page(address, guard), deadline, transient=(OSError,), ceiling=3)
+
+
+# -- The four again (an upgrade run, after each phase) ---------------------------------------------
+
+
+def all_four(kube: Kube, vm: VmShell, vm_ip: str, probe: bool, pod: str, address: str,
+             guard: Callable[[str], None] | None, wait: float) -> None:
+    """The recipe's four exercises once the agent runs, each within `wait` seconds. During an upgrade
+    the background traffic rides the same paths: the metrics checks then count it too, which still
+    proves each path goes through the sidecars as the exercise says (mTLS, identity); the answers
+    checked are the exercise's own calls."""
+    entry_registered(kube, vm_ip, probe, Deadline.after(wait, "exercise 1: the VM's entry"))
+    vm_reaches_details(vm, Deadline.after(wait, "exercise 2: the VM -> details"))
+    pod_reaches_ratings(kube, vm, pod, Deadline.after(wait, "exercise 3: a pod -> ratings"))
+    page_shows_vm_stars(kube, vm, address, guard, Deadline.after(wait, "exercise 4: the product page"))

@@ -28,7 +28,7 @@ from meshvm import retry
 from meshvm.deadlines import Deadline
 from meshvm.kube_auth import TokenProvider, TokenSource, configuration, write_kubeconfig
 from meshvm.kube_errors import ApplyConflict, KubeError, TransientKubeError, message_of, refused
-from meshvm.kube_exec import run_exec
+from meshvm.kube_exec import ExecLines, run_exec
 from meshvm.kube_watch import watch_events
 from meshvm.seams import Result
 
@@ -176,6 +176,15 @@ class KubeClient:
             return self.call(run_exec, api, namespace, pod, command, container, timeout)
         finally:
             api.close()
+
+    def exec_lines(self, namespace: str, pod: str, command: Sequence[str], *, container: str | None = None,
+                   deadline: Deadline) -> ExecLines:
+        api = client.ApiClient(self._cfg)  # its own, closed with the lines (see exec)
+        try:
+            return self.call(ExecLines, api, namespace, pod, command, container, deadline)
+        except BaseException:
+            api.close()
+            raise
 
     def server_version(self) -> str:
         """The API server's gitVersion (e.g. v1.33.2-gke.100)."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from kubernetes import client
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
+from meshvm.deadlines import Deadline
 from meshvm.kube_errors import ExecTimeout, KubeError
 from meshvm.seams import Result
+
+LINES_POLL_S = 0.2  # how soon closed ExecLines stop iterating
 
 
 def run_exec(api: client.ApiClient, namespace: str, pod: str, command: Sequence[str], container: str | None,
@@ -31,6 +35,34 @@ def run_exec(api: client.ApiClient, namespace: str, pod: str, command: Sequence[
         return Result(_rc(ws.read_channel(ERROR_CHANNEL), namespace, pod, command), out, err)
     finally:
         ws.close()
+
+
+class ExecLines:
+    """The stdout lines of a long-running command in a pod as they arrive (meshvm.seams.Lines); the
+    stream has its own ApiClient, closed with it. Closing the stream closes the command's stdout: its
+    next write ends it."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, pod: str, command: Sequence[str], container: str | None,
+                 deadline: Deadline):
+        kwargs = {"container": container} if container else {}
+        self._api, self._deadline, self._closed = api, deadline, threading.Event()
+        self._ws = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, pod, namespace, command=list(command),
+                          stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False,
+                          _request_timeout=deadline.cap(60), **kwargs)
+
+    def __iter__(self) -> Iterator[str]:
+        pending = ""
+        try:
+            while not self._closed.is_set() and not self._deadline.expired() and self._ws.is_open():
+                self._ws.update(timeout=self._deadline.cap(LINES_POLL_S))
+                *done, pending = (pending + (self._ws.read_channel(STDOUT_CHANNEL, 0) or "")).split("\n")
+                yield from done
+        finally:
+            self._ws.close()
+            self._api.close()
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def _rc(status_text: str, namespace: str, pod: str, command: Sequence[str]) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
+from meshvm.recipe.upgrade import RESTARTED_AT as RESTARTED_AT  # re-exported: the lifecycle tests use it
+from meshvm.recipe.upgrade import rollout_restart as rollout_restart
 from meshvm.seams import Kube, VmShell
 
 GRACE_S = 10.0  # PILOT_WORKLOAD_ENTRY_GRACE_PERIOD's default (pilot/pkg/features/pilot.go at 1.30.3)
@@ -24,7 +25,6 @@ FAIL_FAST_S = 5  # a call to a ratings without a live endpoint must be answered 
 DISCONNECTED = "istio.io/disconnectedAt"
 CONNECTED = "istio.io/connectedAt"
 CONTROLLER = "istio.io/workloadController"  # the istiod pod the entry's agent is connected to
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets in the pod template
 
 
 def entry(kube: Kube, vm_ip: str) -> dict | None:
@@ -85,14 +85,6 @@ def istiod_pods(kube: Kube) -> list[str]:
     """istiod's Running pods that are not going away."""
     return sorted(p["metadata"]["name"] for p in kube.list("v1", "Pod", "istio-system", label_selector="app=istiod")
                   if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
-
-
-def rollout_restart(kube: Kube, namespace: str, name: str) -> None:
-    """`kubectl rollout restart deployment/<name>`: a new time in the pod template's annotations (a
-    patch, as kubectl's), so the Deployment replaces every pod."""
-    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    kube.patch("apps/v1", "Deployment", name, namespace,
-               {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}})
 
 
 def boot_id(vm: VmShell) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshvm import upgrade_phases
 from meshvm.config import Config
 from meshvm.stages import BY_NAME, TEARDOWN_DEADLINE
 
@@ -42,6 +43,7 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
         "",
         "Then the exercises: the WorkloadEntry appears; the VM reaches details.default.svc; "
         "a pod reaches ratings.ratings; the product page shows stars.",
+        *_upgrade(cfg),
         f"Worst case: {_mins(cfg.worst_case_s())} (the stage deadlines, the exercises' waits and teardown); "
         f"the run's resources expire at {cfg.labels['e2e-expires']}.",
     ]
@@ -58,6 +60,21 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
     if cfg.missing:
         lines += ["", "Required settings still missing:", *(f"  - {m}" for m in cfg.missing)]
     return "\n".join(lines)
+
+
+def _upgrade(cfg: Config) -> list[str]:
+    """An upgrade run's phases, each with its worst case: its deadline and its exercise waits."""
+    if cfg.upgrade_to is None:
+        return []
+    requested = f" (the newest {cfg.upgrade_requested}.x)" if cfg.upgrade_requested else ""
+    lines = ["", f"Then the upgrade to Istio {cfg.upgrade_to}{requested}, {cfg.upgrade_strategy}, phase by phase "
+             "(each a testcase; worst case = its deadline + its exercise waits):"]
+    for i, phase in enumerate(upgrade_phases.PHASES, 1):
+        worst = phase.deadline + phase.exercise_waits * cfg.exercise_deadline
+        lines.append(f"{i:2}. {phase.name:<18} {_mins(worst):>7}  {phase.does}")
+    if cfg.platform != "lab":
+        lines.append(f"    istio-sidecar.deb of {cfg.upgrade_to}: {' then '.join(cfg.sidecar_urls(cfg.upgrade_to))}")
+    return lines
 
 
 def _istio(cfg: Config, unresolved: str | None) -> list[str]:

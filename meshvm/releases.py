@@ -41,7 +41,10 @@ def newest_patch(minor: str, listing: str, timeout: float = TIMEOUT_S) -> str:
 
 def resolve_version(cfg: Config, timeout: float = TIMEOUT_S) -> Config:
     """The config with a minor replaced by its newest patch; an exact version is kept as it is."""
-    if not v.is_minor(cfg.istio_version):
-        return cfg
-    return replace(cfg, istio_version=newest_patch(cfg.istio_version, cfg.istio_release_listing, timeout),
-                   istio_requested=cfg.istio_version)
+    if v.is_minor(cfg.istio_version):
+        cfg = replace(cfg, istio_version=newest_patch(cfg.istio_version, cfg.istio_release_listing, timeout),
+                      istio_requested=cfg.istio_version)
+    if cfg.upgrade_to and v.is_minor(cfg.upgrade_to):  # an upgrade run's second release, the same way
+        cfg = replace(cfg, upgrade_to=newest_patch(cfg.upgrade_to, cfg.istio_release_listing, timeout),
+                      upgrade_requested=cfg.upgrade_to)
+    return cfg

@@ -42,6 +42,16 @@ class CommandFailed(Exception):
         super().__init__(f"{step}: `{command}` exited {result.rc}: {tail or '(no output)'}")
 
 
+class Lines(Protocol):
+    """A long-running remote command's output lines as they arrive. Iterating ends when the command
+    ends, its deadline passes or close() is called (from any thread, within a fraction of a second); the
+    command's end is the caller's part (a loop bounded by its own deadline, stopped by a closed pipe)."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
 class VmShell(Protocol):
     def run(self, command: str | Sequence[str], *, step: str, sudo: bool = False, timeout: float = 60,
             check: bool = True, env: Mapping[str, str] | None = None) -> Result:
@@ -50,6 +60,10 @@ class VmShell(Protocol):
 
     def upload(self, local: Path, remote: str, *, mode: int | None = None) -> None:
         """Copy a file or a folder (recursively) to a path on the VM (relative: the user's home)."""
+        ...
+
+    def lines(self, command: str, *, step: str, deadline: Deadline) -> Lines:
+        """Run a long-running command; its stdout lines as they arrive."""
         ...
 
 
@@ -88,6 +102,11 @@ class Kube(Protocol):
     def logs(self, namespace: str, pod: str, *, container: str | None = None, tail_lines: int = 500,
              timeout: float = 30) -> str:
         """The last lines of a pod's (container's) log."""
+        ...
+
+    def exec_lines(self, namespace: str, pod: str, command: Sequence[str], *, container: str | None = None,
+                   deadline: Deadline) -> Lines:
+        """Exec a long-running command in a pod; its stdout lines as they arrive."""
         ...
 
 

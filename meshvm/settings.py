@@ -16,10 +16,15 @@ class Setting:
     default: str | None = None  # text, parsed like user input; None = not set
     kind: str = "str"  # str | int | list | map | flag
     choices: tuple[str, ...] = ()
+    alias: str | None = None  # a shorter option for the same setting, e.g. --to
 
     @property
     def option(self) -> str:
         return f"--{self.name}"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return (self.option, f"--{self.alias}") if self.alias else (self.option,)
 
     @property
     def env(self) -> str:
@@ -32,7 +37,7 @@ class Setting:
     @property
     def label(self) -> str:
         """How errors name the setting: both spellings a user may have used."""
-        return f"{self.option} / {self.env}"
+        return f"{' / '.join(self.options)} / {self.env}"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -72,8 +77,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vm-machine-type", "VM machine type (the recipe's)", "n1-standard-2"),
     Setting("vm-image-family", "VM image family in ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
     # what runs
-    Setting("istio-version", "Istio release under test: X.Y.Z, X.Y.Z-rc.N, or a minor X.Y (its newest patch "
-            "in the release listing, resolved when the run starts)", "1.31"),
+    Setting("istio-version", "Istio release under test (an upgrade run's first one): X.Y.Z, X.Y.Z-rc.N, or a "
+            "minor X.Y (its newest patch in the release listing, resolved when the run starts)", "1.31",
+            alias="from"),
+    Setting("upgrade-to", "the Istio release an upgrade run (nox -s upgrade) moves to, spelled as --istio-version; "
+            "at most one minor after it", alias="to"),
+    Setting("upgrade-strategy", "how an upgrade run moves the control plane: in-place (istioctl install over the "
+            "running one) or canary (a revision beside it)", "in-place", choices=("in-place", "canary"),
+            alias="strategy"),
     Setting("istio-release-listing", "Istio's release listing (GitHub's releases API) that resolves a minor "
             "to its newest patch", "https://api.github.com/repos/istio/istio/releases?per_page=100"),
     Setting("istio-hub", "image hub given to every istioctl install (--set hub=) and required of every "

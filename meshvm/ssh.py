@@ -14,7 +14,8 @@ import select
 import shlex
 import socket
 import stat
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is only logged
 KEEPALIVE_S = 30  # some networks drop a connection idle for ~4 min
 RECONNECT_S = 60
+LINES_POLL_S = 0.2  # how soon a closed RemoteLines stops iterating
 # Errors that mean "sshd not (yet) there": retried until the connect deadline. Other SSHExceptions
 # (no common algorithm, host key, authentication) are final, or turned into final errors.
 _NOT_UP = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
@@ -160,6 +162,14 @@ class SshShell:
             raise CommandFailed(step, line, result)
         return result
 
+    def lines(self, command: str, *, step: str, deadline: Deadline) -> RemoteLines:
+        line = render(command)
+        log.debug("[%s] $ %s (its lines as they arrive)", step, line)
+        channel = self._session()
+        channel.exec_command(line)
+        channel.shutdown_write()
+        return RemoteLines(channel, deadline)
+
     def upload(self, local: Path, remote: str, *, mode: int | None = None) -> None:
         self._transport()
         sftp = self.client.open_sftp()
@@ -168,6 +178,32 @@ class SshShell:
             _put(sftp, local, remote, mode)
         finally:
             sftp.close()
+
+
+class RemoteLines:
+    """The stdout lines of a command on the VM as they arrive (meshvm.seams.Lines). Closing the channel
+    closes the command's pipe: its next write ends it (SIGPIPE)."""
+
+    def __init__(self, channel: paramiko.Channel, deadline: Deadline):
+        self._channel, self._deadline, self._closed = channel, deadline, threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        pending, waiter = b"", select.poll()
+        waiter.register(self._channel.fileno(), select.POLLIN)
+        try:
+            while not self._closed.is_set() and not self._deadline.expired():
+                if self._channel.recv_ready():
+                    *done, pending = (pending + self._channel.recv(32768)).split(b"\n")
+                    yield from (line.decode(errors="replace") for line in done)
+                elif self._channel.exit_status_ready() or self._channel.closed:
+                    return
+                else:  # output, EOF or the next look at `closed`, bounded by the deadline
+                    waiter.poll(self._deadline.cap(LINES_POLL_S) * 1000)
+        finally:
+            self._channel.close()
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class _AuthNotYet(Exception):

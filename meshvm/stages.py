@@ -88,4 +88,5 @@ BY_NAME = {s.name: s for s in STAGES}
 # health, three for an agent restart, six for an agent stopped past the grace period, four for
 # istiod's restart, six for a reboot (tests/e2e).
 EXERCISE_WAITS = 48
+RECIPE_EXERCISE_WAITS = 7  # of which the recipe's four exercises (an upgrade run's first part)
 TEARDOWN_DEADLINE = 1200  # + 300 s of leftover listing: inside nox's 1800 s grace after Ctrl-C

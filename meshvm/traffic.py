@@ -44,8 +44,10 @@ class Recorder:
         self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._phases: list[Phase] = []
+        self._windows: list[Phase] = []  # announced disruptions
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._closers: list[Callable[[], None]] = []
 
     def now(self) -> float:
         return self._clock() - self._origin
@@ -69,9 +71,12 @@ class Recorder:
                 self._stop.wait(max(0.0, due - self._clock()))
         self._spawn(path, loop)
 
-    def stream(self, path: str, lines: Iterable[str], parse: Callable[[str], tuple[bool, str] | None]) -> None:
+    def stream(self, path: str, lines: Iterable[str], parse: Callable[[str], tuple[bool, str] | None],
+               close: Callable[[], None] | None = None) -> None:
         """Record each result line of a remote loop as it arrives; `parse` returns None for other lines.
-        The source must end when its command is stopped (closing its channel ends the iteration)."""
+        The source must end when `close` (called by stop) is called, or its command stops."""
+        if close is not None:
+            self._closers.append(close)
         def loop() -> None:
             try:
                 for line in lines:
@@ -100,11 +105,24 @@ class Recorder:
             with self._lock:
                 self._phases.append(Phase(name, round(start, 3), round(self.now(), 3)))
 
+    @contextmanager
+    def disruption(self, name: str) -> Iterator[None]:
+        """An announced outage (a single VM's agent restarting): its failures do not count against the
+        success rate, its length does against the gap (judge)."""
+        start = self.now()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._windows.append(Phase(name, round(start, 3), round(self.now(), 3)))
+
     def stop(self, deadline: Deadline) -> list[str]:
         """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose
         source was not closed)."""
         with self._lock:
             self._stop.set()
+        for close in self._closers:
+            close()
         for thread in self._threads:
             thread.join(max(0.0, deadline.at - time.monotonic()))
         return [t.name.removeprefix("traffic ") for t in self._threads if t.is_alive()]
@@ -112,6 +130,10 @@ class Recorder:
     def snapshot(self) -> tuple[list[Request], list[Phase]]:
         with self._lock:
             return list(self._requests), list(self._phases)
+
+    def disruptions(self) -> list[Phase]:
+        with self._lock:
+            return list(self._windows)
 
 
 def http_status_line(line: str) -> tuple[bool, str] | None:
@@ -123,23 +145,27 @@ def http_status_line(line: str) -> tuple[bool, str] | None:
     return code == "200", code
 
 
-def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *,
+def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *, disruptions: Iterable[Phase] = (),
           min_rate: float = MIN_SUCCESS_RATE, max_gap_s: float = MAX_GAP_S) -> tuple[list[dict], list[str]]:
-    """Per phase and path: requests, successes, success rate and the longest stretch without a
-    success (phase start to the first, between two, the last to the phase end). Returns the rows and
-    one line per problem (a phase where a path had no request is a problem too)."""
-    rows, problems, paths = [], [], list(paths)
+    """Per phase and path: requests, successes, success rate (without the requests inside an announced
+    disruption) and the longest stretch without a success (phase start to the first, between two, the
+    last to the phase end; disruptions included). Returns the rows and one line per problem (a phase where
+    a path had no request is a problem too)."""
+    rows, problems, paths, windows = [], [], list(paths), list(disruptions)
     for phase in phases:
         for path in paths:
             mine = [r for r in requests if r.path == path and phase.start <= r.t <= phase.end]
+            counted = [r for r in mine if not any(w.start <= r.t <= w.end for w in windows)]
             ok_times = [phase.start, *(r.t for r in mine if r.ok), phase.end]
             gap = max(b - a for a, b in zip(ok_times, ok_times[1:], strict=False))
-            rate = sum(r.ok for r in mine) / len(mine) if mine else 0.0
+            ok = sum(r.ok for r in counted)
+            rate = ok / len(counted) if counted else 0.0
             rows.append({"phase": phase.name, "path": path, "requests": len(mine), "ok": sum(r.ok for r in mine),
-                         "success_rate": round(rate, 4), "longest_gap_s": round(gap, 2)})
+                         "counted": len(counted), "success_rate": round(rate, 4), "longest_gap_s": round(gap, 2)})
             if rate < min_rate:
-                problems.append(f"{phase.name}: {path}: success rate {rate:.3f} < {min_rate} "
-                                f"({sum(r.ok for r in mine)} of {len(mine)})")
+                problems.append(f"{phase.name}: {path}: success rate {rate:.3f} < {min_rate} ({ok} of {len(counted)}"
+                                + (f", {len(mine) - len(counted)} more inside announced disruptions)" if
+                                   len(mine) > len(counted) else ")"))
             if gap > max_gap_s:
                 problems.append(f"{phase.name}: {path}: {gap:.1f} s without a success (> {max_gap_s} s)")
     return rows, problems

@@ -23,7 +23,8 @@ def second_colours(requests: Sequence[Request], path: str, seconds: int) -> list
             for ok, bad in counts]
 
 
-def draw(requests: Sequence[Request], phases: Sequence[Phase], paths: Sequence[str], out: Path) -> Path | None:
+def draw(requests: Sequence[Request], phases: Sequence[Phase], paths: Sequence[str], out: Path,
+         disruptions: Sequence[Phase] = ()) -> Path | None:
     """Write the picture; None when nothing was recorded. matplotlib (Agg) is imported here only."""
     if not requests:
         return None
@@ -38,15 +39,20 @@ def draw(requests: Sequence[Request], phases: Sequence[Phase], paths: Sequence[s
     for row, path in enumerate(paths):
         colours = second_colours(requests, path, seconds)
         ax.broken_barh([(s, 1) for s in range(seconds)], (row - 0.4, 0.8), facecolors=colours)
+    for window in disruptions:  # announced outages (a VM's agent restarting), hatched over every path
+        ax.axvspan(window.start, window.end, facecolor="none", edgecolor="#555555", hatch="//", linewidth=0)
     for phase in phases:
         ax.axvline(phase.start, color="#222222", linewidth=1)
         ax.text(phase.start, -0.6, f" {phase.name}", fontsize=8, va="bottom", rotation=20)
     ax.set_yticks(range(len(paths)), list(paths))
     ax.set_ylim(len(paths) - 0.5, -1.2)
     ax.set_xlabel("seconds since the traffic started (one cell per second)")
-    ax.legend(handles=[Patch(color=c, label=n) for c, n in
-                       ((ALL_OK, "all ok"), (SOME_FAILED, "some failed"), (ALL_FAILED, "all failed"), (NONE, "no request"))],
-              loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=4, frameon=False)
+    handles = [Patch(color=c, label=n) for c, n in
+               ((ALL_OK, "all ok"), (SOME_FAILED, "some failed"), (ALL_FAILED, "all failed"), (NONE, "no request"))]
+    if disruptions:
+        handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="//", label="announced disruption"))
+    ax.legend(handles=handles,
+              loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=5, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)

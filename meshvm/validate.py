@@ -53,6 +53,15 @@ def istio_version(value: str) -> str | None:
     return None
 
 
+def release_key(value: str) -> tuple[int, int, int, int, int]:
+    """An X.Y.Z[-pre.N] release as a sortable key: a pre-release sorts before its release."""
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:-(alpha|beta|rc)\.(\d+))?$", value)
+    if not m:
+        raise ValueError(f"not a resolved Istio release: {value!r}")
+    pre = {"alpha": 0, "beta": 1, "rc": 2}.get(m[4] or "", 3)
+    return int(m[1]), int(m[2]), int(m[3]), pre, int(m[5] or 0)
+
+
 def is_minor(value: str) -> bool:
     """A minor alone (X.Y): resolved to its newest patch when the run starts."""
     m = ISTIO_VERSION.match(value)

@@ -1,9 +1,12 @@
 """lab STAND-INS for the cluster's own controllers, over the Kubernetes API (not Kubernetes):
 
 - kubelet + Deployment controller: each Deployment gets its Pods (`<name>-<pod-template-hash>-<i>`),
-  Running with an address from the pod range, and an available status for its generation; a changed
-  template (`kubectl rollout restart` sets an annotation in it) gets new pods, then the old ones go, and
-  `on_pods` hears the Deployment's pods; a pod whose image the lab's
+  Running with an address from the pod range, and an available status for its generation once they are
+  Ready; a changed template (`kubectl rollout restart` sets an annotation in it) gets new pods, and the
+  old ones go once the new ones are Ready (the default RollingUpdate's maxSurge 25% rounds up, its
+  maxUnavailable 25% down: for one replica a new pod first, the old one only when it is available);
+  `on_pods` hears the Deployment's pods. Ready is the node's to say (pods.py, `kubelet_ready`): there
+  a pod is Ready once its sidecar and app are; without a node, at once. A pod whose image the lab's
   registry (`PULLABLE`) does not hold stays Pending in ImagePullBackOff and its Deployment
   unavailable, as a wrong image prefix or tag leaves it on GKE;
 - the cloud's load-balancer controller: each LoadBalancer Service gets an address from a pool
@@ -30,7 +33,7 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from meshvm.lab.mesh_registry import TLS_MODE  # the injection template's pod label
+from meshvm.lab.mesh_registry import TLS_MODE, pod_ready  # TLS_MODE: the injection template's pod label
 
 log = logging.getLogger(__name__)
 PACE_S = 0.2
@@ -77,8 +80,10 @@ class ReconcileLoop:
 class ClusterControllers(ReconcileLoop):
     def __init__(self, api: client.ApiClient, pod_range: str, lb_pool: list[str], root_cert_pem: str,
                  on_lb: OnLb | None = None, on_lb_deleted: OnLbDeleted | None = None, *, lb_s: float = 0.0,
-                 pull_s: float = 0.0, on_pods: OnPods | None = None):
+                 pull_s: float = 0.0, on_pods: OnPods | None = None, kubelet_ready: bool = False):
         self._on_lb, self._on_lb_deleted, self._on_pods = on_lb, on_lb_deleted, on_pods
+        self._kubelet_ready = kubelet_ready  # a node's kubelet stand-in sets each pod's Ready condition
+        self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # this round's pods
         self._pods: dict[tuple[str, str], list[str]] = {}  # each Deployment's pods, of its current template
         # --lab-timing: how long a LoadBalancer Service waits for its address and a Deployment for its pods
         self._lb_s, self._pull_s = lb_s, pull_s
@@ -100,6 +105,8 @@ class ClusterControllers(ReconcileLoop):
         return self._dyn.resources.get(api_version=api_version, kind=kind)
 
     def reconcile(self) -> None:
+        self._seen = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in
+                      (o.to_dict() for o in self._res("v1", "Pod").get(_request_timeout=TIMEOUT).items)}
         for d in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items:
             self._deployment(d.to_dict())
         for s in self._res("v1", "Service").get(_request_timeout=TIMEOUT).items:
@@ -148,14 +155,22 @@ class ClusterControllers(ReconcileLoop):
                     for image in unpullable]}})
                 log.warning("lab kubelet: %s/%s cannot pull %s", ns, name, ", ".join(unpullable))
             else:
-                self._patch_status(pods, ns, name, {"status": {"phase": "Running", "podIP": str(next(self._pod_ips))}})
-        self._rolled(ns, meta["name"], names)
-        ready = 0 if unpullable else replicas
+                self._patch_status(pods, ns, name, {"status": {
+                    "phase": "Running", "podIP": str(next(self._pod_ips)),
+                    "conditions": [{"type": "Ready", "status": "False" if self._kubelet_ready else "True"}]}})
+        ready = 0 if unpullable else sum(self._ready(ns, name) for name in names)
+        if ready == replicas:
+            self._rolled(ns, meta["name"], names)
         status = d.get("status") or {}
-        if status.get("observedGeneration") != meta.get("generation") or status.get("availableReplicas") != ready:
+        if (status.get("observedGeneration"), status.get("availableReplicas")) != (meta.get("generation"), ready):
             self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
                 "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
                 "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
+
+    def _ready(self, ns: str, name: str) -> bool:
+        """As this round's listing saw it (a pod made in this round is not Ready yet)."""
+        pod = self._seen.get((ns, name))
+        return pod is not None and pod_ready(pod)
 
     def _rolled(self, ns: str, deployment: str, names: list[str]) -> None:
         """The pods of the Deployment's older template go once the new ones exist (a rollout)."""

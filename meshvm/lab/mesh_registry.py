@@ -4,7 +4,7 @@ The mesh table (meshwire's format) it derives, as docs/facts.md section 1 descri
 - every Service with a selector gets a virtual IP from the cluster's service range (the API stand-in
   allocates no spec.clusterIP; this registry is the VIP's only user: the cluster DNS stand-in, the
   proxies and the agent on the VM all ask it);
-- a Service port's endpoints are the Running Pods of its namespace whose labels match its selector,
+- a Service port's endpoints are the Ready Pods of its namespace whose labels match its selector,
   and, for proxies of the mesh (`with_entries`), the WorkloadEntries of its namespace whose labels
   match, those with health checks on (`proxy.istio.io/health-checks-enabled`) only while their
   condition Healthy is True. kube-proxy (a pod without a sidecar) never sees WorkloadEntries.
@@ -40,6 +40,13 @@ TIMEOUT = 10
 FIRST_HOST = 10  # VIPs from service-range host .10 up, as a cluster's first Services get low IPs
 TLS_MODE = "security.istio.io/tlsMode"
 GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # what Go's strconv.ParseBool reads as true
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Running, not going away, and condition Ready True (what an EndpointSlice calls ready)."""
+    status = pod.get("status") or {}
+    return (status.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+            and any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []))
 
 
 class MeshRegistry:
@@ -90,9 +97,7 @@ class MeshRegistry:
         return [o.to_dict() for o in res.get(_request_timeout=TIMEOUT).items]
 
     def _build(self, with_entries: bool) -> dict:
-        pods = [p for p in self._list("v1", "Pod")
-                if (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("podIP")
-                and not p["metadata"].get("deletionTimestamp")]
+        pods = [p for p in self._list("v1", "Pod") if pod_ready(p) and (p.get("status") or {}).get("podIP")]
         entries = self._list("networking.istio.io/v1", "WorkloadEntry") if with_entries else []
         services = []
         for svc in self._list("v1", "Service"):

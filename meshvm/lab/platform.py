@@ -156,7 +156,8 @@ class KubeClusterBackend:
         self.controllers = ClusterControllers(client.ApiClient(cfg), self.pod_range, list(self.lb_pool),
                                               self.mesh_ca.root_pem, on_lb=lbs.created if lbs else None,
                                               on_lb_deleted=lbs.deleted if lbs else None, lb_s=self.timing.lb_s,
-                                              pull_s=self.timing.pull_s, on_pods=self._istiod_pods).start()
+                                              pull_s=self.timing.pull_s, on_pods=self._istiod_pods,
+                                              kubelet_ready=self.node is not None).start()
         if self.node is not None:
             if lbs:
                 self.node.tags = (*self.node.tags, lbs.node_tag)

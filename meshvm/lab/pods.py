@@ -6,6 +6,11 @@ What it models, and no more:
   (routed as GKE routes a node's alias range), and the pod's main process where there is one
   (standins/bookinfo.py with the container's env; the curl client only sleeps, so nothing runs);
   `kubectl exec` into it runs the command in that sandbox;
+- a deleted pod's app stops at once; its address and sidecar stay for the proxy's drain (DRAIN_S);
+- the pod is Ready (its condition, which the controllers' rollouts and the mesh registry's endpoints
+  wait for) once its sidecar's Envoy says LIVE on `/ready` (pilot-agent's readiness rests on it) and its
+  app accepts on 9080 (BookInfo's pods have no readiness probe: on GKE they are Ready once the proxy is
+  and the app started); a pod with no sandbox (istiod, the gateways: in-process here) at once;
 - the pod's resolver is the cluster DNS (resolv.conf with the namespace's search path, ndots:5),
   answered by a DNS stand-in on the node from the mesh registry (Service FQDN -> VIP);
 - a pod of a namespace labelled `istio-injection=enabled` has a sidecar: a real Envoy in its sandbox
@@ -30,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +50,7 @@ from meshvm.lab.envoy.proxy import Node
 from meshvm.lab.envoy.sidecars import SidecarProxy
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.leaks import socket_dir
-from meshvm.lab.mesh_registry import MeshRegistry
+from meshvm.lab.mesh_registry import MeshRegistry, pod_ready
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import run_ip
 from meshvm.lab.standins import meshwire
@@ -57,6 +63,10 @@ SIDECAR_PORT, INBOUND_PORT = sidecar.OUTBOUND_PORT, sidecar.INBOUND_PORT
 PACE_S = 0.3
 TIMEOUT = 10
 STOP_S = 3.0
+# A deleted pod's sidecar drains for ProxyConfig terminationDrainDuration (default 5 s; `terminate` in
+# pkg/envoy/agent.go, Istio 1.30.3) while its app, sent SIGTERM at once, is gone: callers whose EDS still
+# holds the pod get a 503 from its Envoy and retry elsewhere, as on GKE (not a silent blackhole).
+DRAIN_S = 5.0
 _IMAGE = re.compile(r"examples-bookinfo-(details|reviews|productpage)-(v\d+)")
 
 
@@ -72,6 +82,8 @@ class Sandbox:
     proc: subprocess.Popen[bytes] | None = None
     proxy: SidecarProxy | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    ready: bool = False
+    leaving: float | None = None  # deleted: the sandbox goes at this time.monotonic()
 
 
 class NodeRuntime(ReconcileLoop):
@@ -110,7 +122,7 @@ class NodeRuntime(ReconcileLoop):
                 (o.to_dict() for o in self._dyn.resources.get(api_version="v1", kind="Pod")
                  .get(_request_timeout=TIMEOUT).items)}
         for key in [k for k in self.sandboxes if k not in pods or pods[k]["metadata"].get("deletionTimestamp")]:
-            self._remove(key)
+            self._leave(key)
         for key, pod in pods.items():
             ip = (pod.get("status") or {}).get("podIP")
             if key in self.sandboxes or not ip or pod["metadata"].get("deletionTimestamp"):
@@ -118,12 +130,34 @@ class NodeRuntime(ReconcileLoop):
             containers = (pod.get("spec") or {}).get("containers") or []
             app = next((m for c in containers if (m := _IMAGE.search(c.get("image") or ""))), None)
             if app is None and not any("curl" in (c.get("image") or "") for c in containers):
+                if not pod_ready(pod):
+                    self._set_ready(key)  # nothing runs here for it: Ready at once
                 continue
             try:
                 self._add(key, ip, pod.get("spec") or {}, pod["metadata"].get("labels") or {}, app)
             except Exception:  # a half-made sandbox goes: the next round makes it again
                 self._remove(key)
                 raise
+        for key, sb in list(self.sandboxes.items()):
+            if not sb.ready and self._serving(sb):
+                self._set_ready(key)
+                sb.ready = True
+
+    def _serving(self, sb: Sandbox) -> bool:
+        """The sidecar's Envoy LIVE (initialized from its xDS) and the app accepting on 9080."""
+        try:
+            if sb.proxy is not None and sb.proxy.envoy.admin("/ready").strip() != "LIVE":
+                return False
+            if sb.proc is not None:
+                hostsys.run_in_netns(sb.netns, lambda: socket.create_connection(("127.0.0.1", 9080), timeout=1).close())
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return True
+
+    def _set_ready(self, key: tuple[str, str]) -> None:
+        self._dyn.resources.get(api_version="v1", kind="Pod").status.patch(
+            namespace=key[0], name=key[1], body={"status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+            _request_timeout=TIMEOUT, content_type="application/merge-patch+json")
 
     # -- one sandbox --------------------------------------------------------------------------
 
@@ -180,21 +214,23 @@ class NodeRuntime(ReconcileLoop):
                                 netns=sb.netns)
         sb.proxy.start()
 
+    def _leave(self, key: tuple[str, str]) -> None:
+        """A deleted pod: its app is stopped at once, its sandbox (address, sidecar) stays for the proxy's
+        drain, then goes (the pod's endpoint is gone from the registry already)."""
+        sb = self.sandboxes[key]
+        if sb.leaving is None:
+            sb.leaving = time.monotonic() + DRAIN_S
+            _stop_process(sb.proc)
+        elif time.monotonic() >= sb.leaving:
+            self._remove(key)
+
     def _remove(self, key: tuple[str, str]) -> None:
         sb = self.sandboxes.pop(key)
         sb.stop.set()
         if sb.proxy is not None:
             sb.proxy.stop()
         self.kube.set_exec_backend(sb.namespace, sb.pod, None)
-        if sb.proc is not None:
-            try:
-                os.killpg(sb.proc.pid, signal.SIGTERM)
-                sb.proc.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(sb.proc.pid, signal.SIGKILL)
-                sb.proc.wait(STOP_S)
-            except ProcessLookupError:
-                pass
+        _stop_process(sb.proc)
         run_ip("netns", "del", sb.netns, check=False)  # the veth pair goes with it
 
     def log_source(self, namespace: str, pod: str):  # noqa: ANN201
@@ -221,6 +257,19 @@ class NodeRuntime(ReconcileLoop):
     def connect_from(netns: str, host: str, port: int) -> socket.socket:
         """A connection made inside `netns`: it leaves from that namespace's address."""
         return hostsys.run_in_netns(netns, lambda: socket.create_connection((host, port), timeout=5))
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(STOP_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(STOP_S)
+    except ProcessLookupError:
+        pass
 
 
 def _run(argv: Sequence[str]) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from meshvm import exercises, retry, telemetry
+from meshvm import exercises, retry
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
 
@@ -20,23 +20,8 @@ def test_no_ratings_workload_outside_the_ratings_namespace(kube):
 @pytest.mark.order(5)
 def test_product_page_shows_the_vms_stars(world, kube, ingress, vm, agent):
     """The stars, and the VM's proxy saw reviews (by its identity, over mTLS) ask ratings for them."""
-    before = telemetry.vm_requests(vm.shell)
-    last = []
-
-    def problems():
-        last[:] = exercises.load_pages(ingress, world.platform.guard())
-        return exercises.page_problems(last)
-
-    retry.until(f"{exercises.LOADS} loads of /productpage with 9 stars on every v2/v3 page", problems,
-                Deadline.after(world.cfg.exercise_deadline, "the page"),
-                transient=(OSError,), accept=lambda found: found == [], ceiling=10)
-    rated = sum(r.version in ("v2", "v3") for r in last)
-    reviews = exercises.workload_principal(kube, "default", "reviews-v2")
-    exercises.metrics_grew(vm.shell, before, {
-        "reporter": "destination", "destination_service": exercises.RATINGS_SERVICE, "source_principal": reviews,
-        "destination_principal": telemetry.spiffe("ratings", "bookinfo-ratings"),
-        "connection_security_policy": "mutual_tls", "response_code": "200"},
-        rated, f"the stars of {rated} rated pages did not come from ratings on the VM, asked by {reviews}")
+    exercises.page_shows_vm_stars(kube, vm.shell, ingress, world.platform.guard(),
+                                  Deadline.after(world.cfg.exercise_deadline, "the page"))
 
 
 @pytest.mark.order(6)

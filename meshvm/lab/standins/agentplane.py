@@ -132,14 +132,17 @@ def _service(host: str) -> dict:
 
 
 class EnvoyProcess:
-    def __init__(self, env: dict, proxy_config: dict, counter: RequestCounter) -> None:
+    def __init__(self, env: dict, proxy_config: dict, counter: RequestCounter, istio_version: str = "") -> None:
         ip, ns = env.get("ISTIO_SVC_IP", ""), env.get("POD_NAMESPACE", "")
         name = socket.gethostname()
         labels = json.loads(env.get("ISTIO_METAJSON_LABELS") or "{}")
         workload = env.get("ISTIO_META_WORKLOAD_NAME", "") or name
         self.config = envoyboot.bootstrap(
             f"sidecar~{ip}~{name}.{ns}~{ns}.svc.cluster.local", f"{workload}.{ns}",
-            {"NAMESPACE": ns, "NAME": name, "LABELS": labels, "WORKLOAD_NAME": workload, "INSTANCE_IPS": ip},
+            # ISTIO_VERSION: the agent's own release, as pilot-agent writes it (SetIstioVersion in
+            # pkg/bootstrap/config.go, Istio 1.30.3): Envoy's /server_info shows the running proxy's release.
+            {"NAMESPACE": ns, "NAME": name, "LABELS": labels, "WORKLOAD_NAME": workload, "INSTANCE_IPS": ip,
+             "ISTIO_VERSION": istio_version},
             envoyboot.XDS_SOCKET, sds=envoyboot.SDS_SOCKET, proxy_config=proxy_config)
         self.counter = counter
         self.proc: subprocess.Popen | None = None

@@ -1,0 +1,133 @@
+"""An Istio upgrade with the VM in the mesh (nox -s upgrade), in-place: each phase a testcase, after the
+recipe and its four exercises at --from (tests/e2e, run first in the same session). Background traffic
+rides every path from the first phase to the verdict; after each phase every layer must run the release
+it should (meshvm.upgrade_phases.expected) and the four exercises pass again (meshvm.exercises.all_four).
+A phase after a failed one is skipped naming it; the verdict judges the traffic of every phase that ran.
+The facts: docs/facts.md section 6, "Upgrading with a VM"."""
+
+import time
+
+import pytest
+
+from meshvm import exercises, lifecycle, retry, upgrade_phases, versions
+from meshvm.deadlines import Deadline
+from meshvm.recipe import upgrade as steps
+
+pytestmark = pytest.mark.upgrade
+BASELINE = 25  # requests on every path before the upgrade starts (5 s at one every 200 ms)
+# Before the baseline, every path must have answered this many times in a row (10 s): the exercises just
+# before stopped ratings on the VM, and its health probe (period 5 s) may turn the entry unhealthy late.
+STEADY = 50
+SETTLE_S = 30  # for the layers to show what the phase's rollouts and restart did
+
+
+def phase_deadline(name):
+    return Deadline.after(upgrade_phases.BY_NAME[name].deadline, f"upgrade phase {name}")
+
+
+def gate(upgrade, name):
+    if reason := upgrade.blocked(name):
+        pytest.skip(f"needs the upgrade up to phase {name}: {reason}")
+
+
+def layers_as_expected(world, kube, vm, record, phase):
+    """Every layer on the release it must run after `phase` (recorded in upgrade.json either way), within
+    SETTLE_S: pods of a finished rollout may still be going."""
+    want = upgrade_phases.expected(phase, world.cfg.istio_version, str(world.cfg.upgrade_to))
+    found = []
+
+    def look():
+        record.facts["versions"] = seen = versions.layers(kube, vm.shell)
+        found[:] = versions.problems(seen, want)
+        return found
+
+    try:
+        retry.until(f"every layer on its release after phase {phase}", look, Deadline.after(SETTLE_S, "the layers"),
+                    accept=lambda problems: problems == [], ceiling=5)
+    except retry.WaitFailed:
+        pass  # the assertion names every layer that is not
+    assert found == [], f"after phase {phase}: " + "; ".join(found)
+
+
+def four(world, kube, vm, client_pod, ingress):
+    exercises.all_four(kube, vm.shell, vm.info.internal_ip, world.cfg.wg_probe, client_pod, ingress,
+                       world.platform.guard(), world.cfg.exercise_deadline)
+
+
+@pytest.mark.order(20)
+def test_traffic_flows_on_every_path_at_the_first_release(world, upgrade, kube, vm, agent, client_pod, ingress):
+    deadline = phase_deadline("before")
+    with upgrade.phase("before", judged=False) as record:
+        upgrade.start_traffic(kube, client_pod, vm.shell, ingress, world.platform.guard(),
+                              upgrade_phases.worst_case_s(world.cfg.exercise_deadline))
+        retry.until(f"{STEADY} successes in a row on every path (not judged)", upgrade.steady, deadline,
+                    accept=lambda runs: min(runs.values()) >= STEADY)
+        with upgrade.recorder.phase("before"):
+            start = upgrade.counts()
+            retry.until(f"{BASELINE} requests on every path", upgrade.counts, deadline,
+                        accept=lambda counts: min(counts[p] - start[p] for p in counts) >= BASELINE)
+            layers_as_expected(world, kube, vm, record, "before")
+
+
+@pytest.mark.order(21)
+@pytest.mark.timeout(0)  # bounded by the phase's deadline and its exercise waits
+def test_control_plane_moves_in_place_and_the_old_proxies_still_work(world, graph, upgrade, kube, vm, mesh,
+                                                                     next_istioctl, client_pod, ingress):
+    gate(upgrade, "control_plane")
+    cfg, ip = world.cfg, vm.info.internal_ip
+    with upgrade.phase("control_plane") as record:
+        old, since = lifecycle.istiod_pods(kube), time.monotonic()
+        steps.control_plane_in_place(next_istioctl, kube, list(cfg.ssh_source_ranges), cfg.istio_hub, cfg.eastwest_lb,
+                                     vm.info.external_ip, mesh.cluster_id, mesh.eastwest,
+                                     world.secrets.sub("work-upgrade"), phase_deadline("control_plane"))
+
+        def follows(found):
+            controller = lifecycle.notes(found).get(lifecycle.CONTROLLER)
+            return controller not in old and controller in lifecycle.istiod_pods(kube)
+
+        entry, took = lifecycle.timed(f"the VM's entry connected to an istiod pod of {cfg.upgrade_to} (not {old})",
+                                      lambda: lifecycle.entry(kube, ip), follows,
+                                      Deadline.after(cfg.exercise_deadline, "the VM reconnected"), since)
+        record.facts["entry"] = {"controller": lifecycle.notes(entry).get(lifecycle.CONTROLLER), "reconnected_s": took}
+        layers_as_expected(world, kube, vm, record, "control_plane")
+        four(world, kube, vm, client_pod, ingress)  # the skew point: old proxies, new istiod
+
+
+@pytest.mark.order(22)
+@pytest.mark.timeout(0)
+def test_the_vm_moves_to_the_next_release(world, graph, work, upgrade, kube, vm, next_istioctl, client_pod, ingress):
+    gate(upgrade, "vm")
+    ip, to = vm.info.internal_ip, str(world.cfg.upgrade_to)
+    with upgrade.phase("vm") as record:
+        deadline = phase_deadline("vm")
+        before = lifecycle.entry(kube, ip)
+        files = work.vm_files_of(next_istioctl, graph, f"vm_files-{to}", deadline)
+        package = world.platform.sidecar_package(to, world.secrets.sub(f"deb-{to}"))
+        steps.vm_in_place(vm.shell, files, package, deadline,
+                          restarting=lambda: upgrade.recorder.disruption("the VM's agent restarts"),
+                          back=lambda: exercises.entry_registered(kube, ip, world.cfg.wg_probe, deadline))
+        layers_as_expected(world, kube, vm, record, "vm")
+        four(world, kube, vm, client_pod, ingress)
+        after = lifecycle.entry(kube, ip)
+        # Back within the grace period: the same entry; away longer: a fresh one (docs/facts.md section 6).
+        record.facts["entry"] = {"same_uid": lifecycle.uid(after) == lifecycle.uid(before),
+                                 "controller": lifecycle.notes(after).get(lifecycle.CONTROLLER)}
+
+
+@pytest.mark.order(23)
+@pytest.mark.timeout(0)
+def test_bookinfo_restarts_onto_the_next_release(world, upgrade, kube, vm, client_pod, ingress):
+    gate(upgrade, "bookinfo")
+    with upgrade.phase("bookinfo") as record:
+        record.facts["restarted"] = steps.restart_bookinfo(
+            kube, phase_deadline("bookinfo"), restarting=lambda: upgrade.recorder.disruption("BookInfo's pods replaced"))
+        layers_as_expected(world, kube, vm, record, "bookinfo")
+        four(world, kube, vm, client_pod, ingress)
+
+
+@pytest.mark.order(29)
+def test_the_traffic_held_through_every_phase(upgrade):
+    if not upgrade.records:
+        pytest.skip("the upgrade did not start")
+    problems = upgrade.finish(phase_deadline("verdict"))
+    assert problems == [], "the background traffic (upgrade.json, traffic.png):\n" + "\n".join(problems)
