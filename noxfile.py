@@ -35,7 +35,7 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
-    session.run("pytest", "tests", "--ignore=tests/e2e", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
+    session.run("pytest", "tests", "--ignore=tests/e2e", "--ignore=tests/upgrade", *(f"--ignore={b}" for b in BENCHMARK_TESTS),
                 "-n", os.environ.get("MESHVM_TEST_JOBS", TEST_JOBS), "--dist", "loadscope", "--no-loadscope-reorder",
                 "--durations=25")
 

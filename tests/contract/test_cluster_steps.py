@@ -223,6 +223,49 @@ spec:
     cluster.kube.delete("apps/v1", "Deployment", "roller", "default", deadline=deadline())
 
 
+def test_with_a_kubelet_a_rollout_keeps_the_old_pod_until_the_new_one_is_ready(cluster: Cluster):
+    """The default RollingUpdate for one replica (maxSurge 25% rounds up, maxUnavailable 25% down): the
+    new pod first, the old one only once the new one is Ready; the Deployment is available meanwhile
+    only through the old pod, and rolled out once the new one is Ready (the node's kubelet says so)."""
+    cluster.controllers._kubelet_ready = True
+    cluster.kube.apply("""apiVersion: apps/v1
+kind: Deployment
+metadata: {name: surger, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: surger}}
+  template:
+    metadata: {labels: {app: surger}}
+    spec: {containers: [{name: app, image: "docker.io/istio/examples-bookinfo-details-v1:1.20.3"}]}
+""")
+
+    def pods() -> dict[str, bool]:
+        return {p["metadata"]["name"]: any(c.get("type") == "Ready" and c.get("status") == "True"
+                                           for c in (p.get("status") or {}).get("conditions") or [])
+                for p in cluster.kube.list("v1", "Pod", "default", label_selector="app=surger")}
+
+    def ready(name: str) -> None:
+        client.CoreV1Api(cluster.raw).patch_namespaced_pod_status(name, "default", {"status": {"conditions": [
+            {"type": "Ready", "status": "True"}]}})
+
+    try:
+        (old,) = retry.until("the first pod", pods, deadline(), accept=lambda p: len(p) == 1)
+        ready(old)
+        waits.rollout(cluster.kube, "default", "surger", deadline())
+        lifecycle.rollout_restart(cluster.kube, "default", "surger")
+        both = retry.until("a new pod beside the old one", pods, deadline(), accept=lambda p: len(p) == 2)
+        (new,) = set(both) - {old}
+        watched = Deadline.after(1, "the old pod stays")  # five rounds of the controller (0.2 s each)
+        while not watched.expired():
+            assert pods() == {old: True, new: False}
+        ready(new)
+        waits.rollout(cluster.kube, "default", "surger", deadline())
+        retry.until("the old pod gone", pods, deadline(), accept=lambda p: p == {new: True})
+    finally:
+        cluster.controllers._kubelet_ready = False
+        cluster.kube.delete("apps/v1", "Deployment", "surger", "default", deadline=deadline())
+
+
 def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):
     address = eastwest.install_eastwest(cluster.istioctl, cluster.kube, "internal", None, HUB, cluster.tmp, deadline())
     svc = cluster.kube.get("v1", "Service", "istio-eastwestgateway", "istio-system")

@@ -1,5 +1,5 @@
 """The lab's mesh registry (istiod's and kube-proxy's view of Services) against the API stand-in:
-a Service's endpoints are its namespace's Running pods and matching WorkloadEntries, healthy ones
+a Service's endpoints are its namespace's Ready pods and matching WorkloadEntries, healthy ones
 only when health checks are on; kube-proxy's view never holds WorkloadEntries."""
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ spec: {{address: {address}, labels: {labels}}}
 """
 
 
-def running_pod(kube: KubeClient, raw: client.ApiClient, ns: str, name: str, labels: dict, ip: str) -> None:
+def running_pod(kube: KubeClient, raw: client.ApiClient, ns: str, name: str, labels: dict, ip: str,
+                ready: bool = True) -> None:
     kube.apply(f"""apiVersion: v1
 kind: Pod
 metadata: {{name: {name}, namespace: {ns}, labels: {labels}}}
 spec: {{containers: [{{name: app, image: x, ports: [{{name: web, containerPort: 8080}}]}}]}}
 """)
-    client.CoreV1Api(raw).patch_namespaced_pod_status(name, ns, {"status": {"phase": "Running", "podIP": ip}})
+    client.CoreV1Api(raw).patch_namespaced_pod_status(name, ns, {"status": {"phase": "Running", "podIP": ip, "conditions": [
+        {"type": "Ready", "status": str(ready)}]}})
 
 
 def ports(table: dict, name: str, ns: str) -> list:
@@ -64,6 +66,16 @@ def test_endpoints_are_pods_and_entries_of_the_namespace_matching_the_selector(k
     assert len(set(vips.values())) == len(vips) and all(v.startswith("10.96.0.") for v in vips.values())
     assert reg.lookup("ratings.ratings.svc.cluster.local") == vips["ratings.ratings.svc.cluster.local"]
     assert reg.lookup("ratings.ratings") is None  # kube-dns: the resolver's search path makes the FQDN
+
+
+def test_a_running_pod_that_is_not_ready_is_no_endpoint(kube, raw):
+    """As an EndpointSlice marks it: a pod being replaced in a rollout is not routed to before it is Ready."""
+    kube.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n")
+    kube.apply(service("default", "details", {"app": "details"}))
+    running_pod(kube, raw, "default", "details-new", {"app": "details"}, "10.0.0.7", ready=False)
+    running_pod(kube, raw, "default", "details-old", {"app": "details"}, "10.0.0.5")
+    reg = MeshRegistry(raw, SERVICE_RANGE, cache_s=0)
+    assert ports(reg.table(), "details", "default")[0]["endpoints"] == ["10.0.0.5:9080"]
 
 
 def test_a_health_checked_entry_counts_only_while_healthy(kube, raw):

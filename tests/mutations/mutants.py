@@ -8,6 +8,7 @@ the point is to prove the matching EXERCISE catches the mistake, with a clear me
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +23,7 @@ from meshvm.gcp import firewall
 from meshvm.lab.kubeapi import tokens
 from meshvm.lab.meshca import MeshCa
 from meshvm.recipe import istio, ratings, sidecar, workload
+from meshvm.recipe import upgrade as upgrade_steps
 
 # (module, test name): the test expected to fail first
 REGISTRATION = ("test_vm_registration", "test_workload_entry_appears_when_the_vm_agent_starts")
@@ -35,6 +37,11 @@ HEALTH = ("test_vm_health", "test_the_vm_turns_unhealthy_then_healthy_again")
 ISTIOD_RESTART = ("test_istiod_restart", "test_the_vm_follows_istiod_through_a_rollout_restart")
 REBOOT = ("test_vm_reboot", "test_the_vm_rejoins_the_mesh_after_a_reboot")
 ISTIO_STAGE = ("test_stages", "test_stage[istio]")
+UPGRADE_VM = ("test_upgrade", "test_the_vm_moves_to_the_next_release")
+UPGRADE_BOOKINFO = ("test_upgrade", "test_bookinfo_restarts_onto_the_next_release")
+UPGRADE_TRAFFIC = ("test_upgrade", "test_the_traffic_held_through_every_phase")
+OUTAGE_S = 10  # the VM's agent stopped this long mid-upgrade, outside any announced disruption
+UPGRADE_FROM, UPGRADE_TO = "1.30.3", "1.31.1"
 EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0],
                     HEALTH[0], "test_agent_restart", "test_agent_stopped", ISTIOD_RESTART[0], REBOOT[0])
 
@@ -167,11 +174,19 @@ def _apply_except(forgotten: str) -> Callable[..., None]:
     return apply
 
 
+def _vm_stopped_ten_seconds_first(vm: Any, *args: Any, **kwargs: Any) -> None:
+    """The VM's agent stopped by hand before its upgrade, and the package fetched meanwhile (10 s): an
+    outage no step announced."""
+    vm.run("systemctl stop istio", sudo=True, step=f"mutation: the VM's agent stopped for {OUTAGE_S} s")
+    threading.Event().wait(OUTAGE_S)  # the outage this mutation models
+    ORIGINAL["vm_in_place"](vm, *args, **kwargs)
+
+
 IMPOSTOR = "bookinfo-impostor"
 ORIGINAL: dict[str, Any] = {"apply_policy": mesh_security.apply_policy, "entry_problems": exercises.entry_problems, "rules": firewall.rules, "text": manifests.text,
                             "create_workloadgroup": workload.create_workloadgroup,
                             "generate_vm_files": workload.generate_vm_files, "install_ratings": ratings.install_ratings,
-                            "install_istio": istio.install_istio}
+                            "install_istio": istio.install_istio, "vm_in_place": upgrade_steps.vm_in_place}
 
 AGENT_LATE_S = 660  # the agent starts 11 minutes after its token was issued
 
@@ -260,6 +275,16 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
                                           r".* last seen: \['inactive', 'active'\]",
                                   [(sidecar, "enable_at_boot", lambda vm: None)],
         ("diagnostics/*/vm-systemctl-status-istio.txt", r"istio\.service; disabled", True)),
+    # The upgrade (tests/upgrade, in-place from UPGRADE_FROM to UPGRADE_TO).
+    "upgrade-without-agent-restart": (UPGRADE_VM, r"vm_proxy: expected 1\.31\.1, found Envoy node ISTIO_VERSION on 1\.30\.3",
+                                      [(upgrade_steps, "restart_agent", lambda vm: None)],
+        ("run.log", r"\$ .*systemctl restart istio", False)),
+    "upgrade-without-bookinfo-restart": (UPGRADE_BOOKINFO, r"bookinfo_proxies: expected 1\.31\.1, found \S+ on 1\.30\.3",
+                                         [(upgrade_steps, "restart_bookinfo", lambda *args, **kwargs: [])],
+        ("upgrade.json", r'"restarted": \[\]', True)),
+    "upgrade-traffic-broken-10s": (UPGRADE_TRAFFIC, r"vm: vm->details: \d+\.\d s without a success \(> 5\.0 s\)",
+                                   [(upgrade_steps, "vm_in_place", _vm_stopped_ten_seconds_first)],
+        ("run.log", r"\[mutation: the VM's agent stopped for 10 s\]", True)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),

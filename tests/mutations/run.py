@@ -25,7 +25,7 @@ from pathlib import Path
 
 from meshvm.lab.leaks import find_leftovers
 from meshvm.lab.netsafety import TAG_PATTERN
-from tests.mutations.mutants import EXERCISE_MODULES, MUTATIONS
+from tests.mutations.mutants import EXERCISE_MODULES, MUTATIONS, UPGRADE_FROM, UPGRADE_TO
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_DEADLINE = "15"  # a broken step never heals: the exercises need not wait 300 s to say so (the lab's
@@ -37,14 +37,29 @@ JANITOR_TIMEOUT_S = 300
 JOBS = max(1, int(os.environ.get("MESHVM_MUTATION_JOBS", "4")))
 
 
+# What `nox -s upgrade` runs (noxfile.py UPGRADE_TESTS; tests/unit/test_upgrade.py keeps them equal).
+UPGRADE_TESTS = ("tests/e2e/test_stages.py", "tests/e2e/test_vm_registration.py", "tests/e2e/test_vm_to_mesh.py",
+                 "tests/e2e/test_pod_to_vm.py", "tests/e2e/test_productpage_ratings.py", "tests/upgrade")
+UPGRADE_BASELINE = "baseline-upgrade"
+
+
 def tests_of(name: str | None) -> list[str]:
-    """The baseline runs every exercise; a mutation's run, the stages and only the exercise module that
-    must catch it (each exercise runs on its own, as a user may run one): a mistake of a late step is
-    not waited for through the exercises before it."""
+    """The baseline runs every exercise, the upgrade's baseline what `nox -s upgrade` runs; a mutation's run,
+    the stages and only the module that must catch it (each exercise runs on its own, as a user may run
+    one; the upgrade's phases start the VM's agent themselves): a mistake of a late step is not waited for
+    through the exercises before it."""
     if not name:
         return ["tests/e2e"]
+    if name == UPGRADE_BASELINE:
+        return list(UPGRADE_TESTS)
     module = MUTATIONS[name][0][0]
-    return list(dict.fromkeys(["tests/e2e/test_stages.py", f"tests/e2e/{module}.py"]))
+    folder = "upgrade" if module == "test_upgrade" else "e2e"
+    return list(dict.fromkeys(["tests/e2e/test_stages.py", f"tests/{folder}/{module}.py"]))
+
+
+def upgrade_args(name: str | None) -> list[str]:
+    upgrade = name == UPGRADE_BASELINE or (name in MUTATIONS and MUTATIONS[name][0][0] == "test_upgrade")
+    return ["--from", UPGRADE_FROM, "--to", UPGRADE_TO] if upgrade else []
 
 
 def run(name: str | None, out: Path) -> tuple[int, str]:
@@ -53,8 +68,8 @@ def run(name: str | None, out: Path) -> tuple[int, str]:
     run_id = f"mut-{secrets.token_hex(3)}"
     argv = [sys.executable, "-m", "pytest", *tests_of(name), "--platform", "lab", "--artifacts-dir", str(out),
             "--run-id", run_id, "--exercise-deadline", EXERCISE_DEADLINE, "-p", "tests.mutations.mutants",
-            "-q", "-p", "no:cacheprovider"]
-    if name:
+            "-q", "-p", "no:cacheprovider", *upgrade_args(name)]
+    if name in MUTATIONS:
         argv += ["--mutation", name, "--maxfail=1"]
     with (out / "pytest.out").open("w") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
@@ -124,6 +139,18 @@ def judge_baseline(out: Path, rc: int) -> tuple[bool, str]:
     return ok, f"baseline: {'green' if ok else 'RED'} ({len(rows)} tests, exit {rc}{', LEFT: ' + str(left) if left else ''})"
 
 
+def judge_upgrade_baseline(out: Path, rc: int) -> tuple[bool, str]:
+    """Green: every test passed (the recipe, its four exercises, every phase of the upgrade), its reports
+    written, nothing left."""
+    rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
+    phases = [r for r in rows if r[0] == "test_upgrade"]
+    reports = [f for f in ("upgrade.json", "traffic.png") if not (out / f).is_file()]
+    left = leftovers(out)
+    ok = rc == 0 and len(phases) == 5 and not [r for r in rows if r[2]] and not reports and not left
+    return ok, (f"upgrade baseline: {'green' if ok else 'RED'} ({len(rows)} tests, {len(phases)} phases, exit {rc}"
+                f"{', missing ' + ', '.join(reports) if reports else ''}{', LEFT: ' + str(left) if left else ''})")
+
+
 def passed_or_stopped_by(row: tuple[str, str, str, str], first: tuple[str, str, str, str] | None) -> bool:
     """A stage before the first failure passed; or, when that failure is a stage's, it was running beside
     it and that failure stopped it (the stage graph stops every running stage: fixtures/gating.py)."""
@@ -165,19 +192,23 @@ def main(names: list[str]) -> int:
         print(f"no such mutation: {', '.join(unknown)}; there are: {', '.join(MUTATIONS)}", file=sys.stderr)
         return 2
     # The longest runs first (the baseline, then those caught latest in the run), so none is left alone at the end.
-    order = {module: i for i, module in enumerate(EXERCISE_MODULES)}
+    order = {module: i for i, module in enumerate((*EXERCISE_MODULES, "test_upgrade"))}  # the upgrade's: longest
     chosen = sorted((n for n in MUTATIONS if not names or n in names), key=lambda n: -order.get(MUTATIONS[n][0][0], -1))
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
     started, verdicts = time.monotonic(), {}
     with ThreadPoolExecutor(JOBS) as pool:
-        runs = {pool.submit(timed_run, name, base / (name or "baseline")): name for name in [None, *chosen]}
+        baselines = [*([UPGRADE_BASELINE] if any(upgrade_args(n) for n in chosen) else []), None]
+        runs = {pool.submit(timed_run, name, base / (name or "baseline")): name for name in [*baselines, *chosen]}
         for done in as_completed(runs):
             name, (rc, took_s) = runs[done], done.result()
-            verdicts[name] = judge(name, base / name, rc, took_s) if name else judge_baseline(base / "baseline", rc)
+            verdicts[name] = (judge_baseline(base / "baseline", rc) if name is None else
+                              judge_upgrade_baseline(base / name, rc) if name == UPGRADE_BASELINE else
+                              judge(name, base / name, rc, took_s))
             print(verdicts[name][1], flush=True)
-    baseline_ok, caught = verdicts[None][0], sum(verdicts[n][0] for n in chosen)
-    print(f"{caught}/{len(chosen)} caught; baseline {'green' if baseline_ok else 'RED'}; "
-          f"{len(chosen) + 1} lab runs, {JOBS} at a time, in {time.monotonic() - started:.0f} s; reports in {base}")
+    baseline_ok, caught = all(verdicts[b][0] for b in baselines), sum(verdicts[n][0] for n in chosen)
+    print(f"{caught}/{len(chosen)} caught; baselines {'green' if baseline_ok else 'RED'}; "
+          f"{len(chosen) + len(baselines)} lab runs, {JOBS} at a time, in {time.monotonic() - started:.0f} s; "
+          f"reports in {base}")
     return 0 if baseline_ok and caught == len(chosen) else 1
 
 

@@ -87,7 +87,7 @@ def test_no_project_fails_fast_and_points_to_the_lab(tmp_path):
     (("--platform", "aws"), {}, "--platform / E2E_PLATFORM: 'aws'"),
     ((), {"E2E_PLATFORM": "aws"}, "--platform / E2E_PLATFORM: 'aws'"),
     (("--zone", "uscentral1a"), {}, "--zone / E2E_ZONE: 'uscentral1a'"),
-    ((), {"E2E_ISTIO_VERSION": "latest"}, "--istio-version / E2E_ISTIO_VERSION: 'latest'"),
+    ((), {"E2E_ISTIO_VERSION": "latest"}, "--istio-version / --from / E2E_ISTIO_VERSION: 'latest'"),
 ])
 def test_a_bad_value_is_one_line_and_creates_nothing(tmp_path, args, env, named):
     (tmp_path / "token").write_text("ya29.x")

@@ -1,0 +1,197 @@
+"""The upgrade run's pieces that need no lab: its settings, its plan, the release each layer must run after
+each phase, how layers are read, how the traffic is judged, and how phases gate each other. The lab run
+itself (nox -s upgrade -- --platform lab) is the baseline of `nox -s mutations`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshvm import plan, traffic, upgrade_phases, versions
+from meshvm.config import ConfigError, gather, resolve
+from meshvm.config_checks import upgrade_problem
+from meshvm.deadlines import Deadline
+from meshvm.seams import Result
+from meshvm.traffic import Phase, Request
+from meshvm.upgrade import UpgradeBook, curl_loop
+from tests.unit.test_config import GOOD, NOW
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+ENV: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def token_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("ya29.not-a-real-token")
+    ENV["E2E_GCP_ACCESS_TOKEN_FILE"] = str(tmp_path / "token")
+
+
+def config(options: dict, upgrade_run: bool = True):
+    return resolve(gather({**GOOD, **options}, ENV), ENV, NOW, upgrade_run=upgrade_run)
+
+
+def problems(options: dict, upgrade_run: bool = True) -> list[str]:
+    try:
+        config(options, upgrade_run)
+    except ConfigError as e:
+        return e.problems
+    return []
+
+
+def test_an_upgrade_run_needs_to_and_an_exercise_run_refuses_it():
+    assert problems({}) == ["--upgrade-to / --to / E2E_UPGRADE_TO: '' is required by an upgrade run: the release to "
+                            "move to, e.g. --to 1.31"]
+    assert problems({"upgrade_to": "1.31"}, upgrade_run=False) == [
+        "--upgrade-to / --to / E2E_UPGRADE_TO: '1.31' is for an upgrade run only (nox -s upgrade, which runs tests/upgrade)"]
+    cfg = config({"upgrade_to": "1.31.1", "istio_version": "1.30.3"})
+    assert (cfg.istio_version, cfg.upgrade_to, cfg.upgrade_strategy) == ("1.30.3", "1.31.1", "in-place")
+
+
+def test_canary_until_and_a_bad_release_are_refused_in_one_line_each():
+    found = problems({"upgrade_to": "1.31.x", "upgrade_strategy": "canary", "until": "infra"})
+    assert found == ["--upgrade-to / --to / E2E_UPGRADE_TO: '1.31.x' is not an Istio release: X.Y.Z, a pre-release "
+                     "such as 1.31.0-rc.0, or a minor such as 1.30"]
+    found = problems({"upgrade_to": "1.31", "upgrade_strategy": "canary", "until": "infra"})
+    assert found == ["--until / E2E_UNTIL: 'vm' stops before the exercises, which an upgrade run needs at every phase; "
+                     "leave it out",
+                     "--upgrade-strategy / --strategy / E2E_UPGRADE_STRATEGY: 'canary' is not wired into the suite "
+                     "yet; run --strategy in-place"]
+
+
+@pytest.mark.parametrize(("first", "second", "problem"), [
+    ("1.30.3", "1.31.1", None),
+    ("1.30.3", "1.30.5", None),
+    ("1.31.0-rc.0", "1.31.0", None),
+    ("1.31.1", "1.31.1", "'1.31.1' is not newer than '1.31.1' (--from)"),
+    ("1.31.1", "1.30.5", "'1.30.5' is not newer than '1.31.1' (--from)"),
+    ("1.29.4", "1.31.1", "'1.31.1' is more than one minor after '1.29.4' (--from); upgrade one minor at a time"),
+])
+def test_the_releases_move_forward_by_at_most_one_minor(first, second, problem):
+    found = upgrade_problem(config({"upgrade_to": second, "istio_version": first}))
+    assert found == (None if problem is None else f"--upgrade-to / --to / E2E_UPGRADE_TO: {problem}")
+
+
+def test_the_plan_shows_both_releases_resolved_and_every_phase_with_its_worst_case(tmp_path):
+    listing = tmp_path / "releases.json"
+    listing.write_text('[{"tag_name": "1.30.5"}, {"tag_name": "1.31.1"}, {"tag_name": "1.31.2", "prerelease": true}]')
+    r = subprocess.run([sys.executable, "-m", "pytest", "tests/upgrade", "--plan", "--gcp-project", "demo-project",
+                        "--from", "1.30", "--to", "1.31", "--exercise-deadline", "100"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                                    "E2E_ISTIO_RELEASE_LISTING": listing.as_uri()})
+    assert r.returncode == 0, r.stderr
+    assert "Istio 1.30.5: the newest 1.30.x" in r.stdout
+    assert "Then the upgrade to Istio 1.31.1 (the newest 1.31.x), in-place" in r.stdout
+    for phase in upgrade_phases.PHASES:  # its deadline plus its exercise waits of 100 s each
+        worst = phase.deadline + 100 * phase.exercise_waits
+        assert f" {phase.name:<18} {plan._mins(worst):>7}  {phase.does}" in r.stdout
+    assert "releases/1.31.1/deb/istio-sidecar.deb" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "pytest", "tests/upgrade", "--plan", "--gcp-project", "demo-project",
+                        "--from", "1.31.1", "--to", "1.30.5"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 4 and r.stderr.strip() == ("meshvm: --upgrade-to / --to / E2E_UPGRADE_TO: '1.30.5' is not "
+                                                       "newer than '1.31.1' (--from)")
+
+
+def test_each_phase_moves_its_layers_and_keeps_the_rest():
+    want = {p: upgrade_phases.expected(p, "old", "new") for p in ("before", "control_plane", "vm", "bookinfo")}
+    assert set(want["before"].values()) == {"old"}
+    assert {k for k, v in want["control_plane"].items() if v == "new"} == {"istiod", "ingress_gateway", "eastwest_gateway"}
+    assert {k for k, v in want["vm"].items() if v == "old"} == {"bookinfo_proxies"}  # the skew, on the pods' side
+    assert set(want["bookinfo"].values()) == {"new"}
+    assert set(upgrade_phases.LAYERS) == {*versions.POD_LAYERS, *versions.VM_LAYERS}
+
+
+def test_a_layer_is_read_from_what_runs():
+    assert versions.release("docker.io/istio/proxyv2:1.31.1-distroless") == "1.31.1"
+    assert versions.release("registry:5000/istio/pilot:1.30.3") == "1.30.3"
+    assert versions.release("docker.io/istio/pilot") == ""
+
+    def pod(name, image, phase="Running", deleting=False, init=False):
+        box = {"name": "istio-proxy", "image": image}
+        meta = {"name": name, **({"deletionTimestamp": "2026-12-06T00:00:00Z"} if deleting else {})}
+        spec = {"initContainers": [box], "containers": [{"name": "app", "image": "app:9"}]} if init else \
+            {"containers": [box]}
+        return {"metadata": meta, "spec": spec, "status": {"phase": phase}}
+
+    class Kube:
+        def list(self, api_version, kind, namespace=None, label_selector=None):
+            return [pod("a", "hub/proxyv2:1.31.1"), pod("b", "hub/proxyv2:1.30.3", init=True),
+                    pod("c", "hub/proxyv2:1.30.3", deleting=True), pod("d", "hub/proxyv2:1.30.3", phase="Pending")]
+
+    found = versions.pod_versions(Kube(), "default", "app", "istio-proxy")
+    assert found == {"a": "1.31.1", "b": "1.30.3"}  # a native sidecar too; not the going or the pending
+    assert versions.problems({"bookinfo_proxies": found, "istiod": {}}, {"bookinfo_proxies": "1.31.1", "istiod": "1.31.1"}) == [
+        "bookinfo_proxies: expected 1.31.1, found b on 1.30.3", "istiod: nothing running, expected 1.31.1"]
+
+
+def test_the_vms_running_proxy_is_read_from_its_envoy_not_from_the_package():
+    class Vm:
+        def __init__(self, out, rc=0):
+            self.out, self.rc = out, rc
+
+        def run(self, command, **kwargs):
+            assert command == versions.SERVER_INFO
+            return Result(self.rc, self.out, "")
+
+    info = {"state": "LIVE", "node": {"id": "sidecar~10.0.0.1~vm.ratings~ratings.svc.cluster.local",
+                                      "metadata": {"ISTIO_VERSION": "1.30.3", "NAMESPACE": "ratings"}}}
+    assert versions.running_proxy_version(Vm(json.dumps(info))) == "1.30.3"
+    assert versions.running_proxy_version(Vm("", rc=7)) == "(no answer: curl exited 7)"
+
+
+def steady(path: str, start: float, end: float, ok: bool = True) -> list[Request]:
+    return [Request(round(start + i * 0.2, 3), path, ok, "200" if ok else "000") for i in range(int((end - start) / 0.2))]
+
+
+def test_an_announced_disruption_is_not_counted_in_the_rate_but_its_length_is_in_the_gap():
+    phase = [Phase("vm", 0, 100)]
+    requests = steady("vm->details", 0, 50) + steady("vm->details", 50, 52, ok=False) + steady("vm->details", 52, 100)
+    assert traffic.judge(requests, phase, ["vm->details"])[1] == [
+        "vm: vm->details: success rate 0.980 < 0.99 (490 of 500)"]
+    rows, found = traffic.judge(requests, phase, ["vm->details"], disruptions=[Phase("restart", 49.9, 52.5)])
+    assert found == [] and rows[0]["counted"] < rows[0]["requests"] == 500
+    long = steady("vm->details", 0, 50) + steady("vm->details", 50, 57, ok=False) + steady("vm->details", 57, 100)
+    assert traffic.judge(long, phase, ["vm->details"], disruptions=[Phase("restart", 49, 58)])[1] == [
+        "vm: vm->details: 7.2 s without a success (> 5.0 s)"]
+
+
+def test_a_phase_runs_only_after_the_one_before_it_passed(tmp_path):
+    book = UpgradeBook(tmp_path, {"from": "1.30.3", "to": "1.31.1"}, "in-place")
+    assert book.blocked("control_plane") == "phase before did not run"
+    with book.phase("before"):
+        pass
+    assert book.blocked("control_plane") is None
+    with pytest.raises(RuntimeError), book.phase("control_plane"):
+        raise RuntimeError("istiod did not roll out")
+    assert book.blocked("vm") == "phase control_plane failed"
+    data = json.loads((tmp_path / "upgrade.json").read_text())
+    assert [(p["name"], p["outcome"]) for p in data["phases"]] == [("before", "passed"), ("control_plane", "failed")]
+    assert data["phases"][1]["error"] == "RuntimeError: istiod did not roll out"
+    assert book.finish(Deadline.after(1, "stop")) == ["the background traffic never started"]
+
+
+def test_a_curl_loop_ends_by_itself_and_prints_one_status_per_request():
+    loop = curl_loop("127.0.0.1:9/nothing", 1)
+    r = subprocess.run(["sh", "-c", loop], capture_output=True, text=True, timeout=30)
+    lines = r.stdout.split()
+    assert r.returncode == 0 and lines and set(lines) == {"000"}  # nothing listens on port 9: curl's own failure
+
+
+def test_the_mutations_upgrade_baseline_runs_what_nox_s_upgrade_runs():
+    import ast
+
+    from tests.mutations import run
+
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    nox_tests = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                     and any(getattr(t, "id", None) == "UPGRADE_TESTS" for t in node.targets))
+    assert run.UPGRADE_TESTS == nox_tests
+    assert run.tests_of("upgrade-without-agent-restart") == ["tests/e2e/test_stages.py", "tests/upgrade/test_upgrade.py"]
+    assert run.upgrade_args("upgrade-without-agent-restart") == ["--from", "1.30.3", "--to", "1.31.1"]
+    assert run.upgrade_args("no-workloadgroup") == [] and run.upgrade_args(None) == []
