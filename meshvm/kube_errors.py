@@ -6,6 +6,8 @@ import json
 
 from kubernetes.client.exceptions import ApiException
 
+from meshvm.seams import TransientError
+
 
 class KubeError(Exception):
     """A request the API refused, with its message (not a dump of HTTP headers)."""
@@ -15,7 +17,7 @@ class KubeError(Exception):
         self.status = status
 
 
-class TransientKubeError(KubeError):
+class TransientKubeError(KubeError, TransientError):
     """Worth another try: throttled (429), a server error (5xx), or the connection failed."""
 
 

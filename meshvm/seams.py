@@ -33,6 +33,11 @@ class Result:
             return self.stdout[:200]
 
 
+class TransientError(Exception):
+    """What a seam raises for a condition worth waiting out (e.g. the cluster's API throttling, or resizing
+    itself): the recipe's waits retry it, whichever adapter raised it."""
+
+
 class CommandFailed(Exception):
     """A VM command exited non-zero where success was needed: step, command, rc, stderr tail."""
 

@@ -6,11 +6,10 @@ from typing import cast
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
-from meshvm.kube_errors import TransientKubeError
-from meshvm.seams import Kube
+from meshvm.seams import Kube, TransientError
 
 # A 5xx or a dropped connection (a GKE control plane resizing itself) is waited out, not final.
-TRANSIENT = (TransientKubeError,)
+TRANSIENT = (TransientError,)
 
 
 def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
