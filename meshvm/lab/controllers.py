@@ -142,7 +142,7 @@ class ClusterControllers(ReconcileLoop):
         labels = {**labels, "pod-template-hash": template_hash}
         names = [f"{meta['name']}-{template_hash}-{i}" for i in range(replicas)]
         for name in names:
-            if self._exists("v1", "Pod", ns, name):
+            if (ns, name) in self._seen:  # this round's listing (a pod made last round is in it)
                 continue
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},

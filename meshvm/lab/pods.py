@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,14 +146,19 @@ class NodeRuntime(ReconcileLoop):
 
     def _serving(self, sb: Sandbox) -> bool:
         """The sidecar's Envoy LIVE (initialized from its xDS) and the app accepting on 9080."""
-        try:
-            if sb.proxy is not None and sb.proxy.envoy.admin("/ready").strip() != "LIVE":
-                return False
+        def look() -> bool:  # in the pod's network namespace (a thread that joined it: no process started)
+            if sb.proxy is not None:
+                with urllib.request.urlopen(f"http://{sb.proxy.envoy.admin_address}/ready", timeout=1) as r:  # noqa: S310
+                    if r.read().decode().strip() != "LIVE":
+                        return False
             if sb.proc is not None:
-                hostsys.run_in_netns(sb.netns, lambda: socket.create_connection(("127.0.0.1", 9080), timeout=1).close())
-        except (OSError, subprocess.SubprocessError):
+                socket.create_connection(("127.0.0.1", 9080), timeout=1).close()
+            return True
+
+        try:
+            return hostsys.run_in_netns(sb.netns, look)
+        except OSError:  # not up yet (refused), or Envoy answers 503 while it is not LIVE
             return False
-        return True
 
     def _set_ready(self, key: tuple[str, str]) -> None:
         self._dyn.resources.get(api_version="v1", kind="Pod").status.patch(

@@ -26,8 +26,10 @@ def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
                 and status.get("updatedReplicas", 0) == replicas and status.get("availableReplicas", 0) == replicas
                 and not status.get("unavailableReplicas"))
 
+    # Looked at every second at most: a rollout ends when its pods are Ready, seconds after they start; a
+    # longer backoff only adds its overshoot to every stage and phase that waits for one.
     return cast(dict, retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done,
-                                  transient=TRANSIENT))
+                                  transient=TRANSIENT, ceiling=1))
 
 
 def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str:

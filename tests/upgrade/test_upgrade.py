@@ -55,6 +55,7 @@ def four(world, kube, vm, client_pod, ingress):
 
 
 @pytest.mark.order(20)
+@pytest.mark.upgrade("before")
 def test_traffic_flows_on_every_path_at_the_first_release(world, upgrade, kube, vm, agent, client_pod, ingress):
     deadline = phase_deadline("before")
     with upgrade.phase("before", judged=False) as record:
@@ -70,6 +71,7 @@ def test_traffic_flows_on_every_path_at_the_first_release(world, upgrade, kube, 
 
 
 @pytest.mark.order(21)
+@pytest.mark.upgrade("control_plane")
 @pytest.mark.timeout(0)  # bounded by the phase's deadline and its exercise waits
 def test_control_plane_moves_in_place_and_the_old_proxies_still_work(world, graph, upgrade, kube, vm, mesh,
                                                                      next_istioctl, client_pod, ingress):
@@ -94,6 +96,7 @@ def test_control_plane_moves_in_place_and_the_old_proxies_still_work(world, grap
 
 
 @pytest.mark.order(22)
+@pytest.mark.upgrade("vm")
 @pytest.mark.timeout(0)
 def test_the_vm_moves_to_the_next_release(world, graph, work, upgrade, kube, vm, next_istioctl, client_pod, ingress):
     gate(upgrade, "vm")
@@ -115,6 +118,7 @@ def test_the_vm_moves_to_the_next_release(world, graph, work, upgrade, kube, vm,
 
 
 @pytest.mark.order(23)
+@pytest.mark.upgrade("bookinfo")
 @pytest.mark.timeout(0)
 def test_bookinfo_restarts_onto_the_next_release(world, upgrade, kube, vm, client_pod, ingress):
     gate(upgrade, "bookinfo")
@@ -126,6 +130,7 @@ def test_bookinfo_restarts_onto_the_next_release(world, upgrade, kube, vm, clien
 
 
 @pytest.mark.order(29)
+@pytest.mark.upgrade("verdict")
 def test_the_traffic_held_through_every_phase(upgrade):
     if not upgrade.records:
         pytest.skip("the upgrade did not start")
