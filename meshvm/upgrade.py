@@ -51,7 +51,7 @@ def page_outcome(address: str) -> tuple[bool, str]:
 @dataclass
 class PhaseRecord:
     name: str
-    outcome: str = "running"  # running | passed | failed
+    outcome: str = "running"  # running | passed | failed | interrupted
     error: str | None = None
     start_s: float = 0.0
     end_s: float | None = None
@@ -107,7 +107,8 @@ class UpgradeBook:
                 yield record
             record.outcome = "passed"
         except BaseException as e:
-            record.outcome, record.error = "failed", f"{type(e).__name__}: {e}"[:2000]
+            record.outcome = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            record.error = f"{type(e).__name__}: {e}"[:2000]
             raise
         finally:
             record.end_s = round(self.recorder.now(), 3)
