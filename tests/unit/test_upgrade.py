@@ -173,6 +173,9 @@ def test_a_phase_runs_only_after_the_one_before_it_passed(tmp_path):
     data = json.loads((tmp_path / "upgrade.json").read_text())
     assert [(p["name"], p["outcome"]) for p in data["phases"]] == [("before", "passed"), ("control_plane", "failed")]
     assert data["phases"][1]["error"] == "RuntimeError: istiod did not roll out"
+    with pytest.raises(KeyboardInterrupt), book.phase("vm"):
+        raise KeyboardInterrupt("received SIGTERM")
+    assert book.records["vm"].outcome == "interrupted" and book.blocked("bookinfo") == "phase vm interrupted"
     assert book.finish(Deadline.after(1, "stop")) == ["the background traffic never started"]
 
 
