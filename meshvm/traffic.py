@@ -106,15 +106,16 @@ class Recorder:
                 self._phases.append(Phase(name, round(start, 3), round(self.now(), 3)))
 
     @contextmanager
-    def disruption(self, name: str) -> Iterator[None]:
-        """An announced outage (a single VM's agent restarting): its failures do not count against the
-        success rate, its length does against the gap (judge)."""
+    def disruption(self, name: str, tail_s: float = 0.0) -> Iterator[None]:
+        """An announced outage (a single VM's agent restarting), lasting `tail_s` beyond the block (what it
+        set off ends later, e.g. old pods draining): its failures do not count against the success rate,
+        its length does against the gap (judge)."""
         start = self.now()
         try:
             yield
         finally:
             with self._lock:
-                self._windows.append(Phase(name, round(start, 3), round(self.now(), 3)))
+                self._windows.append(Phase(name, round(start, 3), round(self.now() + tail_s, 3)))
 
     def stop(self, deadline: Deadline) -> list[str]:
         """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose
@@ -148,7 +149,7 @@ def http_status_line(line: str) -> tuple[bool, str] | None:
 def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *, disruptions: Iterable[Phase] = (),
           min_rate: float = MIN_SUCCESS_RATE, max_gap_s: float = MAX_GAP_S) -> tuple[list[dict], list[str]]:
     """Per phase and path: requests, successes, success rate (without the requests inside an announced
-    disruption) and the longest stretch without a success (phase start to the first, between two, the
+    disruption; none when every request was inside one) and the longest stretch without a success (phase start to the first, between two, the
     last to the phase end; disruptions included). Returns the rows and one line per problem (a phase where
     a path had no request is a problem too)."""
     rows, problems, paths, windows = [], [], list(paths), list(disruptions)
@@ -159,10 +160,12 @@ def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *,
             ok_times = [phase.start, *(r.t for r in mine if r.ok), phase.end]
             gap = max(b - a for a, b in zip(ok_times, ok_times[1:], strict=False))
             ok = sum(r.ok for r in counted)
-            rate = ok / len(counted) if counted else 0.0
+            # No request at all is a problem; requests all inside announced disruptions leave no rate to judge.
+            rate = ok / len(counted) if counted else None if mine else 0.0
             rows.append({"phase": phase.name, "path": path, "requests": len(mine), "ok": sum(r.ok for r in mine),
-                         "counted": len(counted), "success_rate": round(rate, 4), "longest_gap_s": round(gap, 2)})
-            if rate < min_rate:
+                         "counted": len(counted), "success_rate": None if rate is None else round(rate, 4),
+                         "longest_gap_s": round(gap, 2)})
+            if rate is not None and rate < min_rate:
                 problems.append(f"{phase.name}: {path}: success rate {rate:.3f} < {min_rate} ({ok} of {len(counted)}"
                                 + (f", {len(mine) - len(counted)} more inside announced disruptions)" if
                                    len(mine) > len(counted) else ")"))

@@ -86,6 +86,12 @@ class UpgradeBook:
         requests, _ = self.recorder.snapshot()
         return {path: sum(r.path == path for r in requests) for path in PATHS}
 
+    def after_disruptions(self) -> dict[str, int]:
+        """Path -> its requests since the last announced disruption ended (all of them, without one)."""
+        requests, _ = self.recorder.snapshot()
+        end = max((w.end for w in self.recorder.disruptions()), default=float("-inf"))
+        return {path: sum(r.path == path and r.t > end for r in requests) for path in PATHS}
+
     def steady(self) -> dict[str, int]:
         """Path -> its latest successes in a row."""
         requests, _ = self.recorder.snapshot()

@@ -156,6 +156,13 @@ def test_an_announced_disruption_is_not_counted_in_the_rate_but_its_length_is_in
         "vm: vm->details: success rate 0.980 < 0.99 (490 of 500)"]
     rows, found = traffic.judge(requests, phase, ["vm->details"], disruptions=[Phase("restart", 49.9, 52.5)])
     assert found == [] and rows[0]["counted"] < rows[0]["requests"] == 500
+    recorder = traffic.Recorder(clock=iter([0.0, 10.0, 12.0, 12.0]).__next__)
+    with recorder.disruption("pods replaced", tail_s=5):
+        pass
+    assert recorder.disruptions() == [Phase("pods replaced", 10.0, 17.0)]  # the rollout's end, then its drain
+    rows, found = traffic.judge(steady("vm->details", 0, 10, ok=False) + steady("vm->details", 10, 20), [Phase("vm", 0, 20)],
+                                ["vm->details"], disruptions=[Phase("all of it", 0, 100)])
+    assert found == ["vm: vm->details: 10.0 s without a success (> 5.0 s)"] and rows[0]["success_rate"] is None
     long = steady("vm->details", 0, 50) + steady("vm->details", 50, 57, ok=False) + steady("vm->details", 57, 100)
     assert traffic.judge(long, phase, ["vm->details"], disruptions=[Phase("restart", 49, 58)])[1] == [
         "vm: vm->details: 7.2 s without a success (> 5.0 s)"]
