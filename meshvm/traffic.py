@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from meshvm.deadlines import Deadline
@@ -96,26 +96,24 @@ class Recorder:
             self._threads.append(thread)
         thread.start()
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = self.now()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._phases.append(Phase(name, round(start, 3), round(self.now(), 3)))
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return self._span(self._phases, name, 0.0)
 
-    @contextmanager
-    def disruption(self, name: str, tail_s: float = 0.0) -> Iterator[None]:
+    def disruption(self, name: str, tail_s: float = 0.0) -> AbstractContextManager[None]:
         """An announced outage (a single VM's agent restarting), lasting `tail_s` beyond the block (what it
         set off ends later, e.g. old pods draining): its failures do not count against the success rate,
         its length does against the gap (judge)."""
+        return self._span(self._windows, name, tail_s)
+
+    @contextmanager
+    def _span(self, into: list[Phase], name: str, tail_s: float) -> Iterator[None]:
+        """The block's time on the recorder's clock (plus `tail_s`), appended to `into` when it ends."""
         start = self.now()
         try:
             yield
         finally:
             with self._lock:
-                self._windows.append(Phase(name, round(start, 3), round(self.now() + tail_s, 3)))
+                into.append(Phase(name, round(start, 3), round(self.now() + tail_s, 3)))
 
     def stop(self, deadline: Deadline) -> list[str]:
         """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose

@@ -20,6 +20,7 @@ from meshvm.kube_auth import Token
 from meshvm.lab.controllers import ClusterControllers
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.kubeapi import KubeApiStandIn
+from meshvm.lab.mesh_registry import pod_ready
 from meshvm.recipe import bookinfo, eastwest, istio, waits, workload
 from meshvm.seams import CommandFailed
 
@@ -192,21 +193,26 @@ spec:
     cluster.kube.delete("apps/v1", "Deployment", "details-typo", "default", deadline=deadline())
 
 
+def deployment(name: str, replicas: int, container: str, image: str) -> str:
+    """A Deployment in default whose pods are labelled app=<name>."""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: {container}, image: "{image}"}}]}}
+"""
+
+
 def test_a_rollout_restart_replaces_every_pod_and_keeps_the_rest(cluster: Cluster):
     """`kubectl rollout restart` as the VM lifecycle exercise does it (a server-side apply of one
     annotation): the lab's Deployment controller makes new pods, removes the old ones, and says so."""
     heard: list[list[str]] = []
     cluster.controllers._on_pods = lambda ns, name, pods: heard.append(pods) if name == "roller" else None
-    cluster.kube.apply("""apiVersion: apps/v1
-kind: Deployment
-metadata: {name: roller, namespace: default}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: roller}}
-  template:
-    metadata: {labels: {app: roller}}
-    spec: {containers: [{name: discovery, image: "docker.io/istio/pilot:1.30.3"}]}
-""")
+    cluster.kube.apply(deployment("roller", 2, "discovery", "docker.io/istio/pilot:1.30.3"))
     waits.rollout(cluster.kube, "default", "roller", deadline())
 
     def pods() -> list[str]:
@@ -228,20 +234,10 @@ def test_with_a_kubelet_a_rollout_keeps_the_old_pod_until_the_new_one_is_ready(c
     new pod first, the old one only once the new one is Ready; the Deployment is available meanwhile
     only through the old pod, and rolled out once the new one is Ready (the node's kubelet says so)."""
     cluster.controllers._kubelet_ready = True
-    cluster.kube.apply("""apiVersion: apps/v1
-kind: Deployment
-metadata: {name: surger, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: surger}}
-  template:
-    metadata: {labels: {app: surger}}
-    spec: {containers: [{name: app, image: "docker.io/istio/examples-bookinfo-details-v1:1.20.3"}]}
-""")
+    cluster.kube.apply(deployment("surger", 1, "app", "docker.io/istio/examples-bookinfo-details-v1:1.20.3"))
 
     def pods() -> dict[str, bool]:
-        return {p["metadata"]["name"]: any(c.get("type") == "Ready" and c.get("status") == "True"
-                                           for c in (p.get("status") or {}).get("conditions") or [])
+        return {p["metadata"]["name"]: pod_ready(p)
                 for p in cluster.kube.list("v1", "Pod", "default", label_selector="app=surger")}
 
     def ready(name: str) -> None:
