@@ -1,6 +1,6 @@
-"""The Istioctl seam: istioctl for the chosen version, fetched from the release archive, checked
-against its .sha256, cached per version; run with the cluster's temporary kubeconfig and an
-allowlisted environment (nothing of the runner's credentials leaks into it).
+"""The Istioctl seam: istioctl for the chosen version, fetched from the release archive (its samples kept
+for the drift report), checked against its .sha256, cached per version; run with the cluster's
+temporary kubeconfig and an allowlisted environment (nothing of the runner's credentials leaks into it).
 """
 
 from __future__ import annotations
@@ -25,25 +25,49 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meshvm"
 
 
-def acquire(version: str, release_url: str, cache: Path, mirrors: Sequence[str] = ()) -> Path:
-    """The istioctl binary for `version`: from the cache, else the checksummed release archive."""
-    folder = cache / "istioctl" / version
-    binary = folder / "istioctl"
+def acquire(version: str, release_url: str, cache: Path, mirrors: Sequence[str] = (),
+            samples: Sequence[str] = ()) -> Path:
+    """The istioctl binary for `version`: from the cache, else the release archive (checked against its
+    .sha256), from which `samples` (paths under its samples/) are kept beside it for the drift report."""
+    folder = cache / "istio" / version
+    binary = folder / "istioctl"  # written last: its presence says the folder is complete
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
-    name = f"istioctl-{version}-linux-amd64.tar.gz"
+    name = f"istio-{version}-linux-amd64.tar.gz"
     urls = [f"{base}/{version}/{name}" for base in (release_url, *mirrors)]
     archive = downloads.fetch_verified(urls, folder / name)
+    top = f"istio-{version}"
     with tarfile.open(archive) as tar:
-        member = tar.getmember("istioctl")
-        if not member.isfile():
-            raise downloads.DownloadFailed(f"infrastructure: {name} holds no istioctl binary")
-        tmp = folder / "istioctl.part"
-        with tar.extractfile(member) as src, open(tmp, "wb") as out:  # type: ignore[union-attr]
-            out.write(src.read())
-    tmp.chmod(0o755)
-    tmp.replace(binary)
+        for path in samples:  # a sample the release no longer has is the drift report's news, not an error
+            if (member := _member(tar, f"{top}/samples/{path}")) is not None:
+                _extract(tar, member, folder / "samples" / path)
+        member = _member(tar, f"{top}/bin/istioctl")
+        if member is None:
+            raise downloads.DownloadFailed(f"infrastructure: {name} holds no {top}/bin/istioctl")
+        _extract(tar, member, binary, mode=0o755)
     return binary
+
+
+def samples_of(binary: Path) -> Path:
+    """Where acquire kept the release's samples."""
+    return binary.parent / "samples"
+
+
+def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        return None
+    return member if member.isfile() else None
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, mode: int = 0o644) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with tar.extractfile(member) as src, open(tmp, "wb") as out:  # type: ignore[union-attr]
+        out.write(src.read())
+    tmp.chmod(mode)
+    tmp.replace(dest)
 
 
 class IstioctlCli:

@@ -74,6 +74,7 @@ def _upgrade(cfg: Config) -> list[str]:
         lines.append(f"{i:2}. {phase.name:<18} {_mins(worst):>7}  {phase.does}")
     if cfg.platform != "lab":
         lines.append(f"    istio-sidecar.deb of {cfg.upgrade_to}: {' then '.join(cfg.sidecar_urls(cfg.upgrade_to))}")
+        lines.append(f"    drift.json: {cfg.upgrade_to}'s samples/ against the suite's manifests (a report, not a check)")
     return lines
 
 
@@ -88,12 +89,15 @@ def _istio(cfg: Config, unresolved: str | None) -> list[str]:
         version = f"  Istio {cfg.istio_version}"
     if cfg.platform == "lab":
         package = "the lab's stand-in istio-sidecar.deb, built for this version"
+        archive = "the lab's stand-in istioctl"
     else:
+        archive = (f"{cfg.istio_release_url}/<V>/istio-<V>-linux-amd64.tar.gz (checked against its .sha256; "
+                   "bin/istioctl and samples/)")
         urls = cfg.sidecar_urls() if not unresolved else [u.replace(f"/{cfg.istio_version}/", f"/{cfg.istio_version}.x/")
                                                           for u in cfg.sidecar_urls()]
         package = " then ".join(urls) + " (each checked against its .sha256)"
     return [version, f"  image hub {cfg.istio_hub} (istioctl install --set hub=; every Istio image must come from it)",
-            f"  istio-sidecar.deb: {package}"]
+            f"  istioctl: {archive}", f"  istio-sidecar.deb: {package}"]
 
 
 def _mins(seconds: int) -> str:

@@ -64,6 +64,7 @@ class UpgradeBook:
         self.recorder = traffic.Recorder()
         self.records: dict[str, PhaseRecord] = {}
         self.verdict: dict[str, Any] = {}
+        self.drift: dict[str, Any] = {}  # the summary of --to's drift report (fixtures/upgrade.py)
         self._lock = threading.Lock()
         self._started = False
 
@@ -151,7 +152,8 @@ class UpgradeBook:
     def write(self) -> None:
         with self._lock:
             data = {**self.versions, "strategy": self.strategy,
-                    "phases": [r.__dict__ for r in self.records.values()], "traffic": self.verdict}
+                    "phases": [r.__dict__ for r in self.records.values()], "traffic": self.verdict,
+                    "drift": self.drift}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / "upgrade.json.tmp"
         tmp.write_text(redact.scrub(json.dumps(data, indent=2, default=str)) + "\n")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from meshvm import downloads
+from meshvm import downloads, drift
 from meshvm.config import Config
-from meshvm.istioctl import acquire, cache_dir
+from meshvm.istioctl import acquire, cache_dir, samples_of
 
 
 class GcpPlatform:
@@ -31,7 +31,10 @@ class GcpPlatform:
         return None  # nothing of its own to report: the run's reports say it all
 
     def istioctl(self, version: str, folder: Path) -> Path:
-        return acquire(version, self.cfg.istio_release_url, cache_dir())
+        return acquire(version, self.cfg.istio_release_url, cache_dir(), samples=drift.PATHS)
+
+    def release_samples(self, version: str) -> Path | None:
+        return samples_of(self.istioctl(version, cache_dir()))
 
     def sidecar_package(self, version: str, folder: Path) -> Path:
         urls = self.cfg.sidecar_urls(version)

@@ -42,7 +42,7 @@ LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 # The images the lab can "pull": BookInfo's at the tag docs/facts.md pins, the curl client the manifest
 # names, and Istio's own (the stand-in istioctl's, any version).
 PULLABLE = re.compile(r"docker\.io/istio/(examples-bookinfo-(details|productpage|ratings)-v1"
-                      r"|examples-bookinfo-reviews-v[123]):1\.20\.3|docker\.io/curlimages/curl:8\.11\.1"
+                      r"|examples-bookinfo-reviews-v[123]):1\.20\.3|docker\.io/curlimages/curl:8\.16\.0"
                       r"|docker\.io/istio/(pilot|proxyv2):[0-9][0-9a-z.-]*")
 # on_lb(namespace, name, ip, loadBalancerSourceRanges, ((protocol, port), ...), annotations);
 # on_lb_deleted(namespace, name)

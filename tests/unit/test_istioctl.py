@@ -10,36 +10,51 @@ from pathlib import Path
 import pytest
 
 from meshvm.downloads import DownloadFailed
-from meshvm.istioctl import IstioctlCli, acquire
+from meshvm.istioctl import IstioctlCli, acquire, samples_of
 from tests.unit.conftest import publish
 
 FAKE = b"#!/bin/sh\necho istioctl-for-tests \"$@\"\n"
 
 
-def archive(content: bytes = FAKE) -> bytes:
+def archive(content: bytes | None = FAKE, files: dict[str, bytes] | None = None, version: str = "1.30.3") -> bytes:
+    """A release archive as Istio publishes it: istio-<V>/bin/istioctl beside istio-<V>/samples/..."""
+    members = {**({"bin/istioctl": content} if content is not None else {}), **(files or {})}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("istioctl")
-        info.size, info.mode = len(content), 0o755
-        tar.addfile(info, io.BytesIO(content))
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"istio-{version}/{name}")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+NAME = "1.30.3/istio-1.30.3-linux-amd64.tar.gz"
 
 
 def test_acquire_checks_the_archive_and_then_needs_no_network(server, tmp_path):
     base, root = server
-    publish(root, "1.30.3/istioctl-1.30.3-linux-amd64.tar.gz", archive())
-    binary = acquire("1.30.3", base, tmp_path / "cache")
+    publish(root, NAME, archive(files={"samples/curl/curl.yaml": b"kind: Service\n"}))
+    binary = acquire("1.30.3", base, tmp_path / "cache", samples=["curl/curl.yaml", "gone/old.yaml"])
+    assert (samples_of(binary) / "curl/curl.yaml").read_bytes() == b"kind: Service\n"
+    assert not (samples_of(binary) / "gone").exists()  # a sample the release lacks: the drift report says so
     assert binary.read_bytes() == FAKE and binary.stat().st_mode & 0o111
     assert acquire("1.30.3", "http://127.0.0.1:9", tmp_path / "cache") == binary  # port 9: nothing there
 
 
 def test_a_checksum_mismatch_is_a_clear_error_and_caches_nothing(server, tmp_path):
     base, root = server
-    publish(root, "1.30.3/istioctl-1.30.3-linux-amd64.tar.gz", archive(), checksum="ab" * 32)
+    publish(root, NAME, archive(), checksum="ab" * 32)
     with pytest.raises(DownloadFailed, match="checksum mismatch"):
         acquire("1.30.3", base, tmp_path / "cache")
-    assert not (tmp_path / "cache/istioctl/1.30.3/istioctl").exists()
-    assert not list((tmp_path / "cache/istioctl/1.30.3").glob("*.tar.gz"))
+    assert not (tmp_path / "cache/istio/1.30.3/istioctl").exists()
+    assert not list((tmp_path / "cache/istio/1.30.3").glob("*.tar.gz"))
+
+
+def test_an_archive_without_istioctl_is_the_infrastructures_failure(server, tmp_path):
+    base, root = server
+    publish(root, NAME, archive(content=None, files={"samples/curl/curl.yaml": b"{}"}))
+    with pytest.raises(DownloadFailed, match="holds no istio-1.30.3/bin/istioctl"):
+        acquire("1.30.3", base, tmp_path / "cache")
 
 
 def test_runner_passes_a_fresh_kubeconfig_and_only_allowlisted_env(tmp_path):

@@ -91,6 +91,8 @@ def test_the_plan_shows_both_releases_resolved_and_every_phase_with_its_worst_ca
         worst = phase.deadline + 100 * phase.exercise_waits
         assert f" {phase.name:<18} {plan._mins(worst):>7}  {phase.does}" in r.stdout
     assert "releases/1.31.1/deb/istio-sidecar.deb" in r.stdout
+    assert "/<V>/istio-<V>-linux-amd64.tar.gz (checked against its .sha256; bin/istioctl and samples/)" in r.stdout
+    assert "drift.json: 1.31.1's samples/ against the suite's manifests (a report, not a check)" in r.stdout
     r = subprocess.run([sys.executable, "-m", "pytest", "tests/upgrade", "--plan", "--gcp-project", "demo-project",
                         "--from", "1.31.1", "--to", "1.30.5"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
