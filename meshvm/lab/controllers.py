@@ -33,6 +33,7 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from meshvm.lab import injection
 from meshvm.lab.mesh_registry import TLS_MODE, pod_ready  # TLS_MODE: the injection template's pod label
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,14 @@ class ClusterControllers(ReconcileLoop):
     def reconcile(self) -> None:
         self._seen = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in
                       (o.to_dict() for o in self._res("v1", "Pod").get(_request_timeout=TIMEOUT).items)}
-        for d in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items:
-            self._deployment(d.to_dict())
+        istiod = False  # any control plane (a revision's too) writes the mesh root into every namespace
+        for d in (o.to_dict() for o in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items):
+            self._deployment(d)
+            istiod = istiod or (d["metadata"]["namespace"], (d["metadata"].get("labels") or {}).get("app")) == (
+                "istio-system", "istiod")
         for s in self._res("v1", "Service").get(_request_timeout=TIMEOUT).items:
             self._service(s.to_dict())
-        if self._exists("apps/v1", "Deployment", "istio-system", "istiod"):
+        if istiod:
             self._root_certs()
 
     @staticmethod
@@ -131,8 +135,9 @@ class ClusterControllers(ReconcileLoop):
         ns, replicas = meta["namespace"], spec.get("replicas", 1)
         labels = spec["template"]["metadata"].get("labels", {})
         pods = self._res("v1", "Pod")
-        pod_spec = self._inject(ns, spec["template"]["spec"])
-        if pod_spec is not spec["template"]["spec"]:  # injected: the injector labels the pod's TLS mode
+        pod_spec, rev = self._inject(ns, spec["template"]["spec"])
+        annotations = {injection.REV: rev} if rev else {}
+        if rev:  # injected: the injector labels the pod's TLS mode
             labels = {**labels, TLS_MODE: "istio"}
         unpullable = [c["image"] for c in pod_spec.get("containers") or []
                       if not PULLABLE.fullmatch(c.get("image") or "")]
@@ -145,7 +150,7 @@ class ClusterControllers(ReconcileLoop):
             if (ns, name) in self._seen:  # this round's listing (a pod made last round is in it)
                 continue
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "annotations": annotations},
                 "spec": pod_spec})
             if unpullable:
                 self._patch_status(pods, ns, name, {"status": {"phase": "Pending", "containerStatuses": [
@@ -188,20 +193,22 @@ class ClusterControllers(ReconcileLoop):
         if self._on_pods:
             self._on_pods(ns, deployment, names)
 
-    def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
-        """The pod spec as istiod's injection webhook returns it (only the proxy container's image; the
-        injection template also labels the pod `security.istio.io/tlsMode: istio`, which _deployment adds)."""
+    def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The pod spec as the injecting revision's webhook returns it (only the proxy container's image; the
+        injection template also labels the pod `security.istio.io/tlsMode: istio`, which _deployment adds),
+        and that revision (None: not injected)."""
         try:
             ns = self._res("v1", "Namespace").get(name=namespace, _request_timeout=TIMEOUT).to_dict()
-            injector = self._res("v1", "ConfigMap").get(namespace="istio-system", name="istio-sidecar-injector",
+            rev = injection.revision(ns["metadata"].get("labels") or {})
+            if rev is None:
+                return pod_spec, None
+            injector = self._res("v1", "ConfigMap").get(namespace="istio-system", name=injection.injector_configmap(rev),
                                                         _request_timeout=TIMEOUT).to_dict()
-        except NotFoundError:
-            return pod_spec
-        if (ns["metadata"].get("labels") or {}).get("istio-injection") != "enabled":
-            return pod_spec
+        except NotFoundError:  # no webhook of that revision: the pod is made without a proxy
+            return pod_spec, None
         values = (json.loads((injector.get("data") or {}).get("values") or "{}").get("global")) or {}
         proxy = {"name": "istio-proxy", "image": f"{values.get('hub')}/proxyv2:{values.get('tag')}"}
-        return {**pod_spec, "containers": [*(pod_spec.get("containers") or []), proxy]}
+        return {**pod_spec, "containers": [*(pod_spec.get("containers") or []), proxy]}, rev
 
     def _service(self, s: dict[str, Any]) -> None:
         meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"

@@ -50,6 +50,15 @@ the Gateway and VirtualService (manifests/expose-istiod.yaml); without them it h
 filter chain and closes the connection before any TLS. This stand-in listens on the node's loopback
 (127.0.0.1:15012, SO_REUSEPORT beside the gateway's 0.0.0.0:15012): the gateway's cluster
 `outbound|15012||istiod.istio-system.svc.cluster.local` has this address as its endpoint.
+
+Revisions (docs/facts.md section 6, "Canary"): one stand-in per istiod Deployment, `istiod` (revision
+`default`) or `istiod-<rev>` (its own port; the gateway's cluster `outbound|15012||istiod-<rev>...` has it
+as endpoint; its certificate adds `istiod-<rev>.istio-system.svc`, as `getDNSNames` in
+pilot/pkg/bootstrap/server.go). Each reads its own Deployment's CLUSTER_ID and injector ConfigMap, and sees
+a WorkloadGroup only without `istio.io/rev` or with its own revision (`LabelsInRevision`,
+pkg/config/model.go). A VM that moves to another revision within the grace period keeps its entry: the
+new stand-in writes itself as `workloadController`, and the old one then neither marks it disconnected
+nor deletes it (pilot/pkg/autoregistration/controller.go).
 """
 
 from __future__ import annotations
@@ -83,6 +92,18 @@ HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
 ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
+REV = "istio.io/rev"
+
+
+def deployment_of(revision: str) -> str:
+    """istiod's Deployment (and Service) of a revision: `istiod` for `default`."""
+    return "istiod" if revision == "default" else f"istiod-{revision}"
+
+
+def names_of(revision: str) -> list[str]:
+    """The DNS names of a revision's serving certificate (the `.svc` form is the VM's SNI)."""
+    hosts = ["istiod"] if revision == "default" else ["istiod", f"istiod-{revision}"]
+    return [n for h in hosts for n in (f"{h}.istio-system.svc", f"{h}.istio-system.svc.cluster.local")]
 
 
 @dataclass
@@ -108,8 +129,11 @@ class IstiodStandIn:
     def __init__(self, api: client.ApiClient, review_token: Callable[[str], dict | None], *,
                  netns: str | None = None, host: str = "0.0.0.0", port: int = PORT,  # noqa: S104
                  grace_s: float = GRACE_S, name: str = NAME, mesh_table: Callable[[], dict] | None = None,
-                 tls: KeyPair | None = None, workdir: Path | None = None, ca: MeshCa | None = None):
+                 tls: KeyPair | None = None, workdir: Path | None = None, ca: MeshCa | None = None,
+                 revision: str = "default"):
         self._dyn = dynamic.DynamicClient(api)
+        self.revision, self.deployment = revision, deployment_of(revision)
+        self._played = {name}  # every pod name this stand-in played (a rollout restart changes it)
         self.mesh_table = mesh_table  # what every answer pushes; a test may swap it while serving
         self.tls, self.workdir = tls, workdir  # serving certificate (None: plain, for self-tests of the API side)
         self.ca = ca  # issues the proxies' workload certificates and verifies them as client certificates
@@ -157,6 +181,7 @@ class IstiodStandIn:
         if pod == self.name:
             return
         old, self.name = self.name, pod
+        self._played.add(pod)
         if self._httpd is not None:
             self._httpd.close_connections()
         log.info("istiod stand-in: now pod %s (was %s): its proxies' connections closed", pod, old)
@@ -240,6 +265,11 @@ class IstiodStandIn:
             return
         key = (s.namespace, s.entry)
         with self._notes:
+            if not self._controls(s.namespace, s.entry):
+                with self._lock:
+                    self._conns.pop(key, None)
+                log.info("istiod stand-in: %s/%s disconnected; another istiod controls it now", s.namespace, s.entry)
+                return
             with self._lock:
                 self._conns[key] = self._conns.get(key, 1) - 1
                 if self._conns[key] > 0:
@@ -279,27 +309,28 @@ class IstiodStandIn:
             raise Rejected(401, f"authentication failed: the token is for {subject}, the proxy claims {want}")
         cluster = self._cluster_id()
         if cluster is None:
-            raise Rejected(503, "istiod is not installed (no Deployment istio-system/istiod)")
+            raise Rejected(503, f"istiod is not installed (no Deployment istio-system/{self.deployment})")
         if claimed_cluster != cluster:
             raise Rejected(403, f'client claims to be in cluster "{claimed_cluster}", but we only know about '
                                 f'local cluster "{cluster}" and remote clusters []')
 
     def _cluster_id(self) -> str | None:
         """What istiod uses: its CLUSTER_ID env, else the injector's clusterName, else Kubernetes."""
-        istiod = self._get("apps/v1", "Deployment", "istio-system", "istiod")
+        istiod = self._get("apps/v1", "Deployment", "istio-system", self.deployment)
         if istiod is None:
             return None
         for c in istiod.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for env in c.get("env") or []:
                 if env.get("name") == "CLUSTER_ID" and env.get("value"):
                     return str(env["value"])
-        injector = self._get("v1", "ConfigMap", "istio-system", "istio-sidecar-injector") or {}
+        injector = self._get("v1", "ConfigMap", "istio-system", self.deployment.replace("istiod", "istio-sidecar-injector", 1)) or {}
         values = json.loads((injector.get("data") or {}).get("values") or "{}")
         return str(values.get("global", {}).get("multiCluster", {}).get("clusterName") or "Kubernetes")
 
     def _register(self, ns: str, group: str, ip: str, proxy_labels: dict[str, str]) -> Session:
         wg = self._get(NET, "WorkloadGroup", ns, group)
-        if wg is None:
+        if wg is None or (wg["metadata"].get("labels") or {}).get(REV, self.revision) != self.revision:
+            # absent, or another revision's config: this istiod does not see it
             raise Rejected(404, f"auto-registration of WorkloadEntry {group}-{ip} failed: "
                                 f"cannot find WorkloadGroup {ns}/{group}")
         spec = wg.get("spec") or {}
@@ -359,6 +390,8 @@ class IstiodStandIn:
                 for k in due:
                     del self._gone[k]
             for ns, name in due:
+                if not self._controls(ns, name):
+                    continue  # another istiod took it over meanwhile
                 try:
                     self._res("WorkloadEntry").delete(namespace=ns, name=name, _request_timeout=TIMEOUT)
                     log.info("istiod stand-in: deleted WorkloadEntry %s/%s after the grace period", ns, name)
@@ -366,6 +399,11 @@ class IstiodStandIn:
                     pass
                 except Exception as e:  # keep reaping the others
                     log.warning("istiod stand-in: deleting %s/%s: %s", ns, name, e)
+
+    def _controls(self, ns: str, name: str) -> bool:
+        """The entry names one of this stand-in's pods as its controller (or is gone: nothing to protect)."""
+        entry = self._get(NET, "WorkloadEntry", ns, name)
+        return entry is None or (entry["metadata"].get("annotations") or {}).get(CONTROLLER) in self._played
 
     def _res(self, kind: str) -> Any:
         return self._dyn.resources.get(api_version=NET, kind=kind)

@@ -32,7 +32,8 @@ from meshvm.lab.gcloud.backing import LabBacking
 from meshvm.lab.gcloud.loadbalancers import ClusterLoadBalancers
 from meshvm.lab.gcloud.server import GCloudStandIn
 from meshvm.lab.istioctl_standin import install_istioctl_standin
-from meshvm.lab.istiod_standin import ISTIOD_FQDN, ISTIOD_SNI, IstiodStandIn
+from meshvm.lab.istiod_standin import IstiodStandIn
+from meshvm.lab.istiods import Istiods
 from meshvm.lab.kubeapi import KubeApiStandIn
 from meshvm.lab.leaks import socket_dir
 from meshvm.lab.mesh_registry import MeshRegistry
@@ -130,7 +131,7 @@ class KubeClusterBackend:
         self.api: KubeApiStandIn | None = None
         self.controllers: ClusterControllers | None = None
         self.node = node
-        self.istiod: IstiodStandIn | None = None
+        self.istiods: Istiods | None = None
         self.runtime: NodeRuntime | None = None
         self.vm_xds: VmXds | None = None
         self.gateways: list[GatewayProxy] = []
@@ -165,46 +166,41 @@ class KubeClusterBackend:
             netns, addrs = self.node.netns, self.node.router.addrs
             assert netns is not None
             registry = MeshRegistry(client.ApiClient(cfg), str(addrs.service_range))
-            self.istiod = IstiodStandIn(client.ApiClient(cfg), self.api.review_token, netns=netns, host="127.0.0.1",
-                                        mesh_table=registry.table, workdir=self.workdir,
-                                        tls=self.mesh_ca.serving([ISTIOD_SNI, ISTIOD_FQDN]), ca=self.mesh_ca).start()
+            api, review, ca, workdir = client.ApiClient(cfg), self.api.review_token, self.mesh_ca, self.workdir
+
+            def make(revision: str, port: int, names: list[str]) -> IstiodStandIn:
+                return IstiodStandIn(api, review, netns=netns, host="127.0.0.1", port=port, revision=revision,
+                                     mesh_table=registry.table, workdir=workdir, tls=ca.serving(names), ca=ca)
             inputs = MeshInputs(client.ApiClient(cfg), registry)  # what istiod reads for every sidecar
-            self.vm_xds = VmXds(self.istiod, inputs, self.mesh_ca, Path(socket_dir(addrs.tag, "vmxds")) / "XDS").start()
-            self.istiod.xds_socket = self.vm_xds.ads.path
+            self.istiods = istiods = Istiods(make)
+            self.vm_xds = VmXds(istiods, inputs, self.mesh_ca, Path(socket_dir(addrs.tag, "vmxds")) / "XDS").start()
+            istiods.xds_socket = self.vm_xds.ads.path
+            istiods.start()
             self.runtime = NodeRuntime(client.ApiClient(cfg), self.api, registry, node_netns=netns,
                                        tag=addrs.tag, block=str(addrs.block), service_range=str(addrs.service_range),
                                        workdir=self.workdir / f"{name}-pods", mesh_ca=self.mesh_ca,
                                        inputs=inputs).start()
             self.api.add_log_source(self.runtime.log_source)
-            istiod = self.istiod
-            self.api.add_log_source(lambda ns, pod: istiod.log_text if (ns, pod.split("-")[0]) == (
-                "istio-system", "istiod") else None)
+            self.api.add_log_source(istiods.log_source)
             for node in (INGRESS, EASTWEST):
                 self.gateways.append(GatewayProxy(
-                    node, client.ApiClient(cfg), self._endpoints(registry), self.workdir / f"{name}-{node.workload}",
+                    node, client.ApiClient(cfg), istiods.endpoints(registry.endpoints), self.workdir / f"{name}-{node.workload}",
                     sockets=Path(socket_dir(addrs.tag, node.workload.removeprefix("istio-"))), netns=netns).start())
         return self.api.endpoint.removeprefix("https://"), self.api.ca_pem
 
     def _istiod_pods(self, namespace: str, deployment: str, pods: list[str]) -> None:
-        """The in-process istiod stand-in plays istiod's current pod (a rollout restart replaces it)."""
-        if (namespace, deployment) == ("istio-system", "istiod") and self.istiod is not None and pods:
-            self.istiod.serve_as(pods[0])
+        if self.istiods is not None:
+            self.istiods.rolled(namespace, deployment, pods)
 
-    def _endpoints(self, registry: MeshRegistry) -> Callable[[str, int], list[str]]:
-        """What the gateways' EDS sends: the mesh registry's, and for istiod's Service port 15012 the
-        in-process istiod stand-in's address (the lab has no istiod pod)."""
-        istiod = self.istiod
-
-        def endpoints(fqdn: str, port: int) -> list[str]:
-            if istiod is not None and (fqdn, port) == (ISTIOD_FQDN, istiod.port):
-                return [f"{istiod.host}:{istiod.port}"]
-            return registry.endpoints(fqdn, port)
-        return endpoints
+    @property
+    def istiod(self) -> IstiodStandIn | None:
+        """The revisionless control plane's stand-in (the one a recipe run has)."""
+        return self.istiods.by_revision.get("default") if self.istiods else None
 
     def stop(self) -> None:
         """Idempotent: the platform and the cloud's GKE both stop their clusters."""
-        if self.istiod:
-            self.istiod.stop()
+        if self.istiods:
+            self.istiods.stop()
         if self.vm_xds:
             self.vm_xds.stop()
         for gw in self.gateways:

@@ -13,7 +13,7 @@ What it models, and no more:
   and the app started); a pod with no sandbox (istiod, the gateways: in-process here) at once;
 - the pod's resolver is the cluster DNS (resolv.conf with the namespace's search path, ndots:5),
   answered by a DNS stand-in on the node from the mesh registry (Service FQDN -> VIP);
-- a pod of a namespace labelled `istio-injection=enabled` has a sidecar: a real Envoy in its sandbox
+- a pod with an `istio-proxy` container (injected: controllers.py, injection.py) has a sidecar: a real Envoy in its sandbox
   (envoy/sidecars.py), configured by the lab's model of istiod (envoy/sidecar.py: outbound on 15001,
   inbound on 15006, mutual TLS with the certificate of the pod's service account from the mesh CA
   stand-in, PeerAuthentication and AuthorizationPolicy), with istio-iptables' REDIRECT capture of
@@ -171,7 +171,8 @@ class NodeRuntime(ReconcileLoop):
         self._n += 1
         netns, node_dev = f"{self.tag}p{self._n}", f"{self.tag}q{self._n}"
         containers = spec.get("containers") or []
-        sb = Sandbox(key[0], key[1], ip, netns, self._injected(key[0]), spec.get("serviceAccountName") or "default",
+        sb = Sandbox(key[0], key[1], ip, netns, any(c.get("name") == "istio-proxy" for c in containers),
+                     spec.get("serviceAccountName") or "default",
                      dict(labels))
         self.sandboxes[key] = sb  # recorded before it exists: _remove cleans a half-made one
         run_ip("netns", "add", netns)
@@ -246,10 +247,6 @@ class NodeRuntime(ReconcileLoop):
             return None
         path = self.workdir / f"{sb.netns}-{pod}.log"
         return lambda: path.read_text(errors="replace") if path.is_file() else ""
-
-    def _injected(self, namespace: str) -> bool:
-        ns = self._dyn.resources.get(api_version="v1", kind="Namespace").get(name=namespace, _request_timeout=TIMEOUT)
-        return (ns.to_dict()["metadata"].get("labels") or {}).get("istio-injection") == "enabled"
 
     def _kube_proxy(self, sb: Sandbox, conn: socket.socket) -> None:
         ip, port = meshwire.original_dst(conn)
