@@ -122,7 +122,7 @@ class Config:
         """The longest this run may take: its stages' deadlines, the exercises' waits, teardown."""
         waits = RECIPE_EXERCISE_WAITS if self.upgrade_to else EXERCISE_WAITS  # an upgrade run: the four only
         exercises = self.exercise_deadline * waits if self.until is None else 0
-        upgrade = upgrade_phases.worst_case_s(self.exercise_deadline) if self.upgrade_to else 0
+        upgrade = upgrade_phases.worst_case_s(self.upgrade_strategy, self.exercise_deadline) if self.upgrade_to else 0
         return sum(self.deadlines[s] for s in self.stages()) + exercises + upgrade + TEARDOWN_DEADLINE
 
     def token_window(self) -> int:

@@ -16,9 +16,6 @@ from meshvm.settings import BY_FIELD
 if TYPE_CHECKING:
     from meshvm.config import Config
 
-UNWIRED_STRATEGIES = ("canary",)  # declared (--strategy), not built yet
-
-
 def contradictions(p: Problems, cfg: Config, raw: Mapping[str, Any], environ: Mapping[str, str],
                    is_root: bool) -> list[str]:
     """Checks across settings; returns required settings still missing (errors unless --plan)."""
@@ -61,9 +58,6 @@ def contradictions(p: Problems, cfg: Config, raw: Mapping[str, Any], environ: Ma
 def _upgrade(p: Problems, cfg: Config) -> None:
     if cfg.until:
         p.add("until", cfg.until, "stops before the exercises, which an upgrade run needs at every phase; leave it out")
-    if cfg.upgrade_strategy in UNWIRED_STRATEGIES:
-        # Refused, never reported green for work the suite did not do.
-        p.add("upgrade_strategy", cfg.upgrade_strategy, "is not wired into the suite yet; run --strategy in-place")
 
 
 def upgrade_problem(cfg: Config) -> str | None:

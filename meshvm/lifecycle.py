@@ -81,9 +81,10 @@ def mesh_serves_ratings(kube: Kube, pod: str, since: float, deadline: Deadline) 
     return took
 
 
-def istiod_pods(kube: Kube) -> list[str]:
-    """istiod's Running pods that are not going away."""
-    return sorted(p["metadata"]["name"] for p in kube.list("v1", "Pod", "istio-system", label_selector="app=istiod")
+def istiod_pods(kube: Kube, revision: str | None = None) -> list[str]:
+    """istiod's Running pods that are not going away (of one revision: `default` is the revisionless one)."""
+    selector = f"app=istiod,istio.io/rev={revision}" if revision else "app=istiod"
+    return sorted(p["metadata"]["name"] for p in kube.list("v1", "Pod", "istio-system", label_selector=selector)
                   if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
 
 

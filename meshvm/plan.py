@@ -69,7 +69,7 @@ def _upgrade(cfg: Config) -> list[str]:
     requested = f" (the newest {cfg.upgrade_requested}.x)" if cfg.upgrade_requested else ""
     lines = ["", f"Then the upgrade to Istio {cfg.upgrade_to}{requested}, {cfg.upgrade_strategy}, phase by phase "
              "(each a testcase; worst case = its deadline + its exercise waits):"]
-    for i, phase in enumerate(upgrade_phases.PHASES, 1):
+    for i, phase in enumerate(upgrade_phases.phases(cfg.upgrade_strategy), 1):
         worst = phase.deadline + phase.exercise_waits * cfg.exercise_deadline
         lines.append(f"{i:2}. {phase.name:<18} {_mins(worst):>7}  {phase.does}")
     if cfg.platform != "lab":

@@ -67,21 +67,39 @@ class UpgradeBook:
         self.drift: dict[str, Any] = {}  # the summary of --to's drift report (fixtures/upgrade.py)
         self._lock = threading.Lock()
         self._started = False
+        self._client: tuple[str, Callable[[], None]] | None = None  # the pod path's pod and its stream's close
+        self._deadline = Deadline.after(0, "background traffic")
 
     def start_traffic(self, kube: Kube, pod: str, vm: VmShell, ingress: str,
                       guard: Callable[[str], None] | None, seconds: int) -> None:
         """Every path from now on, for at most `seconds` (the loops end by themselves then)."""
         if guard:
             guard(ingress)
-        deadline = Deadline.after(seconds, "background traffic")
+        self._deadline = deadline = Deadline.after(seconds, "background traffic")
         self._started = True
         self.recorder.probe("productpage", lambda: page_outcome(ingress))
-        pod_lines = kube.exec_lines("default", pod, ["sh", "-c", curl_loop("ratings.ratings:9080/ratings/123", seconds)],
-                                    container="curl", deadline=deadline)
-        self.recorder.stream("pod->ratings", pod_lines, traffic.http_status_line, pod_lines.close)
+        self.follow_client(kube, pod)
         vm_lines = vm.lines(curl_loop("details.default.svc:9080/details/123", seconds), step="traffic: the VM's loop",
                             deadline=deadline)
         self.recorder.stream("vm->details", vm_lines, traffic.http_status_line, vm_lines.close)
+
+    def follow_client(self, kube: Kube, pod: str) -> None:
+        """The pod path's loop in client pod `pod`, from now on (a restarted client is a new pod: its loop
+        starts there, then the old pod's stream is closed)."""
+        remaining = max(1, int(self._deadline.remaining()))
+        lines = kube.exec_lines("default", pod, ["sh", "-c", curl_loop("ratings.ratings:9080/ratings/123", remaining)],
+                                container="curl", deadline=self._deadline)
+        self.recorder.stream("pod->ratings", lines, traffic.http_status_line, lines.close)
+        old, self._client = self._client, (pod, lines.close)
+        if old is not None:
+            old[1]()
+
+    @property
+    def client_pod(self) -> str:
+        """The client pod the pod path runs in (the exercises' client too)."""
+        if self._client is None:
+            raise RuntimeError("the background traffic has not started")
+        return self._client[0]
 
     def counts(self) -> dict[str, int]:
         requests, _ = self.recorder.snapshot()
@@ -123,7 +141,7 @@ class UpgradeBook:
 
     def blocked(self, name: str) -> str | None:
         """Why phase `name` cannot run: the phase before it did not pass (None: it can)."""
-        names = [p.name for p in upgrade_phases.PHASES]
+        names = [p.name for p in upgrade_phases.phases(self.strategy)]
         before = names[names.index(name) - 1]
         record = self.records.get(before)
         return f"phase {before} did not run" if record is None else (

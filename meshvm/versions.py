@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from meshvm import upgrade_phases
 from meshvm.recipe import sidecar
 from meshvm.seams import Kube, VmShell
 
@@ -59,9 +60,18 @@ def running_proxy_version(vm: VmShell) -> str:
         return f"(no answer: curl exited {r.rc})"
 
 
-def layers(kube: Kube, vm: VmShell) -> dict[str, dict[str, str]]:
+def pod_layers(revision: str | None) -> dict[str, tuple[str, str, str]]:
+    """The pod layers; with a canary `revision`, istiod is the revisionless control plane's pods (the chart
+    labels them `istio.io/rev=default`) and `istiod_canary` the revision's."""
+    if revision is None:
+        return POD_LAYERS
+    return {**POD_LAYERS, "istiod": ("istio-system", "app=istiod,istio.io/rev=default", "discovery"),
+            "istiod_canary": ("istio-system", f"app=istiod,istio.io/rev={revision}", "discovery")}
+
+
+def layers(kube: Kube, vm: VmShell, revision: str | None = None) -> dict[str, dict[str, str]]:
     """Layer -> where -> release, for every layer."""
-    seen = {layer: pod_versions(kube, *where) for layer, where in POD_LAYERS.items()}
+    seen = {layer: pod_versions(kube, *where) for layer, where in pod_layers(revision).items()}
     seen["vm_package"] = {"dpkg istio-sidecar": sidecar.package_version(vm)}
     seen["vm_agent"] = {"pilot-agent version": sidecar.proxy_version(vm)}
     seen["vm_proxy"] = {"Envoy node ISTIO_VERSION": running_proxy_version(vm)}
@@ -73,9 +83,15 @@ def problems(seen: dict[str, dict[str, str]], expected: dict[str, str]) -> list[
     lines = []
     for layer, want in expected.items():
         found = seen.get(layer) or {}
-        if not found:
+        if want == upgrade_phases.NONE:
+            if found:
+                lines.append(f"{layer}: expected none running, found {_on(found)}")
+        elif not found:
             lines.append(f"{layer}: nothing running, expected {want}")
         elif wrong := {where: got for where, got in found.items() if got != want}:
-            lines.append(f"{layer}: expected {want}, found " + ", ".join(f"{w} on {g or '(no tag)'}"
-                                                                        for w, g in sorted(wrong.items())))
+            lines.append(f"{layer}: expected {want}, found {_on(wrong)}")
     return lines
+
+
+def _on(found: dict[str, str]) -> str:
+    return ", ".join(f"{where} on {got or '(no tag)'}" for where, got in sorted(found.items()))

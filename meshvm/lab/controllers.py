@@ -109,10 +109,12 @@ class ClusterControllers(ReconcileLoop):
         self._seen = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in
                       (o.to_dict() for o in self._res("v1", "Pod").get(_request_timeout=TIMEOUT).items)}
         istiod = False  # any control plane (a revision's too) writes the mesh root into every namespace
-        for d in (o.to_dict() for o in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items):
+        deployments = [o.to_dict() for o in self._res("apps/v1", "Deployment").get(_request_timeout=TIMEOUT).items]
+        for d in deployments:
             self._deployment(d)
             istiod = istiod or (d["metadata"]["namespace"], (d["metadata"].get("labels") or {}).get("app")) == (
                 "istio-system", "istiod")
+        self._collect({(d["metadata"]["namespace"], d["metadata"]["name"]) for d in deployments})
         for s in self._res("v1", "Service").get(_request_timeout=TIMEOUT).items:
             self._service(s.to_dict())
         if istiod:
@@ -192,6 +194,16 @@ class ClusterControllers(ReconcileLoop):
             log.info("lab Deployment controller: %s/%s rolled out: pods %s replace %s", ns, deployment, names, before)
         if self._on_pods:
             self._on_pods(ns, deployment, names)
+
+    def _collect(self, deployments: set[tuple[str, str]]) -> None:
+        """The garbage collector: a deleted Deployment's pods go with it (their ReplicaSet's owner is gone)."""
+        for key in [k for k in self._pods if k not in deployments]:
+            for name in self._pods.pop(key):
+                try:
+                    self._res("v1", "Pod").delete(namespace=key[0], name=name, _request_timeout=TIMEOUT)
+                except NotFoundError:
+                    pass
+            log.info("lab garbage collector: Deployment %s/%s is gone, and so are its pods", *key)
 
     def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """The pod spec as the injecting revision's webhook returns it (only the proxy container's image; the

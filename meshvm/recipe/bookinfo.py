@@ -31,6 +31,11 @@ def deploy_client(kube: Kube, deadline: Deadline) -> str:
     """Exercise 3: the mesh-injected curl client in `default`; returns its pod's name."""
     kube.apply(manifests.text("curl-client"), namespace="default")
     waits.rollout(kube, "default", "curl", deadline)
+    return client_pod_name(kube)
+
+
+def client_pod_name(kube: Kube) -> str:
+    """The client's Running pod (a restart makes a new one)."""
     pods = kube.list("v1", "Pod", "default", label_selector="app=curl")
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
                and not p["metadata"].get("deletionTimestamp")]

@@ -21,13 +21,13 @@ def operator(lb_mode: str, vm_external_ip: str | None = None) -> str:
 
 
 def install_eastwest(istioctl: Istioctl, kube: Kube, lb_mode: str, vm_external_ip: str | None, hub: str,
-                     workdir: Path, deadline: Deadline) -> str:
-    """Install the east-west gateway (image from the pinned hub), expose istiod through it; returns
-    the gateway's address."""
+                     workdir: Path, deadline: Deadline, revision: str = "") -> str:
+    """Install the east-west gateway (image from the pinned hub; a canary upgrade: of `revision`, as
+    `gen-eastwest-gateway.sh --revision` makes it), expose istiod through it; returns the gateway's address."""
     iop = workdir / "eastwest.yaml"
     iop.write_text(operator(lb_mode, vm_external_ip))
-    istioctl.run(["install", "-y", "--set", f"hub={hub}", "-f", str(iop)], step="east-west: install",
-                 timeout=deadline.cap(900))
+    args = ["install", "-y", "--set", f"hub={hub}", "-f", str(iop), *(["--revision", revision] if revision else [])]
+    istioctl.run(args, step="east-west: install", timeout=deadline.cap(900))
     istio.require_hub(kube, hub, "istio-system", deployments=(SERVICE,))
     kube.apply(manifests.text("expose-istiod"), namespace="istio-system")
     waits.rollout(kube, "istio-system", SERVICE, deadline)

@@ -46,3 +46,9 @@ def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str
 def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> dict:
     return cast(dict, retry.until(f"{kind} {namespace}/{name} to exist",
                                   lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT))
+
+
+def pods_gone(kube: Kube, namespace: str, selector: str, deadline: Deadline) -> None:
+    """No pod of `selector` left (one going away still counts: its process may still serve)."""
+    retry.until(f"no pod {selector} in {namespace}", lambda: kube.list("v1", "Pod", namespace, label_selector=selector),
+                deadline, accept=lambda pods: not pods, transient=TRANSIENT, ceiling=2)

@@ -59,25 +59,27 @@ def check_group(group: object) -> None:
 
 
 def generate_vm_files(istioctl: Istioctl, kube: Kube, group_file: Path, out: Path, cluster_id: str,
-                      vm_ip: str, eastwest_ip: str, token_duration: int, deadline: Deadline) -> Path:
+                      vm_ip: str, eastwest_ip: str, token_duration: int, deadline: Deadline, revision: str = "") -> Path:
     """Generate VM artifacts: retried until istioctl succeeds AND `hosts` names the east-west
-    address (it writes an empty file and exits 0 while the gateway has none)."""
+    address (it writes an empty file and exits 0 while the gateway has none). A canary upgrade's
+    `revision`: the files of that revision's istiod (`istiod-<rev>`, docs/facts.md section 6)."""
     waits.present(kube, "v1", "ConfigMap", NAMESPACE, "istio-ca-root-cert", deadline)
     args = ["x", "workload", "entry", "configure", "-f", str(group_file), "-o", str(out), "--autoregister",
-            f"--clusterID={cluster_id}", f"--internalIP={vm_ip}", f"--tokenDuration={token_duration}"]
+            f"--clusterID={cluster_id}", f"--internalIP={vm_ip}", f"--tokenDuration={token_duration}",
+            *([f"--revision={revision}"] if revision else [])]
+    istiod = f"istiod-{revision}.istio-system.svc" if revision else ISTIOD_HOST
 
     def attempt() -> str:
         istioctl.run(args, step="vm files: configure", timeout=deadline.cap(120))
         return (out / "hosts").read_text().strip() if (out / "hosts").is_file() else ""
 
     retry.until(f"VM files whose hosts names the east-west address {eastwest_ip}", attempt, deadline,
-                transient=(CommandFailed,), accept=lambda hosts: hosts == f"{eastwest_ip} {ISTIOD_HOST}",
-                ceiling=10)
-    check_vm_files(out, cluster_id)
+                transient=(CommandFailed,), accept=lambda hosts: hosts == f"{eastwest_ip} {istiod}", ceiling=10)
+    check_vm_files(out, cluster_id, f"{istiod}:15012" if revision else None)
     return out
 
 
-def check_vm_files(out: Path, cluster_id: str) -> None:
+def check_vm_files(out: Path, cluster_id: str, ca_addr: str | None = None) -> None:
     missing = [f for f in VM_FILES if not (out / f).is_file()]
     env = dict(_env_lines((out / "cluster.env").read_text())) if "cluster.env" not in missing else {}
     problems = [f"{f} missing" for f in missing]
@@ -87,6 +89,8 @@ def check_vm_files(out: Path, cluster_id: str) -> None:
     if env.get("ISTIO_META_AUTO_REGISTER_GROUP") != GROUP:
         problems.append(f"cluster.env ISTIO_META_AUTO_REGISTER_GROUP={env.get('ISTIO_META_AUTO_REGISTER_GROUP')!r}"
                         f" (was --autoregister passed?)")
+    if ca_addr is not None and env.get("CA_ADDR") != ca_addr:
+        problems.append(f"cluster.env CA_ADDR={env.get('CA_ADDR')!r}, the revision's istiod is {ca_addr}")
     if problems:
         raise WorkloadGroupInvalid(f"VM files in {out}: " + "; ".join(problems))
 

@@ -53,15 +53,15 @@ def test_an_upgrade_run_needs_to_and_an_exercise_run_refuses_it():
     assert (cfg.istio_version, cfg.upgrade_to, cfg.upgrade_strategy) == ("1.30.3", "1.31.1", "in-place")
 
 
-def test_canary_until_and_a_bad_release_are_refused_in_one_line_each():
+def test_until_and_a_bad_release_are_refused_in_one_line_each():
     found = problems({"upgrade_to": "1.31.x", "upgrade_strategy": "canary", "until": "infra"})
     assert found == ["--upgrade-to / --to / E2E_UPGRADE_TO: '1.31.x' is not an Istio release: X.Y.Z, a pre-release "
                      "such as 1.31.0-rc.0, or a minor such as 1.30"]
     found = problems({"upgrade_to": "1.31", "upgrade_strategy": "canary", "until": "infra"})
     assert found == ["--until / E2E_UNTIL: 'vm' stops before the exercises, which an upgrade run needs at every phase; "
-                     "leave it out",
-                     "--upgrade-strategy / --strategy / E2E_UPGRADE_STRATEGY: 'canary' is not wired into the suite "
-                     "yet; run --strategy in-place"]
+                     "leave it out"]
+    assert problems({"upgrade_to": "1.31", "upgrade_strategy": "blue-green"}) == [
+        "--upgrade-strategy / --strategy / E2E_UPGRADE_STRATEGY: 'blue-green' is not one of: in-place, canary"]
 
 
 @pytest.mark.parametrize(("first", "second", "problem"), [
@@ -87,7 +87,7 @@ def test_the_plan_shows_both_releases_resolved_and_every_phase_with_its_worst_ca
     assert r.returncode == 0, r.stderr
     assert "Istio 1.30.5: the newest 1.30.x" in r.stdout
     assert "Then the upgrade to Istio 1.31.1 (the newest 1.31.x), in-place" in r.stdout
-    for phase in upgrade_phases.PHASES:  # its deadline plus its exercise waits of 100 s each
+    for phase in upgrade_phases.phases("in-place"):  # its deadline plus its exercise waits of 100 s each
         worst = phase.deadline + 100 * phase.exercise_waits
         assert f" {phase.name:<18} {plan._mins(worst):>7}  {phase.does}" in r.stdout
     assert "releases/1.31.1/deb/istio-sidecar.deb" in r.stdout
@@ -101,12 +101,29 @@ def test_the_plan_shows_both_releases_resolved_and_every_phase_with_its_worst_ca
 
 
 def test_each_phase_moves_its_layers_and_keeps_the_rest():
-    want = {p: upgrade_phases.expected(p, "old", "new") for p in ("before", "control_plane", "vm", "bookinfo")}
+    want = {p: upgrade_phases.expected("in-place", p, "old", "new") for p in ("before", "control_plane", "vm", "bookinfo")}
     assert set(want["before"].values()) == {"old"}
     assert {k for k, v in want["control_plane"].items() if v == "new"} == {"istiod", "ingress_gateway", "eastwest_gateway"}
     assert {k for k, v in want["vm"].items() if v == "old"} == {"bookinfo_proxies"}  # the skew, on the pods' side
     assert set(want["bookinfo"].values()) == {"new"}
-    assert set(upgrade_phases.LAYERS) == {*versions.POD_LAYERS, *versions.VM_LAYERS}
+    assert set(upgrade_phases.layers("in-place")) == {*versions.POD_LAYERS, *versions.VM_LAYERS}
+
+
+def test_a_canary_starts_its_istiod_beside_the_old_one_which_ends_last():
+    names = [p.name for p in upgrade_phases.phases("canary")]
+    assert names == ["before", "control_plane", "bookinfo", "vm", "old_revision", "verdict"]
+    want = {p: upgrade_phases.expected("canary", p, "old", "new") for p in names}
+    none = upgrade_phases.NONE
+    assert want["before"] == {**dict.fromkeys(upgrade_phases.layers("in-place"), "old"), "istiod_canary": none}
+    assert {k: v for k, v in want["control_plane"].items() if v != "old"} == {
+        "istiod_canary": "new", "ingress_gateway": "new", "eastwest_gateway": "new"}
+    assert want["bookinfo"]["bookinfo_proxies"] == "new" and want["bookinfo"]["vm_proxy"] == "old"
+    assert want["vm"] == {**dict.fromkeys(upgrade_phases.layers("canary"), "new"), "istiod": "old"}
+    assert want["old_revision"] == {**dict.fromkeys(upgrade_phases.layers("canary"), "new"), "istiod": none}
+    assert set(upgrade_phases.layers("canary")) == {*versions.pod_layers("1-31-1"), *versions.VM_LAYERS}
+    assert versions.problems({"istiod": {"istiod-abc": "1.30.3"}, "istiod_canary": {}},
+                             {"istiod": none, "istiod_canary": none}) == [
+        "istiod: expected none running, found istiod-abc on 1.30.3"]
 
 
 def test_a_layer_is_read_from_what_runs():

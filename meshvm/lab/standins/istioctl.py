@@ -91,7 +91,7 @@ def deployment(name: str, selector: dict[str, str], pods: dict[str, str], env: d
     """`pods`: the pod template's labels (a superset of `selector`, which stays the same across revisions);
     `owner`: the operator's labels on the Deployment."""
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS,
-            "labels": {**selector, **owner}}, "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+            "labels": {**pods, **owner}}, "spec": {"replicas": 1, "selector": {"matchLabels": selector},
             "template": {"metadata": {"labels": pods}, "spec": {"containers": [{
                     "name": "discovery" if name.startswith("istiod") else "istio-proxy",
                     "image": f"{hub}/{'pilot' if name.startswith('istiod') else 'proxyv2'}:{VERSION}",
@@ -159,11 +159,13 @@ def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets
     env["CLUSTER_ID"] = cluster or "Kubernetes"
     env["REVISION"] = rev or "default"
     name, owner = f"istiod{suffix(rev)}", owned(rev, "Pilot")
-    selector = {"app": "istiod", "istio.io/rev": rev} if rev else {"app": "istiod", "istio": "pilot"}
-    pods = {**selector, "istio": "istiod"} if rev else selector
+    # The chart's labels (istio-discovery/templates/{deployment,service}.yaml at 1.30.3)
+    selector = {"app": "istiod", "istio.io/rev": rev} if rev else {"istio": "pilot"}
+    pods = {"app": "istiod", "istio.io/rev": rev or "default", "istio": "istiod" if rev else "pilot"}
     apply(dyn, deployment(name, selector, pods, env, hub, owner))
+    service = {"app": "istiod", "istio.io/rev": rev} if rev else {"app": "istiod", "istio": "pilot"}
     apply(dyn, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS, "labels": owner},
-                "spec": {"selector": selector, "ports": [
+                "spec": {"selector": service, "ports": [
                     {"name": "grpc-xds", "port": 15012}, {"name": "https-webhook", "port": 443, "targetPort": 15017}]}})
     mesh = {"defaultConfig": {"discoveryAddress": f"{name}.{NS}.svc:15012"}, "trustDomain": "cluster.local"}
     apply(dyn, configmap(f"istio{suffix(rev)}", {"mesh": yaml.safe_dump(mesh)}, owner))
