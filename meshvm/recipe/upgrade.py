@@ -43,16 +43,17 @@ def control_plane_in_place(istioctl: Istioctl, kube: Kube, source_ranges: list[s
                                 "VM's hosts line points at the old one")
 
 
-def vm_in_place(vm: VmShell, vm_files: Path, deb: Path, deadline: Deadline,
+def vm_in_place(vm: VmShell, vm_files: Path, deb: Path, deadline: Deadline, ready_s: float,
                 restarting: Callable[[], AbstractContextManager[object]] = nullcontext,
                 back: Callable[[], object] = lambda: None) -> None:
     """The VM configuration recipe again with the new files and package, then the agent restarted and
-    ready, and `back` (e.g. its entry healthy again): all that inside `restarting()`, the one outage a
+    ready within `ready_s` (an agent that istiod rejects retries forever: the wait is an exercise's, not the
+    phase's), and `back` (e.g. its entry healthy again): all that inside `restarting()`, the one outage a
     single VM's restart must cause (its calls, and the calls to it, have no other proxy meanwhile)."""
     sidecar.install_sidecar(vm, vm_files, deb, deadline)
     with restarting():
         restart_agent(vm)
-        sidecar.wait_ready(vm, deadline)
+        sidecar.wait_ready(vm, Deadline.after(min(ready_s, deadline.remaining()), "the VM's agent ready again"))
         back()
 
 

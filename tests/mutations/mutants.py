@@ -22,7 +22,7 @@ from meshvm import exercises, manifests, mesh_security
 from meshvm.gcp import firewall
 from meshvm.lab.kubeapi import tokens
 from meshvm.lab.meshca import MeshCa
-from meshvm.recipe import istio, ratings, sidecar, workload
+from meshvm.recipe import canary, istio, ratings, sidecar, workload
 from meshvm.recipe import upgrade as upgrade_steps
 
 # (module, test name): the test expected to fail first
@@ -40,6 +40,8 @@ ISTIO_STAGE = ("test_stages", "test_stage[istio]")
 UPGRADE_VM = ("test_upgrade", "test_the_vm_moves_to_the_next_release")
 UPGRADE_BOOKINFO = ("test_upgrade", "test_bookinfo_restarts_onto_the_next_release")
 UPGRADE_TRAFFIC = ("test_upgrade", "test_the_traffic_held_through_every_phase")
+CANARY_BOOKINFO = ("test_upgrade", "test_bookinfo_moves_to_the_canary_revision")
+CANARY_VM = ("test_upgrade", "test_the_vm_moves_to_the_canary_revision")
 OUTAGE_S = 10  # the VM's agent stopped this long mid-upgrade, outside any announced disruption
 UPGRADE_FROM, UPGRADE_TO = "1.30.3", "1.31.1"
 EXERCISE_MODULES = (REGISTRATION[0], IDENTITY[0], VM_TO_MESH[0], POD_TO_VM[0], PRODUCTPAGE[0], STRICT[0], AUTHZ[0],
@@ -144,6 +146,16 @@ def _files_for_another_service_account(istioctl: Any, kube: Any, group_file: Any
     group["spec"]["template"]["serviceAccount"] = IMPOSTOR
     group_file.write_text(yaml.safe_dump(group))
     return ORIGINAL["generate_vm_files"](istioctl, kube, group_file, *args, **kwargs)
+
+
+def _group_of_the_old_revision(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
+    """The WorkloadGroup applied labelled `istio.io/rev: default`, as if config were pinned to the control
+    plane that serves it: only the old istiod sees it (docs/facts.md section 6, "Canary")."""
+    def apply(text: str, **kwargs: Any) -> Any:
+        group = yaml.safe_load(text)
+        group["metadata"].setdefault("labels", {})["istio.io/rev"] = "default"
+        return kube.apply(yaml.safe_dump(group), **kwargs)
+    return ORIGINAL["create_workloadgroup"](istioctl, _But(kube, apply=apply), probe, out)
 
 
 def _group_without_probe(istioctl: Any, kube: Any, probe: bool, out: Any) -> dict:
@@ -285,6 +297,19 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
     "upgrade-traffic-broken-10s": (UPGRADE_TRAFFIC, r"vm: vm->details: \d+\.\d s without a success \(> 5\.0 s\)",
                                    [(upgrade_steps, "vm_in_place", _vm_stopped_ten_seconds_first)],
         ("run.log", r"\[mutation: the VM's agent stopped for 10 s\]", True)),
+    # The canary upgrade (--strategy canary).
+    "canary-workloadgroup-of-the-old-revision": (
+        CANARY_VM, r"cannot find WorkloadGroup ratings/ratings", [(workload, "create_workloadgroup", _group_of_the_old_revision)],
+        ("diagnostics/*/cluster-workloadgroups.yaml", r"istio\.io/rev: default", True)),
+    "canary-without-the-revision-route": (
+        CANARY_VM, r"istiod's certificate at \S+ does not verify against /etc/certs/root-cert\.pem for "
+                   r"istiod-1-31-1\.istio-system\.svc",
+        [(canary, "expose_revision", lambda kube, revision: None)],
+        ("run.log", r"applied VirtualService istio-system/istiod-vs-1-31-1", False)),
+    "canary-bookinfo-not-restarted-after-the-move": (
+        CANARY_BOOKINFO, r"bookinfo_proxies: expected 1\.31\.1, found \S+ on 1\.30\.3",
+        [(upgrade_steps, "restart_bookinfo", lambda *args, **kwargs: [])],
+        ("upgrade.json", r'"restarted": \[\]', True)),
     "ratings-not-started": (REGISTRATION, r"condition Healthy is False",
                             [(ratings, "install_ratings", _ratings_not_started)],
         ("diagnostics/*/vm-systemctl-status-ratings.txt", r"Active: inactive", True)),

@@ -37,22 +37,33 @@ JANITOR_TIMEOUT_S = 300
 JOBS = max(1, int(os.environ.get("MESHVM_MUTATION_JOBS", "4")))
 
 
+CANARY_BASELINE = "baseline-canary"  # the canary upgrade's clean run (its mutations' baseline)
+
+
+def canary(name: str | None) -> bool:
+    return name == CANARY_BASELINE or (name or "").startswith("canary-")
+
+
 def tests_of(name: str | None) -> list[str]:
-    """The baseline runs every exercise, then the upgrade's phases (after a run of every exercise, where
-    `nox -s upgrade` runs the recipe's four: a longer run before the same phases, one lab run less); a
-    mutation's run, the stages and only the module that must catch it (each exercise runs on its own, as
-    a user may run one; the upgrade's phases start the VM's agent themselves): a mistake of a late step is
-    not waited for through the exercises before it."""
+    """The baseline runs every exercise, then the upgrade's phases in place (after a run of every exercise,
+    where `nox -s upgrade` runs the recipe's four: a longer run before the same phases, one lab run less);
+    the canary baseline, the stages and the canary's phases; a mutation's run, the stages and only the
+    module that must catch it (each exercise runs on its own, as a user may run one; the upgrade's phases
+    start the VM's agent themselves): a mistake of a late step is not waited for through the exercises
+    before it."""
     if not name:
         return ["tests/e2e", "tests/upgrade"]
+    if name == CANARY_BASELINE:
+        return ["tests/e2e/test_stages.py", "tests/upgrade"]
     module = MUTATIONS[name][0][0]
     folder = "upgrade" if module == "test_upgrade" else "e2e"
     return list(dict.fromkeys(["tests/e2e/test_stages.py", f"tests/{folder}/{module}.py"]))
 
 
 def upgrade_args(name: str | None) -> list[str]:
-    upgrade = name is None or MUTATIONS[name][0][0] == "test_upgrade"
-    return ["--from", UPGRADE_FROM, "--to", UPGRADE_TO] if upgrade else []
+    upgrade = name is None or canary(name) or MUTATIONS[name][0][0] == "test_upgrade"
+    return [*(["--from", UPGRADE_FROM, "--to", UPGRADE_TO] if upgrade else []),
+            *(["--strategy", "canary"] if canary(name) else [])]
 
 
 def run(name: str | None, out: Path) -> tuple[int, str]:
@@ -62,7 +73,7 @@ def run(name: str | None, out: Path) -> tuple[int, str]:
     argv = [sys.executable, "-m", "pytest", *tests_of(name), "--platform", "lab", "--artifacts-dir", str(out),
             "--run-id", run_id, "--exercise-deadline", EXERCISE_DEADLINE, "-p", "tests.mutations.mutants",
             "-q", "-p", "no:cacheprovider", *upgrade_args(name)]
-    if name:
+    if name and name != CANARY_BASELINE:
         argv += ["--mutation", name, "--maxfail=1"]
     with (out / "pytest.out").open("w") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
@@ -123,18 +134,18 @@ def evidence(out: Path, message: str) -> str:
     return "\n".join([message, *(f.read_text(errors="replace") for f in files if f.is_file())])
 
 
-def judge_baseline(out: Path, rc: int) -> tuple[bool, str]:
-    """Green: every exercise module and every phase of the upgrade passed (a skip is not green), the
-    upgrade's reports written, nothing left."""
+def judge_baseline(out: Path, rc: int, name: str = "baseline") -> tuple[bool, str]:
+    """Green: every exercise module (the canary baseline: none) and every phase of the upgrade passed (a
+    skip is not green), the upgrade's reports written, nothing left."""
     rows = outcomes(out / "junit.xml") if (out / "junit.xml").is_file() else []
     left = leftovers(out)
-    green = {m for m in (*EXERCISE_MODULES, "test_upgrade") if [r for r in rows if r[0] == m]
-             and all(not r[2] for r in rows if r[0] == m)}
+    modules = {"test_upgrade", *(() if name == CANARY_BASELINE else EXERCISE_MODULES)}
+    green = {m for m in modules if [r for r in rows if r[0] == m] and all(not r[2] for r in rows if r[0] == m)}
     reports = [f for f in ("upgrade.json", "traffic.png") if not (out / f).is_file()]
-    ok = (rc == 0 and green == {*EXERCISE_MODULES, "test_upgrade"} and not [r for r in rows if r[2]] and not reports
-          and not left)
-    return ok, (f"baseline: {'green' if ok else 'RED'} ({len(rows)} tests, every exercise and the upgrade's phases, "
-                f"exit {rc}{', missing ' + ', '.join(reports) if reports else ''}{', LEFT: ' + str(left) if left else ''})")
+    ok = rc == 0 and green == modules and not [r for r in rows if r[2]] and not reports and not left
+    what = "the canary upgrade's phases" if name == CANARY_BASELINE else "every exercise and the upgrade's phases"
+    return ok, (f"{name}: {'green' if ok else 'RED'} ({len(rows)} tests, {what}, exit {rc}"
+                f"{', missing ' + ', '.join(reports) if reports else ''}{', LEFT: ' + str(left) if left else ''})")
 
 
 def passed_or_stopped_by(row: tuple[str, str, str, str], first: tuple[str, str, str, str] | None) -> bool:
@@ -182,15 +193,18 @@ def main(names: list[str]) -> int:
     chosen = sorted((n for n in MUTATIONS if not names or n in names), key=lambda n: -order.get(MUTATIONS[n][0][0], -1))
     base = ROOT / "artifacts" / "mutations" / time.strftime("%Y%m%d-%H%M%S")
     started, verdicts = time.monotonic(), {}
+    baselines = [None, *([CANARY_BASELINE] if any(canary(n) for n in chosen) else [])]
     with ThreadPoolExecutor(JOBS) as pool:
-        runs = {pool.submit(timed_run, name, base / (name or "baseline")): name for name in [None, *chosen]}
+        runs = {pool.submit(timed_run, name, base / (name or "baseline")): name for name in [*baselines, *chosen]}
         for done in as_completed(runs):
             name, (rc, took_s) = runs[done], done.result()
-            verdicts[name] = judge(name, base / name, rc, took_s) if name else judge_baseline(base / "baseline", rc)
+            verdicts[name] = judge(name, base / name, rc, took_s) if name in MUTATIONS else \
+                judge_baseline(base / (name or "baseline"), rc, name or "baseline")
             print(verdicts[name][1], flush=True)
-    baseline_ok, caught = verdicts[None][0], sum(verdicts[n][0] for n in chosen)
-    print(f"{caught}/{len(chosen)} caught; baseline {'green' if baseline_ok else 'RED'}; "
-          f"{len(chosen) + 1} lab runs, {JOBS} at a time, in {time.monotonic() - started:.0f} s; reports in {base}")
+    baseline_ok, caught = all(verdicts[b][0] for b in baselines), sum(verdicts[n][0] for n in chosen)
+    print(f"{caught}/{len(chosen)} caught; {'baselines' if len(baselines) > 1 else 'baseline'} "
+          f"{'green' if baseline_ok else 'RED'}; {len(chosen) + len(baselines)} lab runs, {JOBS} at a time, in "
+          f"{time.monotonic() - started:.0f} s; reports in {base}")
     return 0 if baseline_ok and caught == len(chosen) else 1
 
 

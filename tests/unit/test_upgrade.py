@@ -93,6 +93,13 @@ def test_the_plan_shows_both_releases_resolved_and_every_phase_with_its_worst_ca
     assert "releases/1.31.1/deb/istio-sidecar.deb" in r.stdout
     assert "/<V>/istio-<V>-linux-amd64.tar.gz (checked against its .sha256; bin/istioctl and samples/)" in r.stdout
     assert "drift.json: 1.31.1's samples/ against the suite's manifests (a report, not a check)" in r.stdout
+    canary = subprocess.run([sys.executable, "-m", "pytest", "tests/upgrade", "--plan", "--gcp-project", "demo-project",
+                             "--from", "1.30.3", "--to", "1.31.1", "--strategy", "canary"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert canary.returncode == 0, canary.stderr
+    assert "Then the upgrade to Istio 1.31.1, canary, phase by phase" in canary.stdout
+    for phase in upgrade_phases.phases("canary"):
+        assert f" {phase.name:<18} " in canary.stdout and phase.does in canary.stdout
     r = subprocess.run([sys.executable, "-m", "pytest", "tests/upgrade", "--plan", "--gcp-project", "demo-project",
                         "--from", "1.31.1", "--to", "1.30.5"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

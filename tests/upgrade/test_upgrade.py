@@ -81,9 +81,11 @@ def moved_vm(world, graph, work, upgrade, kube, vm, istioctl, record, files_args
     before = lifecycle.entry(kube, ip)
     files = work.vm_files_of(istioctl, graph, f"vm_files-{to}", deadline, *files_args)
     package = world.platform.sidecar_package(to, world.secrets.sub(f"deb-{to}"))
-    steps.vm_in_place(vm.shell, files, package, deadline,
+    waits = world.cfg.exercise_deadline  # each as long as exercise 1's (the agent's first start)
+    steps.vm_in_place(vm.shell, files, package, deadline, waits,
                       restarting=lambda: upgrade.recorder.disruption("the VM's agent restarts"),
-                      back=lambda: exercises.entry_registered(kube, ip, world.cfg.wg_probe, deadline))
+                      back=lambda: exercises.entry_registered(kube, ip, world.cfg.wg_probe,
+                                                              Deadline.after(waits, "the VM's entry back")))
     layers_as_expected(world, kube, vm, record, "vm")
     judged_after_the_disruption(upgrade, deadline)
     after = lifecycle.entry(kube, ip)
