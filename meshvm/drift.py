@@ -84,10 +84,10 @@ def _compare(samples: Path, sample: Sample, values: dict[str, str]) -> dict[str,
                              "differences": [], "error": None}
     try:
         release = _objects(_read(samples / sample.path, sample.args))
+        suite = _objects([d for m in sample.suite for d in manifests.docs(m, **values)])
     except (OSError, ValueError, yaml.YAMLError, subprocess.SubprocessError) as e:
         entry["error"] = f"{type(e).__name__}: {e}"
         return entry
-    suite = _objects([d for m in sample.suite for d in manifests.docs(m, **values)])
     entry["differences"] = differences(release, suite)
     return entry
 
@@ -104,8 +104,9 @@ def _read(path: Path, args: Sequence[str]) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(p.stdout) if d]
 
 
-def _objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}": d for d in docs}
+def _objects(docs: list[Any]) -> dict[str, dict[str, Any]]:
+    """Kind/name -> object (a document that is no object is left out)."""
+    return {f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}": d for d in docs if isinstance(d, dict)}
 
 
 def differences(release: dict[str, dict[str, Any]], suite: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

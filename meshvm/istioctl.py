@@ -31,16 +31,19 @@ def acquire(version: str, release_url: str, cache: Path, mirrors: Sequence[str] 
     .sha256), from which `samples` (paths under its samples/) are kept beside it for the drift report."""
     folder = cache / "istio" / version
     binary = folder / "istioctl"  # written last: its presence says the folder is complete
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
     name = f"istio-{version}-linux-amd64.tar.gz"
+    cached = binary.is_file() and os.access(binary, os.X_OK)
+    if cached and all((folder / "samples" / p).is_file() for p in samples):
+        return binary
     urls = [f"{base}/{version}/{name}" for base in (release_url, *mirrors)]
-    archive = downloads.fetch_verified(urls, folder / name)
+    archive = downloads.fetch_verified(urls, folder / name)  # the cached archive, when its checksum holds
     top = f"istio-{version}"
     with tarfile.open(archive) as tar:
         for path in samples:  # a sample the release no longer has is the drift report's news, not an error
             if (member := _member(tar, f"{top}/samples/{path}")) is not None:
                 _extract(tar, member, folder / "samples" / path)
+        if cached:
+            return binary
         member = _member(tar, f"{top}/bin/istioctl")
         if member is None:
             raise downloads.DownloadFailed(f"infrastructure: {name} holds no {top}/bin/istioctl")

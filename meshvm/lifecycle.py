@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from meshvm import exercises, retry
+from meshvm import exercises, retry, revisions
 from meshvm.deadlines import Deadline
 from meshvm.recipe import ratings
 from meshvm.recipe.upgrade import RESTARTED_AT as RESTARTED_AT  # re-exported: the lifecycle tests use it
@@ -83,7 +83,7 @@ def mesh_serves_ratings(kube: Kube, pod: str, since: float, deadline: Deadline) 
 
 def istiod_pods(kube: Kube, revision: str | None = None) -> list[str]:
     """istiod's Running pods that are not going away (of one revision: `default` is the revisionless one)."""
-    selector = f"app=istiod,istio.io/rev={revision}" if revision else "app=istiod"
+    selector = revisions.istiod_pods(revision) if revision else "app=istiod"
     return sorted(p["metadata"]["name"] for p in kube.list("v1", "Pod", "istio-system", label_selector=selector)
                   if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
 

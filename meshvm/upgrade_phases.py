@@ -53,7 +53,8 @@ STRATEGIES: dict[str, tuple[UpgradePhase, ...]] = {
         UpgradePhase("vm", VM_PHASE.format(" `--revision <rev>`", ", now controlled by an istiod-<rev> pod"), 900,
                      EXERCISES_AGAIN, VM),
         UpgradePhase("old_revision", "the old route `istiod-vs` deleted, `istioctl uninstall --revision default`; "
-                     "no pod, gateway or VM proxy of the old revision left; the four exercises", 600,
+                     "before that, no pod or gateway of the old revision left (the VM left it in phase vm); the old istiod gone; "
+                     "the four exercises", 600,
                      EXERCISES_AGAIN, ends=("istiod",)),
         VERDICT),
 }

@@ -1,7 +1,8 @@
 """The Istio version at every layer, as each layer runs it (an upgrade run checks them after each phase).
 
 - istiod and the gateways: the image tag of the container each Running pod runs (not the Deployment's
-  template, which a rollout changes before any pod runs it);
+  template, which a rollout changes before any pod runs it); in a canary upgrade `istiod` is the
+  revisionless control plane's pods and `istiod_canary` the new revision's (`istio.io/rev` on the pods);
 - BookInfo's proxies: the `istio-proxy` container (or native-sidecar init container) of each Running pod,
   as the injector of its creation time wrote it: a pod keeps it until it is recreated;
 - the VM: the package (`dpkg-query`), the agent binary on disk (`pilot-agent version`) and the RUNNING
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from meshvm import upgrade_phases
+from meshvm import revisions, upgrade_phases
 from meshvm.recipe import sidecar
 from meshvm.seams import Kube, VmShell
 
@@ -65,8 +66,8 @@ def pod_layers(revision: str | None) -> dict[str, tuple[str, str, str]]:
     labels them `istio.io/rev=default`) and `istiod_canary` the revision's."""
     if revision is None:
         return POD_LAYERS
-    return {**POD_LAYERS, "istiod": ("istio-system", "app=istiod,istio.io/rev=default", "discovery"),
-            "istiod_canary": ("istio-system", f"app=istiod,istio.io/rev={revision}", "discovery")}
+    return {**POD_LAYERS, "istiod": ("istio-system", revisions.istiod_pods(revisions.DEFAULT), "discovery"),
+            "istiod_canary": ("istio-system", revisions.istiod_pods(revision), "discovery")}
 
 
 def layers(kube: Kube, vm: VmShell, revision: str | None = None) -> dict[str, dict[str, str]]:

@@ -31,10 +31,11 @@ class GcpPlatform:
         return None  # nothing of its own to report: the run's reports say it all
 
     def istioctl(self, version: str, folder: Path) -> Path:
-        return acquire(version, self.cfg.istio_release_url, cache_dir(), samples=drift.PATHS)
+        return acquire(version, self.cfg.istio_release_url, cache_dir())
 
     def release_samples(self, version: str) -> Path | None:
-        return samples_of(self.istioctl(version, cache_dir()))
+        """The samples the drift report compares, from the archive istioctl came from (kept in the cache)."""
+        return samples_of(acquire(version, self.cfg.istio_release_url, cache_dir(), samples=drift.PATHS))
 
     def sidecar_package(self, version: str, folder: Path) -> Path:
         urls = self.cfg.sidecar_urls(version)

@@ -86,6 +86,7 @@ class ClusterControllers(ReconcileLoop):
         self._kubelet_ready = kubelet_ready  # a node's kubelet stand-in sets each pod's Ready condition
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # this round's pods
         self._pods: dict[tuple[str, str], list[str]] = {}  # each Deployment's pods, of its current template
+        self._made: dict[tuple[str, str], set[str]] = {}  # every pod each Deployment made (the garbage collector's)
         # --lab-timing: how long a LoadBalancer Service waits for its address and a Deployment for its pods
         self._lb_s, self._pull_s = lb_s, pull_s
         self._first_seen: dict[str, float] = {}
@@ -151,6 +152,7 @@ class ClusterControllers(ReconcileLoop):
         for name in names:
             if (ns, name) in self._seen:  # this round's listing (a pod made last round is in it)
                 continue
+            self._made.setdefault((ns, meta["name"]), set()).add(name)
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "annotations": annotations},
                 "spec": pod_spec})
@@ -196,14 +198,18 @@ class ClusterControllers(ReconcileLoop):
             self._on_pods(ns, deployment, names)
 
     def _collect(self, deployments: set[tuple[str, str]]) -> None:
-        """The garbage collector: a deleted Deployment's pods go with it (their ReplicaSet's owner is gone)."""
-        for key in [k for k in self._pods if k not in deployments]:
-            for name in self._pods.pop(key):
+        """The garbage collector: a deleted Deployment's pods, every one it made, go with it (their ReplicaSet's
+        owner is gone); `on_pods` hears it has none."""
+        for key in [k for k in self._made if k not in deployments]:
+            for name in self._made.pop(key):
                 try:
                     self._res("v1", "Pod").delete(namespace=key[0], name=name, _request_timeout=TIMEOUT)
                 except NotFoundError:
                     pass
+            self._pods.pop(key, None)
             log.info("lab garbage collector: Deployment %s/%s is gone, and so are its pods", *key)
+            if self._on_pods:
+                self._on_pods(key[0], key[1], [])
 
     def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """The pod spec as the injecting revision's webhook returns it (only the proxy container's image; the

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-REV = "istio.io/rev"
+from meshvm import revisions
+
+REV = revisions.LABEL
 
 
 def revision(namespace_labels: Mapping[str, str]) -> str | None:
@@ -23,4 +25,4 @@ def revision(namespace_labels: Mapping[str, str]) -> str | None:
 
 def injector_configmap(rev: str) -> str:
     """The revision's injector values (`global.hub`, `global.tag`: the injected proxy's image)."""
-    return "istio-sidecar-injector" if rev == "default" else f"istio-sidecar-injector-{rev}"
+    return revisions.injector(rev)

@@ -77,6 +77,7 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from meshvm import revisions
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.istiod_wire import ProxyConnection, Rejected, WireServer, server_context
 from meshvm.lab.meshca import KeyPair, MeshCa
@@ -92,18 +93,14 @@ HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
 ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
-REV = "istio.io/rev"
-
-
-def deployment_of(revision: str) -> str:
-    """istiod's Deployment (and Service) of a revision: `istiod` for `default`."""
-    return "istiod" if revision == "default" else f"istiod-{revision}"
+REV = revisions.LABEL
+deployment_of = revisions.istiod  # istiod's Deployment (and Service) of a revision: `istiod` for `default`
 
 
 def names_of(revision: str) -> list[str]:
     """The DNS names of a revision's serving certificate (the `.svc` form is the VM's SNI)."""
-    hosts = ["istiod"] if revision == "default" else ["istiod", f"istiod-{revision}"]
-    return [n for h in hosts for n in (f"{h}.istio-system.svc", f"{h}.istio-system.svc.cluster.local")]
+    hosts = {revisions.istiod_host(""), revisions.istiod_host(revision)}
+    return [n for h in sorted(hosts) for n in (h, f"{h}.cluster.local")]
 
 
 @dataclass
@@ -267,7 +264,10 @@ class IstiodStandIn:
         with self._notes:
             if not self._controls(s.namespace, s.entry):
                 with self._lock:
-                    self._conns.pop(key, None)
+                    if self._conns.get(key, 1) <= 1:
+                        self._conns.pop(key, None)
+                    else:
+                        self._conns[key] -= 1
                 log.info("istiod stand-in: %s/%s disconnected; another istiod controls it now", s.namespace, s.entry)
                 return
             with self._lock:
@@ -323,7 +323,7 @@ class IstiodStandIn:
             for env in c.get("env") or []:
                 if env.get("name") == "CLUSTER_ID" and env.get("value"):
                     return str(env["value"])
-        injector = self._get("v1", "ConfigMap", "istio-system", self.deployment.replace("istiod", "istio-sidecar-injector", 1)) or {}
+        injector = self._get("v1", "ConfigMap", "istio-system", revisions.injector(self.revision)) or {}
         values = json.loads((injector.get("data") or {}).get("values") or "{}")
         return str(values.get("global", {}).get("multiCluster", {}).get("clusterName") or "Kubernetes")
 
@@ -403,7 +403,8 @@ class IstiodStandIn:
     def _controls(self, ns: str, name: str) -> bool:
         """The entry names one of this stand-in's pods as its controller (or is gone: nothing to protect)."""
         entry = self._get(NET, "WorkloadEntry", ns, name)
-        return entry is None or (entry["metadata"].get("annotations") or {}).get(CONTROLLER) in self._played
+        controller = (entry["metadata"].get("annotations") or {}).get(CONTROLLER) if entry else None
+        return controller is None or controller in self._played
 
     def _res(self, kind: str) -> Any:
         return self._dyn.resources.get(api_version=NET, kind=kind)

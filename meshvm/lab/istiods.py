@@ -40,10 +40,18 @@ class Istiods:
             s.stop()
 
     def rolled(self, namespace: str, deployment: str, pods: list[str]) -> None:
-        """The Deployment controller's news: an istiod Deployment's pods (the first names the stand-in)."""
-        if namespace != NS or not pods or not (deployment == "istiod" or deployment.startswith("istiod-")):
+        """The Deployment controller's news: an istiod Deployment's pods (the first names the stand-in; none: a
+        revision's Deployment was deleted, its stand-in stops)."""
+        if namespace != NS or not (deployment == "istiod" or deployment.startswith("istiod-")):
             return
-        standin = self.start("default" if deployment == "istiod" else deployment.removeprefix("istiod-"))
+        revision = "default" if deployment == "istiod" else deployment.removeprefix("istiod-")
+        if not pods:
+            with self._lock:
+                gone = self.by_revision.pop(revision, None) if revision != "default" else None
+            if gone is not None:  # the revisionless one stays: its stand-in is the cluster's (tests read it)
+                gone.stop()
+            return
+        standin = self.start(revision)
         standin.serve_as(pods[0])
         with self._lock:
             self._by_pod[pods[0]] = standin

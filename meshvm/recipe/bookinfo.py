@@ -35,13 +35,14 @@ def deploy_client(kube: Kube, deadline: Deadline) -> str:
 
 
 def client_pod_name(kube: Kube) -> str:
-    """The client's Running pod (a restart makes a new one)."""
+    """The client's newest Running pod (a restart makes a new one; the old may linger a moment)."""
     pods = kube.list("v1", "Pod", "default", label_selector="app=curl")
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
                and not p["metadata"].get("deletionTimestamp")]
     if not running:
         raise RuntimeError(f"client pod: Deployment curl is available but no pod is Running: {pods!r:.300}")
-    return str(running[0]["metadata"]["name"])
+    newest = max(running, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+    return str(newest["metadata"]["name"])
 
 
 def expose_bookinfo(kube: Kube, deadline: Deadline) -> str:

@@ -9,21 +9,22 @@ VM upgrade; these steps follow what docs/facts.md section 6 ("Canary") reads in 
 3. the VM: its files generated again with `--revision <rev>` (CA_ADDR, discoveryAddress and hosts name
    `istiod-<rev>`), the new package, `systemctl restart istio` (meshvm.recipe.upgrade.vm_in_place);
 4. the old revision removed: its route `istiod-vs`, then `istioctl uninstall --revision default`.
-The WorkloadGroup never carries `istio.io/rev`: each istiod sees it only without one.
+The WorkloadGroup never carries `istio.io/rev`: an istiod sees a config object only without one or with its
+own revision, so a group pinned to one revision is invisible to the other.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from meshvm import manifests
+from meshvm import manifests, revisions
 from meshvm.deadlines import Deadline
 from meshvm.recipe import bookinfo, eastwest, istio, waits
 from meshvm.recipe.upgrade import UpgradeStepFailed, rollout_restart
 from meshvm.seams import Istioctl, Kube
 
-REV = "istio.io/rev"
-OLD = "default"  # the revision of a revisionless install
+REV = revisions.LABEL
+OLD = revisions.DEFAULT  # the revision of a revisionless install
 NETWORKING = "networking.istio.io/v1"
 
 
@@ -74,9 +75,10 @@ def remove_old_revision(istioctl: Istioctl, kube: Kube, deadline: Deadline) -> N
     kube.delete(NETWORKING, "VirtualService", "istiod-vs", "istio-system", deadline=deadline)
     istioctl.run(["uninstall", "--revision", OLD, "-y"], step="upgrade: istioctl uninstall --revision default",
                  timeout=deadline.cap(600))
-    if kube.get("apps/v1", "Deployment", "istiod", "istio-system") is not None:
-        raise UpgradeStepFailed("istioctl uninstall --revision default left Deployment istio-system/istiod")
-    waits.pods_gone(kube, "istio-system", f"app=istiod,{REV}={OLD}", deadline)
+    # istioctl deletes with foreground propagation and does not wait (operator/pkg/uninstall/prune.go): the
+    # Deployment stays, being deleted, until its pods are gone.
+    waits.gone(kube, "apps/v1", "Deployment", "istio-system", "istiod", deadline)
+    waits.pods_gone(kube, "istio-system", revisions.istiod_pods(OLD), deadline)
 
 
 def old_revision_users(kube: Kube, namespaces: tuple[str, ...]) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meshvm import manifests
+from meshvm import manifests, revisions
 from meshvm.deadlines import Deadline
 from meshvm.recipe import waits
 from meshvm.seams import Istioctl, Kube
@@ -37,16 +37,12 @@ def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], hub:
     args = ["install", "-y", "--set", f"hub={hub}", *(a for s in PILOT_SETTINGS for a in ("--set", s)),
             "-f", str(overlay), *(["--revision", revision] if revision else [])]
     istioctl.run(args, step="istio: install", timeout=deadline.cap(900))
-    istiod = istiod_of(revision)
+    istiod = revisions.istiod(revision)
     require_hub(kube, hub, "istio-system", deployments=(istiod, "istio-ingressgateway"))
     waits.rollout(kube, "istio-system", istiod, deadline)
     waits.rollout(kube, "istio-system", "istio-ingressgateway", deadline)
     return cluster_id(kube, revision)
 
-
-def istiod_of(revision: str) -> str:
-    """istiod's Deployment, Service and ConfigMap suffix of a revision ("": the revisionless one)."""
-    return f"istiod-{revision}" if revision else "istiod"
 
 
 def hub_problems(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = ()) -> list[str]:
@@ -79,13 +75,12 @@ def istiod_image(kube: Kube) -> str:
 
 def cluster_id(kube: Kube, revision: str = "") -> str:
     """istiod's CLUSTER_ID env; else the injector's global.multiCluster.clusterName; else Kubernetes."""
-    istiod = kube.get("apps/v1", "Deployment", istiod_of(revision), "istio-system") or {}
+    istiod = kube.get("apps/v1", "Deployment", revisions.istiod(revision), "istio-system") or {}
     for container in istiod.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
         for env in container.get("env", []):
             if env.get("name") == "CLUSTER_ID" and env.get("value"):
                 return str(env["value"])
-    injector = kube.get("v1", "ConfigMap", istiod_of(revision).replace("istiod", "istio-sidecar-injector", 1),
-                        "istio-system") or {}
+    injector = kube.get("v1", "ConfigMap", revisions.injector(revision), "istio-system") or {}
     values = json.loads((injector.get("data") or {}).get("values") or "{}")
     name = values.get("global", {}).get("multiCluster", {}).get("clusterName")
     return str(name) if name else DEFAULT_CLUSTER_ID

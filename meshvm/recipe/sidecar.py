@@ -21,8 +21,8 @@ from meshvm.deadlines import Deadline
 from meshvm.recipe.ratings import apt_get, home
 from meshvm.seams import VmShell
 
-ISTIOD_HOST = "istiod.istio-system.svc"
-ISTIOD_LINE = re.compile(r"\S+ istiod(-[a-z0-9-]+)?\.istio-system\.svc")
+ISTIOD_HOST = "istiod.istio-system.svc"  # revisions.istiod_host(""): the recipe's
+ISTIOD_LINE = re.compile(r"\S+ istiod(-[a-z0-9-]+)?\.istio-system\.svc")  # any revision's
 VM_FILES = ("cluster.env", "mesh.yaml", "hosts", "root-cert.pem", "istio-token")
 OWNED_BY_PROXY = ("/etc/certs", "/var/run/secrets", "/var/lib/istio", "/etc/istio/config", "/etc/istio/proxy")
 READY_URL = "http://localhost:15021/healthz/ready"
@@ -37,7 +37,8 @@ def hosts_line(vm_files: Path) -> str:
     empty file when it ran too soon."""
     lines = [ln.strip() for ln in (vm_files / "hosts").read_text().splitlines() if ln.strip()]
     if len(lines) != 1 or not ISTIOD_LINE.fullmatch(lines[0]):
-        raise VmFilesInvalid(f"{vm_files / 'hosts'} should hold one '<east-west IP> {ISTIOD_HOST}' line, "
+        raise VmFilesInvalid(f"{vm_files / 'hosts'} should hold one '<east-west IP> {ISTIOD_HOST}' line (a "
+                             "revision's: istiod-<rev>), "
                              f"holds {lines!r} (generated before the east-west gateway had an address?)")
     return lines[0]
 
@@ -68,7 +69,7 @@ def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -
     apt_get(vm, f"install --no-install-recommends {shlex.quote(pkg)}", deadline, "sidecar: install package")
     root("cluster.env", f"cp {src}/cluster.env /var/lib/istio/envoy/cluster.env")
     root("mesh", f"cp {src}/mesh.yaml /etc/istio/config/mesh")
-    root("hosts", f"grep -v '[[:space:]]{line.split()[-1]}$' /etc/hosts > /etc/hosts.meshvm; "
+    root("hosts", "grep -Ev '[[:space:]]istiod(-[a-z0-9-]+)?\\.istio-system\\.svc$' /etc/hosts > /etc/hosts.meshvm; "
          f"echo {shlex.quote(line)} >> /etc/hosts.meshvm && cat /etc/hosts.meshvm > /etc/hosts && "
          "rm -f /etc/hosts.meshvm")
     root("proxy dir", "mkdir -p /etc/istio/proxy")

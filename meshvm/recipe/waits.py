@@ -48,6 +48,12 @@ def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, 
                                   lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT))
 
 
+def gone(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> None:
+    """The object no longer exists (a foreground deletion ends once its dependents are gone)."""
+    retry.until(f"{kind} {namespace}/{name} gone", lambda: kube.get(api_version, kind, name, namespace), deadline,
+                accept=lambda found: found is None, transient=TRANSIENT, ceiling=2)
+
+
 def pods_gone(kube: Kube, namespace: str, selector: str, deadline: Deadline) -> None:
     """No pod of `selector` left (one going away still counts: its process may still serve)."""
     retry.until(f"no pod {selector} in {namespace}", lambda: kube.list("v1", "Pod", namespace, label_selector=selector),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from meshvm import manifests, retry
+from meshvm import manifests, retry, revisions
 from meshvm.deadlines import Deadline
 from meshvm.recipe import waits
-from meshvm.recipe.sidecar import ISTIOD_HOST, VM_FILES
+from meshvm.recipe.sidecar import VM_FILES
 from meshvm.seams import CommandFailed, Istioctl, Kube
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def generate_vm_files(istioctl: Istioctl, kube: Kube, group_file: Path, out: Pat
     args = ["x", "workload", "entry", "configure", "-f", str(group_file), "-o", str(out), "--autoregister",
             f"--clusterID={cluster_id}", f"--internalIP={vm_ip}", f"--tokenDuration={token_duration}",
             *([f"--revision={revision}"] if revision else [])]
-    istiod = f"istiod-{revision}.istio-system.svc" if revision else ISTIOD_HOST
+    istiod = revisions.istiod_host(revision)
 
     def attempt() -> str:
         istioctl.run(args, step="vm files: configure", timeout=deadline.cap(120))

@@ -59,7 +59,7 @@ def offline(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     istio-sidecar.deb in a cache of the test's own (as `acquire` and `fetch_verified` leave them),
     BookInfo's ratings with --ratings-source. Then every stage and exercise runs against the local cloud."""
     cache = tmp_path / "cache"
-    install_istioctl_standin(VERSION, cache / "meshvm" / "istioctl" / VERSION)
+    install_istioctl_standin(VERSION, cache / "meshvm" / "istio" / VERSION)
     deb = cache / "meshvm" / "istio-sidecar" / VERSION / "istio-sidecar.deb"
     deb.parent.mkdir(parents=True)
     deb.write_bytes(build_sidecar_deb(VERSION, tmp_path / "deb").read_bytes())

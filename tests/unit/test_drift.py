@@ -100,8 +100,9 @@ def test_a_missing_sample_or_a_failing_script_is_reported_and_the_rest_still_com
     assert "not in the release's samples/" in errors["curl/curl.yaml"]
     assert "exited 1: Error: Unsupported flag" in errors["multicluster/gen-eastwest-gateway.sh"]
     assert report["summary"].endswith("not compared: curl/curl.yaml, multicluster/gen-eastwest-gateway.sh")
-    path = drift.write(report, tmp_path)
-    assert json.loads(path.read_text())["samples"][0]["error"] is None
+    written = json.loads(drift.write(report, tmp_path).read_text())
+    assert {s["sample"]: s["error"] for s in written["samples"] if s["error"]} == errors
+    assert written["summary"] == report["summary"]
 
 
 def test_the_east_west_script_is_run_with_the_recipes_flag(tmp_path):

@@ -41,6 +41,16 @@ def test_acquire_checks_the_archive_and_then_needs_no_network(server, tmp_path):
     assert acquire("1.30.3", "http://127.0.0.1:9", tmp_path / "cache") == binary  # port 9: nothing there
 
 
+def test_samples_asked_later_come_from_the_cached_archive(server, tmp_path):
+    base, root = server
+    publish(root, NAME, archive(files={"samples/curl/curl.yaml": b"kind: Service\n"}))
+    binary = acquire("1.30.3", base, tmp_path / "cache")  # an e2e run: istioctl only
+    assert not samples_of(binary).exists()
+    (root / NAME).unlink()  # the release server is gone: the cache must do
+    assert acquire("1.30.3", base, tmp_path / "cache", samples=["curl/curl.yaml"]) == binary
+    assert (samples_of(binary) / "curl/curl.yaml").read_bytes() == b"kind: Service\n"
+
+
 def test_a_checksum_mismatch_is_a_clear_error_and_caches_nothing(server, tmp_path):
     base, root = server
     publish(root, NAME, archive(), checksum="ab" * 32)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE_MAY = ("meshvm.seams", "meshvm.deadlines", "meshvm.retry", "meshvm.manifests", "meshvm.recipe")
+RECIPE_MAY = ("meshvm.seams", "meshvm.deadlines", "meshvm.retry", "meshvm.manifests", "meshvm.revisions",
+              "meshvm.recipe")
 ADAPTERS = ("meshvm.kube", "meshvm.ssh", "meshvm.istioctl", "meshvm.gcp", "meshvm.lab", "kubernetes", "paramiko",
             "google")
 

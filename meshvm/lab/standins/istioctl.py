@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 from kubernetes import dynamic
 
-from meshvm.lab.standins.istioctl_workload import NS, Fail, entry_configure, group_create, kube, suffix
+from meshvm.lab.standins.istioctl_workload import NS, Fail, entry_configure, group_create, kube
+from meshvm.revisions import DEFAULT, LABEL, suffix
 
 VERSION = os.environ.get("LAB_ISTIOCTL_VERSION", "0.0.0")  # replaced when the lab installs it
 # How long `install` keeps polling the control plane, as the real one does until its Deployments are
@@ -99,7 +100,7 @@ def deployment(name: str, selector: dict[str, str], pods: dict[str, str], env: d
 
 
 def owned(rev: str, component: str) -> dict[str, str]:
-    return {"istio.io/rev": rev or "default", "operator.istio.io/component": component}
+    return {LABEL: rev or DEFAULT, "operator.istio.io/component": component}
 
 
 def lb_service(name: str, labels: dict[str, str], ports: list[dict[str, Any]],
@@ -138,7 +139,7 @@ def install(args: argparse.Namespace) -> None:
         if gw.get("enabled", True):
             labels = gw.get("label") or {"istio": "ingressgateway", "app": gw["name"]}
             owner = owned(rev, "IngressGateways")
-            pods = {**labels, **({"istio.io/rev": rev} if rev else {})}
+            pods = {**labels, **({LABEL: rev} if rev else {})}
             apply(dyn, deployment(gw["name"], labels, pods, {}, hub, owner))
             apply(dyn, lb_service(gw["name"], labels, INGRESS_PORTS, gw.get("k8s") or {}, owner))
     print("✔ Installation complete")
@@ -160,10 +161,10 @@ def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets
     env["REVISION"] = rev or "default"
     name, owner = f"istiod{suffix(rev)}", owned(rev, "Pilot")
     # The chart's labels (istio-discovery/templates/{deployment,service}.yaml at 1.30.3)
-    selector = {"app": "istiod", "istio.io/rev": rev} if rev else {"istio": "pilot"}
-    pods = {"app": "istiod", "istio.io/rev": rev or "default", "istio": "istiod" if rev else "pilot"}
+    selector = {"app": "istiod", LABEL: rev} if rev else {"istio": "pilot"}
+    pods = {"app": "istiod", LABEL: rev or DEFAULT, "istio": "istiod" if rev else "pilot"}
     apply(dyn, deployment(name, selector, pods, env, hub, owner))
-    service = {"app": "istiod", "istio.io/rev": rev} if rev else {"app": "istiod", "istio": "pilot"}
+    service = {"app": "istiod", LABEL: rev} if rev else {"app": "istiod", "istio": "pilot"}
     apply(dyn, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS, "labels": owner},
                 "spec": {"selector": service, "ports": [
                     {"name": "grpc-xds", "port": 15012}, {"name": "https-webhook", "port": 443, "targetPort": 15017}]}})
@@ -179,7 +180,7 @@ def uninstall(args: argparse.Namespace) -> None:
         raise Fail("at least one of the --revision (or --set revision=<revision>), --filename or --purge "
                    "flags must be set")
     _, dyn = kube(args.kubeconfig)
-    selector = f"istio.io/rev={args.revision},operator.istio.io/component"
+    selector = f"{LABEL}={args.revision},operator.istio.io/component"
     for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
         res = dyn.resources.get(api_version=api_version, kind=kind)
         for item in res.get(namespace=NS, label_selector=selector, _request_timeout=10).items:

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from kubernetes import client, config, dynamic
 
+from meshvm.revisions import suffix
+
 NS = "istio-system"
 
 
@@ -42,9 +44,6 @@ def pairs(text: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in text.split(",") if p)
 
 
-def suffix(revision: str) -> str:
-    """`-<rev>` for a revision, "" for none or `default` (the revisionless control plane)."""
-    return f"-{revision}" if revision not in ("", "default") else ""
 
 
 def entry_configure(args: argparse.Namespace) -> None:
