@@ -21,8 +21,8 @@ BENCHMARK_TESTS = ("tests/lab/test_bench_boot.py", "tests/lab/test_bench_lab_run
 # would compile them again (about 4 s of CPU per run, measured with py-spy). So the installs write it.
 BYTECODE = {"UV_COMPILE_BYTECODE": "1"}  # uv; pip compiles by default
 OURS = ("meshvm", "fixtures", "tests", "conftest.py")
-TEST_JOBS = "5"  # pytest-xdist workers: 427 s with five against 449 s with four (the lab's pods now wait to be Ready);
-# when the runs were purely CPU-bound six were no faster than four (568 s against 576 s)
+TEST_JOBS = "6"  # pytest-xdist workers: 429 s with six against 465 s with five (CI of 65f6b2f) and 449 s with four;
+# the lab runs mostly wait on their pods (when they were purely CPU-bound, six were no faster than four)
 
 
 @nox.session(python=PYTHON)

@@ -38,6 +38,7 @@ from meshvm.lab.mesh_registry import TLS_MODE, pod_ready  # TLS_MODE: the inject
 
 log = logging.getLogger(__name__)
 PACE_S = 0.2
+ROOT_CERT_CHECK_S = 2.0
 TIMEOUT = 10
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 # The images the lab can "pull": BookInfo's at the tag docs/facts.md pins, the curl client the manifest
@@ -87,6 +88,7 @@ class ClusterControllers(ReconcileLoop):
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # this round's pods
         self._pods: dict[tuple[str, str], list[str]] = {}  # each Deployment's pods, of its current template
         self._made: dict[tuple[str, str], set[str]] = {}  # every pod each Deployment made (the garbage collector's)
+        self._root_checked: dict[tuple[str, str], float] = {}  # (namespace, uid) -> when its root cert was looked at
         # --lab-timing: how long a LoadBalancer Service waits for its address and a Deployment for its pods
         self._lb_s, self._pull_s = lb_s, pull_s
         self._first_seen: dict[str, float] = {}
@@ -136,23 +138,35 @@ class ClusterControllers(ReconcileLoop):
     def _deployment(self, d: dict[str, Any]) -> None:
         meta, spec = d["metadata"], d["spec"]
         ns, replicas = meta["namespace"], spec.get("replicas", 1)
-        labels = spec["template"]["metadata"].get("labels", {})
-        pods = self._res("v1", "Pod")
-        pod_spec, rev = self._inject(ns, spec["template"]["spec"])
-        annotations = {injection.REV: rev} if rev else {}
-        if rev:  # injected: the injector labels the pod's TLS mode
-            labels = {**labels, TLS_MODE: "istio"}
-        unpullable = [c["image"] for c in pod_spec.get("containers") or []
-                      if not PULLABLE.fullmatch(c.get("image") or "")]
         if not self._waited(f"deployment {ns}/{meta['name']}", self._pull_s):
             return
         template_hash = hashlib.sha256(json.dumps(spec["template"], sort_keys=True).encode()).hexdigest()[:10]
-        labels = {**labels, "pod-template-hash": template_hash}
         names = [f"{meta['name']}-{template_hash}-{i}" for i in range(replicas)]
+        missing = [n for n in names if (ns, n) not in self._seen]  # this round's listing (last round's pods are in it)
+        if missing:
+            unpullable = self._create(ns, meta["name"], spec["template"], template_hash, missing)
+        else:  # the webhook is asked only for new pods: the pods it made say what they run
+            unpullable = self._unpullable(self._seen[(ns, names[0])].get("spec") or {})
+        ready = 0 if unpullable else sum(self._ready(ns, name) for name in names)
+        if ready == replicas:
+            self._rolled(ns, meta["name"], names)
+        status = d.get("status") or {}
+        if (status.get("observedGeneration"), status.get("availableReplicas")) != (meta.get("generation"), ready):
+            self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
+                "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
+                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
+
+    def _create(self, ns: str, deployment: str, template: dict[str, Any], template_hash: str,
+                names: list[str]) -> list[str]:
+        """The template's pods as the injecting revision's webhook returns them, Running or, with an image the
+        lab's registry lacks, in ImagePullBackOff; returns those images."""
+        pod_spec, rev = self._inject(ns, template["spec"])
+        labels = {**template["metadata"].get("labels", {}), **({TLS_MODE: "istio"} if rev else {}),  # injected:
+                  "pod-template-hash": template_hash}  # the injector labels the pod's TLS mode
+        annotations = {injection.REV: rev} if rev else {}
+        unpullable, pods = self._unpullable(pod_spec), self._res("v1", "Pod")
         for name in names:
-            if (ns, name) in self._seen:  # this round's listing (a pod made last round is in it)
-                continue
-            self._made.setdefault((ns, meta["name"]), set()).add(name)
+            self._made.setdefault((ns, deployment), set()).add(name)
             pods.create(namespace=ns, _request_timeout=TIMEOUT, body={
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "annotations": annotations},
                 "spec": pod_spec})
@@ -167,14 +181,11 @@ class ClusterControllers(ReconcileLoop):
                 self._patch_status(pods, ns, name, {"status": {
                     "phase": "Running", "podIP": str(next(self._pod_ips)),
                     "conditions": [{"type": "Ready", "status": "False" if self._kubelet_ready else "True"}]}})
-        ready = 0 if unpullable else sum(self._ready(ns, name) for name in names)
-        if ready == replicas:
-            self._rolled(ns, meta["name"], names)
-        status = d.get("status") or {}
-        if (status.get("observedGeneration"), status.get("availableReplicas")) != (meta.get("generation"), ready):
-            self._patch_status(self._res("apps/v1", "Deployment"), ns, meta["name"], {"status": {
-                "observedGeneration": meta.get("generation"), "replicas": replicas, "updatedReplicas": replicas,
-                "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": replicas - ready}})
+        return unpullable
+
+    @staticmethod
+    def _unpullable(pod_spec: dict[str, Any]) -> list[str]:
+        return [c["image"] for c in pod_spec.get("containers") or [] if not PULLABLE.fullmatch(c.get("image") or "")]
 
     def _ready(self, ns: str, name: str) -> bool:
         """As this round's listing saw it (a pod made in this round is not Ready yet)."""
@@ -268,9 +279,14 @@ class ClusterControllers(ReconcileLoop):
                                          content_type="application/merge-patch+json")
 
     def _root_certs(self) -> None:
-        cms = self._res("v1", "ConfigMap")
+        """istiod's namespace controller: `istio-ca-root-cert` in every namespace, each looked at no more often
+        than ROOT_CERT_CHECK_S (a deleted one comes back within it; a new namespace is looked at at once)."""
+        cms, now = self._res("v1", "ConfigMap"), time.monotonic()
         for ns in self._res("v1", "Namespace").get(_request_timeout=TIMEOUT).items:
-            name = ns.metadata.name
+            name, key = ns.metadata.name, (ns.metadata.name, ns.metadata.uid)
+            if now - self._root_checked.get(key, float("-inf")) < ROOT_CERT_CHECK_S:
+                continue
+            self._root_checked[key] = now
             if name not in self.hold_root_cert and not self._exists("v1", "ConfigMap", name, "istio-ca-root-cert"):
                 cms.create(namespace=name, _request_timeout=TIMEOUT, body={
                     "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert"},

@@ -11,17 +11,9 @@ It models docs/facts.md section 1 and nothing more:
   `global.multiCluster.clusterName`, else `Kubernetes`: "client claims to be in cluster ...");
   the WorkloadGroup must exist in the proxy's namespace ("cannot find WorkloadGroup").
   Rejections are logged, kept in `rejections` and returned to the agent with the reason.
-- on accept it creates (or, on a reconnect within the grace period, re-annotates) the
-  WorkloadEntry `<group>-<ip>` in the group's namespace through the Kubernetes API: address, labels
-  from the group (spec.metadata.labels, then the proxy's labels), annotations
-  `istio.io/autoRegistrationGroup`, `istio.io/workloadController` (the istiod pod this stand-in
-  plays: `serve_as`, called by the lab's Deployment controller; a new pod closes the old one's connections),
-  `istio.io/connectedAt`, ownerReference to the group (controller: true); with a group probe also
-  `proxy.istio.io/health-checks-enabled: "true"` and the status condition `Healthy` from what the
-  agent reports;
-- when the proxy's connection ends (the agent stopped, or no heartbeat for IDLE_S) `connectedAt`
-  is replaced by `istio.io/disconnectedAt` and the entry is deleted after the grace period (10 s)
-  unless the proxy came back;
+- on accept it registers the WorkloadEntry `<group>-<ip>` (autoregistration.py: its labels, annotations,
+  ownerReference and Healthy condition; `disconnectedAt` when the connection ends (the agent stopped, or
+  no heartbeat for IDLE_S), deleted after the grace period, 10 s, unless the proxy came back);
 - configuration push, the lab's small xDS: the connect answer and every heartbeat answer carry the
   mesh table as seen from a VM (`"mesh"`, meshwire's format: services with VIP, ports and
   "ip:port" endpoints, healthy WorkloadEntries included), from the `mesh_table` function the
@@ -67,10 +59,7 @@ import json
 import logging
 import ssl
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +67,7 @@ from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from meshvm import revisions
+from meshvm.lab.autoregistration import NET, EntryBook, Session
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.istiod_wire import ProxyConnection, Rejected, WireServer, server_context
 from meshvm.lab.meshca import KeyPair, MeshCa
@@ -86,10 +76,6 @@ log = logging.getLogger(__name__)
 PORT = 15012
 GRACE_S = 10.0  # PILOT_WORKLOAD_ENTRY_GRACE_PERIOD's default
 NAME = "lab-istiod-standin"
-NET = "networking.istio.io/v1"
-AUTO_GROUP, CONTROLLER = "istio.io/autoRegistrationGroup", "istio.io/workloadController"
-CONNECTED, DISCONNECTED = "istio.io/connectedAt", "istio.io/disconnectedAt"
-HEALTH_CHECKS = "proxy.istio.io/health-checks-enabled"
 TIMEOUT = 10
 ISTIOD_FQDN = "istiod.istio-system.svc.cluster.local"
 ISTIOD_SNI = "istiod.istio-system.svc"  # the host of mesh.yaml's discoveryAddress, the proxy's SNI
@@ -103,23 +89,6 @@ def names_of(revision: str) -> list[str]:
     return [n for h in sorted(hosts) for n in (h, f"{h}.cluster.local")]
 
 
-@dataclass
-class Session:
-    """One proxy connection; `entry` is None when the proxy asked for no auto-registration."""
-
-    namespace: str
-    ip: str
-    entry: str | None = None
-    health_checks: bool = False
-    health: tuple[bool, str] | None = None
-    service_account: str = ""
-    labels: dict[str, str] = field(default_factory=dict)  # the WorkloadEntry's
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 class IstiodStandIn:
     """Serve proxies on `port` (inside `netns` if given); write WorkloadEntries through `api`."""
 
@@ -130,7 +99,6 @@ class IstiodStandIn:
                  revision: str = "default"):
         self._dyn = dynamic.DynamicClient(api)
         self.revision, self.deployment = revision, deployment_of(revision)
-        self._played = {name}  # every pod name this stand-in played (a rollout restart changes it)
         self.mesh_table = mesh_table  # what every answer pushes; a test may swap it while serving
         self.tls, self.workdir = tls, workdir  # serving certificate (None: plain, for self-tests of the API side)
         self.ca = ca  # issues the proxies' workload certificates and verifies them as client certificates
@@ -140,11 +108,8 @@ class IstiodStandIn:
         self.accepted: list[str] = []  # "<ip> -> <entry or ->"
         self.sessions: dict[str, Session] = {}  # by the proxy's IP
         self.xds_socket: Path | None = None  # the VM proxies' gRPC xDS (vm_xds.py), reached by relay
-        self._conns: dict[tuple[str, str], int] = {}
-        self._gone: dict[tuple[str, str], float] = {}  # disconnected entries: monotonic time
         self._lock = threading.Lock()
-        self._notes = threading.Lock()  # a connect's and a disconnect's count and annotation, in one order
-        self._stop = threading.Event()
+        self.entries = EntryBook(self._dyn, grace_s, lambda: self.name, {name})  # their pods: every one it played
         self._httpd: WireServer | None = None
 
     def start(self) -> IstiodStandIn:
@@ -160,12 +125,12 @@ class IstiodStandIn:
                 self._httpd.tls.load_verify_locations(cadata=self.ca.root_pem)
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                          name=f"istiod-standin-{self.port}", daemon=True).start()
-        threading.Thread(target=self._reap, name="istiod-standin-grace", daemon=True).start()
+        self.entries.start()
         log.info("istiod stand-in serving proxies on %s:%s (netns %s)", self.host, self.port, self.netns or "-")
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self.entries.stop()
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -178,7 +143,7 @@ class IstiodStandIn:
         if pod == self.name:
             return
         old, self.name = self.name, pod
-        self._played.add(pod)
+        self.entries.played.add(pod)
         if self._httpd is not None:
             self._httpd.close_connections()
         log.info("istiod stand-in: now pod %s (was %s): its proxies' connections closed", pod, old)
@@ -213,22 +178,6 @@ class IstiodStandIn:
             log.warning("istiod stand-in: rejected proxy %s: %s", ip, e.reason)
             raise
 
-    def heartbeat(self, s: Session, health: dict[str, Any] | None) -> None:
-        if not s.entry or not s.health_checks or not health or health.get("healthy") is None:
-            return
-        now = (bool(health["healthy"]), str(health.get("message") or ""))
-        if now == s.health:
-            return
-        condition = {"type": "Healthy", "status": "True" if now[0] else "False",
-                     "lastProbeTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}
-        if not now[0]:
-            condition["message"] = now[1]
-        self._res("WorkloadEntry").status.patch(
-            namespace=s.namespace, name=s.entry, body={"status": {"conditions": [condition]}},
-            content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
-        s.health = now
-        log.info("istiod stand-in: %s/%s Healthy=%s", s.namespace, s.entry, condition["status"])
-
     def push(self) -> dict[str, Any]:
         """The `"mesh"` part of an answer: {} when the table function failed (nothing pushed)."""
         if self.mesh_table is None:
@@ -258,27 +207,10 @@ class IstiodStandIn:
         with self._lock:
             if self.sessions.get(s.ip) is s:
                 del self.sessions[s.ip]
-        if not s.entry or self._stop.is_set():
-            return
-        key = (s.namespace, s.entry)
-        with self._notes:
-            if not self._controls(s.namespace, s.entry):
-                with self._lock:
-                    if self._conns.get(key, 1) <= 1:
-                        self._conns.pop(key, None)
-                    else:
-                        self._conns[key] -= 1
-                log.info("istiod stand-in: %s/%s disconnected; another istiod controls it now", s.namespace, s.entry)
-                return
-            with self._lock:
-                self._conns[key] = self._conns.get(key, 1) - 1
-                if self._conns[key] > 0:
-                    return
-                del self._conns[key]
-                self._gone[key] = time.monotonic()
-            self._annotate(s.namespace, s.entry, {CONNECTED: None, DISCONNECTED: now_rfc3339()})
-        log.info("istiod stand-in: %s/%s disconnected; deleted in %.0f s unless it returns",
-                 s.namespace, s.entry, self.grace_s)
+        self.entries.disconnect(s)
+
+    def heartbeat(self, s: Session, health: dict[str, Any] | None) -> None:
+        self.entries.heartbeat(s, health)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -333,81 +265,7 @@ class IstiodStandIn:
             # absent, or another revision's config: this istiod does not see it
             raise Rejected(404, f"auto-registration of WorkloadEntry {group}-{ip} failed: "
                                 f"cannot find WorkloadGroup {ns}/{group}")
-        spec = wg.get("spec") or {}
-        checks = bool(spec.get("probe"))
-        name, key = f"{group}-{ip}", (ns, f"{group}-{ip}")
-        with self._notes:
-            with self._lock:
-                self._conns[key] = self._conns.get(key, 0) + 1
-                self._gone.pop(key, None)  # back within the grace period: the entry stays
-            notes = {CONTROLLER: self.name, CONNECTED: now_rfc3339()}
-            try:
-                if self._get(NET, "WorkloadEntry", ns, name) is not None:
-                    self._annotate(ns, name, {**notes, DISCONNECTED: None})
-                else:
-                    self._res("WorkloadEntry").create(namespace=ns, _request_timeout=TIMEOUT,
-                                                      body=self._entry(wg, name, ip, proxy_labels, notes))
-            except BaseException:
-                with self._lock:
-                    self._conns[key] -= 1
-                    if not self._conns[key]:
-                        del self._conns[key]
-                        self._gone[key] = time.monotonic()  # an entry left behind still goes
-                raise
-        log.info("istiod stand-in: registered WorkloadEntry %s/%s (address %s)", ns, name, ip)
-        labels = {**((spec.get("template") or {}).get("labels") or {}),
-                  **((spec.get("metadata") or {}).get("labels") or {}), **proxy_labels}
-        return Session(ns, ip, name, checks, labels=labels)
-
-    def _entry(self, wg: dict, name: str, ip: str, proxy_labels: dict[str, str], notes: dict[str, str]) -> dict:
-        """As istiod's workloadEntryFromGroup: the template, the VM's address, the group's labels."""
-        spec, meta = wg.get("spec") or {}, wg["metadata"]
-        labels = {**((spec.get("template") or {}).get("labels") or {}),
-                  **((spec.get("metadata") or {}).get("labels") or {}), **proxy_labels}
-        annotations = {**((spec.get("metadata") or {}).get("annotations") or {}), AUTO_GROUP: meta["name"], **notes}
-        if spec.get("probe"):
-            annotations[HEALTH_CHECKS] = "true"
-        owner = {"apiVersion": wg.get("apiVersion", NET), "kind": "WorkloadGroup", "name": meta["name"],
-                 "uid": meta.get("uid", ""), "controller": True}
-        return {"apiVersion": NET, "kind": "WorkloadEntry",
-                "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
-                             "annotations": annotations, "ownerReferences": [owner]},
-                "spec": {**(spec.get("template") or {}), "address": ip, "labels": labels}}
-
-    def _annotate(self, ns: str, name: str, notes: dict[str, str | None]) -> None:
-        try:
-            self._res("WorkloadEntry").patch(namespace=ns, name=name, body={"metadata": {"annotations": notes}},
-                                             content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
-        except NotFoundError:
-            log.info("istiod stand-in: WorkloadEntry %s/%s is gone already", ns, name)
-
-    def _reap(self) -> None:
-        """Delete entries whose proxy stayed away for the grace period."""
-        while not self._stop.wait(0.2):
-            now = time.monotonic()
-            with self._lock:
-                due = [k for k, t in self._gone.items() if now - t >= self.grace_s]
-                for k in due:
-                    del self._gone[k]
-            for ns, name in due:
-                if not self._controls(ns, name):
-                    continue  # another istiod took it over meanwhile
-                try:
-                    self._res("WorkloadEntry").delete(namespace=ns, name=name, _request_timeout=TIMEOUT)
-                    log.info("istiod stand-in: deleted WorkloadEntry %s/%s after the grace period", ns, name)
-                except NotFoundError:
-                    pass
-                except Exception as e:  # keep reaping the others
-                    log.warning("istiod stand-in: deleting %s/%s: %s", ns, name, e)
-
-    def _controls(self, ns: str, name: str) -> bool:
-        """The entry names one of this stand-in's pods as its controller (or is gone: nothing to protect)."""
-        entry = self._get(NET, "WorkloadEntry", ns, name)
-        controller = (entry["metadata"].get("annotations") or {}).get(CONTROLLER) if entry else None
-        return controller is None or controller in self._played
-
-    def _res(self, kind: str) -> Any:
-        return self._dyn.resources.get(api_version=NET, kind=kind)
+        return self.entries.register(wg, ip, proxy_labels)
 
     def _get(self, api_version: str, kind: str, ns: str, name: str) -> dict | None:
         try:

@@ -33,7 +33,7 @@ from meshvm.gcp.operations import delete_and_wait, wait_compute
 from meshvm.istioctl import IstioctlCli
 from meshvm.kube import KubeClient
 from meshvm.kube_auth import Token
-from meshvm.lab import istiod_standin
+from meshvm.lab import autoregistration, istiod_standin
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route
@@ -199,7 +199,7 @@ def test_entry_appears_then_goes_after_the_grace_period(run: Run):
     assert exercises.entry_problems(entry, ip, True) == []  # exercise 1's own check
     meta = entry["metadata"]
     notes = meta["annotations"]
-    assert first["metadata"]["annotations"][istiod_standin.CONNECTED] == notes[istiod_standin.CONNECTED]
+    assert first["metadata"]["annotations"][autoregistration.CONNECTED] == notes[autoregistration.CONNECTED]
     assert entry["spec"]["address"] == ip and meta["labels"]["app"] == "ratings"
     assert notes["istio.io/autoRegistrationGroup"] == GROUP
     assert notes["istio.io/workloadController"] == run.istiod.name and run.istiod.name.startswith("istiod-"), (
@@ -215,12 +215,12 @@ def test_entry_appears_then_goes_after_the_grace_period(run: Run):
 
     t1 = time.monotonic()
     run.sudo("systemctl stop istio", "systemctl stop istio")
-    gone = wait_for("disconnectedAt", lambda: istiod_standin.DISCONNECTED in
+    gone = wait_for("disconnectedAt", lambda: autoregistration.DISCONNECTED in
                     ((run.entry() or {}).get("metadata", {}).get("annotations") or {}), 10)
     assert gone
     notes = run.entry()["metadata"]["annotations"]  # type: ignore[index]
-    assert istiod_standin.CONNECTED not in notes
-    datetime.fromisoformat(notes[istiod_standin.DISCONNECTED])
+    assert autoregistration.CONNECTED not in notes
+    datetime.fromisoformat(notes[autoregistration.DISCONNECTED])
     time.sleep(max(0.0, istiod_standin.GRACE_S - 2 - (time.monotonic() - t1)))
     assert run.entry() is not None, "the entry went before the 10 s grace period"
     wait_for("the entry deleted after the grace period", lambda: run.entry() is None, 2 * istiod_standin.GRACE_S)
@@ -415,16 +415,16 @@ def test_a_restarted_istiod_takes_the_vm_over_on_the_same_entry(run: Run):
     the stand-in plays it and closes the old pod's connections; the agent reconnects in its own process
     (as the real one does, Envoy serving on) and the same entry names the new pod."""
     run.sudo("systemctl start istio", "start istio")
-    first = wait_for("the entry connected", lambda: istiod_standin.CONNECTED in lifecycle.notes(run.entry()), 15)
+    first = wait_for("the entry connected", lambda: autoregistration.CONNECTED in lifecycle.notes(run.entry()), 15)
     assert first
     old_pod, before, since = run.istiod.name, run.entry(), time.time() - 1
     main_pid = run.sudo("systemctl show -p MainPID --value istio", "the agent's pid").strip()
     lifecycle.rollout_restart(run.kube, "istio-system", "istiod")
     moved = wait_for("the entry controlled by the new istiod pod", lambda: lifecycle.notes(run.entry()).get(
-        istiod_standin.CONTROLLER) not in (None, old_pod) and istiod_standin.CONNECTED in lifecycle.notes(run.entry()), 20)
+        autoregistration.CONTROLLER) not in (None, old_pod) and autoregistration.CONNECTED in lifecycle.notes(run.entry()), 20)
     assert moved
     assert lifecycle.istiod_pods(run.kube) == [run.istiod.name], "the stand-in plays istiod's one pod"
-    assert lifecycle.notes(run.entry())[istiod_standin.CONTROLLER] == run.istiod.name
+    assert lifecycle.notes(run.entry())[autoregistration.CONTROLLER] == run.istiod.name
     assert lifecycle.uid(run.entry()) == lifecycle.uid(before), "a reconnect within the grace period keeps the entry"
     assert "reconnected to istiod" in run.agent_log(since)
     assert run.sudo("systemctl show -p MainPID --value istio", "the agent's pid").strip() == main_pid, (
