@@ -47,6 +47,15 @@ class Session:
     labels: dict[str, str] = field(default_factory=dict)  # the WorkloadEntry's
 
 
+def get_object(dyn: dynamic.DynamicClient, api_version: str, kind: str, ns: str, name: str) -> dict | None:
+    """One object as a dict, or None when it does not exist."""
+    try:
+        res = dyn.resources.get(api_version=api_version, kind=kind)
+        return res.get(namespace=ns, name=name, _request_timeout=TIMEOUT).to_dict()
+    except NotFoundError:
+        return None
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -186,8 +195,4 @@ class EntryBook:
         return self._dyn.resources.get(api_version=NET, kind=kind)
 
     def _get(self, api_version: str, kind: str, ns: str, name: str) -> dict | None:
-        try:
-            res = self._dyn.resources.get(api_version=api_version, kind=kind)
-            return res.get(namespace=ns, name=name, _request_timeout=TIMEOUT).to_dict()
-        except NotFoundError:
-            return None
+        return get_object(self._dyn, api_version, kind, ns, name)

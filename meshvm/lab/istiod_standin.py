@@ -64,10 +64,9 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, dynamic
-from kubernetes.dynamic.exceptions import NotFoundError
 
 from meshvm import revisions
-from meshvm.lab.autoregistration import NET, EntryBook, Session
+from meshvm.lab.autoregistration import NET, EntryBook, Session, get_object
 from meshvm.lab.hostsys import run_in_netns
 from meshvm.lab.istiod_wire import ProxyConnection, Rejected, WireServer, server_context
 from meshvm.lab.meshca import KeyPair, MeshCa
@@ -268,8 +267,4 @@ class IstiodStandIn:
         return self.entries.register(wg, ip, proxy_labels)
 
     def _get(self, api_version: str, kind: str, ns: str, name: str) -> dict | None:
-        try:
-            res = self._dyn.resources.get(api_version=api_version, kind=kind)
-            return res.get(namespace=ns, name=name, _request_timeout=TIMEOUT).to_dict()
-        except NotFoundError:
-            return None
+        return get_object(self._dyn, api_version, kind, ns, name)
