@@ -23,8 +23,8 @@ from meshvm.gcp.cloud import GcpCloud
 from meshvm.gcp.credentials import bearer_token
 from meshvm.kube import KubeClient
 from meshvm.kube_auth import Token
+from meshvm.lab.cluster import KubeClusterBackend
 from meshvm.lab.gcloud.server import GCloudStandIn
-from meshvm.lab.platform import KubeClusterBackend
 from meshvm.ledger import Ledger
 from meshvm.recipe import waits
 from meshvm.seams import NetworkInfo

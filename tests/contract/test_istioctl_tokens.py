@@ -21,8 +21,8 @@ from meshvm.gcp.credentials import TokenFileCredentials, bearer_token
 from meshvm.istioctl import IstioctlCli
 from meshvm.kube import KubeClient
 from meshvm.kube_auth import Token
+from meshvm.lab.cluster import KubeClusterBackend, RotatingTokens
 from meshvm.lab.istioctl_standin import install_istioctl_standin
-from meshvm.lab.platform import KubeClusterBackend, RotatingTokens
 
 TTL_S, INSTALL_S = 4.0, 9.0  # a token read has >= 3.5 s left: room for a loaded machine
 

@@ -99,7 +99,7 @@ def test_lab_run_through_every_stage_leaves_nothing_and_no_secret(tmp_path):
     assert cleanup["remaining"] == [] and cleanup["leftovers"] == []
     texts = [p.read_text(errors="replace") for p in out.iterdir() if p.is_file()] + [r.stdout, r.stderr]
     # The stand-in's service-account tokens (the VM's istio-token) are HS256 JWTs; the local cloud's
-    # access tokens are lab-<32 chars> (meshvm/lab/platform.py RotatingTokens).
+    # access tokens are lab-<32 chars> (meshvm/lab/cluster.py RotatingTokens).
     assert not [t for t in texts if "eyJhbGciOiJIUzI1Ni" in t or "PRIVATE KEY" in t]
     assert not [m for t in texts for m in re.findall(r"lab-[A-Za-z0-9_-]{32}", t)]
     no_lab_leftovers(out)

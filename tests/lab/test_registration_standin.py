@@ -34,10 +34,11 @@ from meshvm.istioctl import IstioctlCli
 from meshvm.kube import KubeClient
 from meshvm.kube_auth import Token
 from meshvm.lab import autoregistration, istiod_standin
+from meshvm.lab.cluster import KubeClusterBackend
 from meshvm.lab.istioctl_standin import install_istioctl_standin
 from meshvm.lab.meshca import MeshCa
 from meshvm.lab.netsafety import assert_local_route
-from meshvm.lab.platform import KubeClusterBackend, LabPlatform
+from meshvm.lab.platform import LabPlatform
 from meshvm.lab.sidecar_deb import build_sidecar_deb
 from meshvm.ledger import Ledger
 from meshvm.recipe import eastwest, istio, ratings, sidecar, workload
