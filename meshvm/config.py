@@ -16,19 +16,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from meshvm import config_fields as fields
 from meshvm import upgrade_phases
 from meshvm import validate as v
 from meshvm.config_checks import contradictions
-from meshvm.naming import RUN_ID_RE, Names, expiry_label, new_run_id
+from meshvm.naming import Names, expiry_label
 from meshvm.problems import Problems
-from meshvm.settings import BY_FIELD, SETTINGS
+from meshvm.settings import SETTINGS
 from meshvm.stages import (
-    ALIASES,
-    BY_NAME,
     EXERCISE_WAITS,
     RECIPE_EXERCISE_WAITS,
     STAGE_NAMES,
-    STAGES,
     TEARDOWN_DEADLINE,
     WIRED,
 )
@@ -167,26 +165,41 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
     p = Problems()
     platform = p.choice("platform", raw["platform"])
     lab = platform == "lab"
-    names = _names(p, raw, now)
+    names = fields.names(p, raw, now)
+    cfg = Config(platform=platform or "gcp", **_cloud(p, raw, lab), **_cluster(p, raw),
+                 **_istio(p, raw, lab, upgrade_run), **_run(p, raw, names, now))
+    missing = contradictions(p, cfg, raw, environ, os.geteuid() == 0 if is_root is None else is_root)
+    if p.problems or (missing and not cfg.plan):
+        raise ConfigError((missing if not cfg.plan else []) + p.problems)
+    return replace(cfg, missing=tuple(missing))
+
+
+def _cloud(p: Problems, raw: Raw, lab: bool) -> dict[str, Any]:
+    """Where the run creates things: project, credentials, zones, network and ranges, API endpoints."""
     zones = tuple(raw["zone"] if isinstance(raw["zone"], list) else [raw["zone"]])
     for z in zones:
         p.check("zone", z, v.matches(v.ZONE, z, "a zone such as us-central1-a"))
     if len({z.rsplit("-", 1)[0] for z in zones}) > 1:
         p.add("zone", ",".join(zones), "all zones must be in one region (the subnetwork is regional)")
-    ranges = _ranges(p, raw)
-    cfg = Config(
-        platform=platform or "gcp",
+    ranges = fields.ranges(p, raw)
+    return dict(
         gcp_project=raw["gcp_project"] or (LAB_PROJECT if lab else None),
-        gcp_access_token_file=_path(raw["gcp_access_token_file"]),
+        gcp_access_token_file=fields.path(raw["gcp_access_token_file"]),
         zones=zones,
         network=p.name("network", raw["network"]),
         subnetwork=p.name("subnetwork", raw["subnetwork"]),
         subnet_range=ranges[0], pod_range=ranges[1], service_range=ranges[2],
-        ssh_source_ranges=_ssh_ranges(p, raw),
+        ssh_source_ranges=fields.ssh_ranges(p, raw),
         compute_endpoint=p.url("compute_endpoint", raw["compute_endpoint"]),
         container_endpoint=p.url("container_endpoint", raw["container_endpoint"]),
         iam_endpoint=p.url("iam_endpoint", raw["iam_endpoint"]),
         resourcemanager_endpoint=p.url("resourcemanager_endpoint", raw["resourcemanager_endpoint"]),
+    )
+
+
+def _cluster(p: Problems, raw: Raw) -> dict[str, Any]:
+    """The GKE cluster and the VM."""
+    return dict(
         release_channel=p.choice("release_channel", raw["release_channel"]),
         cluster_version=p.pattern("cluster_version", raw["cluster_version"], v.GKE_VERSION,
                                   "a GKE version such as 1.33 or 1.33.5-gke.1000"),
@@ -199,139 +212,48 @@ def resolve(raw: Raw, environ: Mapping[str, str], now: datetime | None = None,
         vm_machine_type=p.pattern("vm_machine_type", raw["vm_machine_type"], v.MACHINE_TYPE,
                                   "a machine type such as n1-standard-2"),
         vm_image_family=p.name("vm_image_family", raw["vm_image_family"]) or "",
+    )
+
+
+def _istio(p: Problems, raw: Raw, lab: bool, upgrade_run: bool) -> dict[str, Any]:
+    """Istio and what the recipe installs: versions, the upgrade, downloads, images, the ratings app."""
+    return dict(
         istio_version=raw["istio_version"] if p.check("istio_version", raw["istio_version"],
                                                       v.istio_version(raw["istio_version"])) else "",
-        upgrade_to=_upgrade_to(p, raw["upgrade_to"], upgrade_run),
+        upgrade_to=fields.upgrade_to(p, raw["upgrade_to"], upgrade_run),
         upgrade_strategy=p.choice("upgrade_strategy", raw["upgrade_strategy"]),
         eastwest_lb=p.choice("eastwest_lb", raw["eastwest_lb"]),
         wg_probe=p.choice("wg_probe", raw["wg_probe"]) == "on",
         token_duration=p.integer("token_duration", raw["token_duration"], 600, 24 * 3600),
-        exercise_deadline=p.integer("exercise_deadline", raw["exercise_deadline"], 10, 3600),
         istio_release_url=p.url("istio_release_url", raw["istio_release_url"]) or "",
-        istio_release_listing=LAB_RELEASE_LISTING if lab else _listing(p, raw["istio_release_listing"]),
+        istio_release_listing=LAB_RELEASE_LISTING if lab else fields.listing(p, raw["istio_release_listing"]),
         istio_hub=p.pattern("istio_hub", raw["istio_hub"], v.IMAGE_PREFIX, "an image hub such as docker.io/istio"),
         sidecar_base_url=(p.url("sidecar_base_url", raw["sidecar_base_url"]) or "").rstrip("/"),
         sidecar_fallback_urls=tuple((p.url("sidecar_fallback_urls", u) or "").rstrip("/")
                                     for u in raw["sidecar_fallback_urls"] or ()),
-        ratings_source=_ratings_source(p, raw["ratings_source"]),
+        ratings_source=fields.ratings_source(p, raw["ratings_source"]),
         bookinfo_image_prefix=p.pattern("bookinfo_image_prefix", raw["bookinfo_image_prefix"],
                                         v.IMAGE_PREFIX, "an image prefix such as docker.io/istio/x"),
         bookinfo_image_tag=p.pattern("bookinfo_image_tag", raw["bookinfo_image_tag"], v.IMAGE_TAG,
                                      "an image tag"),
+    )
+
+
+def _run(p: Problems, raw: Raw, names: Names, now: datetime) -> dict[str, Any]:
+    """The run itself: names and labels, reuse and keep, artifacts, stages, deadlines, timing."""
+    return dict(
         names=names,
         reuse=bool(raw["reuse"]),
-        artifacts_dir=_artifacts(p, raw, names.run_id, now),
+        artifacts_dir=fields.artifacts(p, raw, names.run_id, now),
         keep=p.choice("keep", raw["keep"]),
         labels=MappingProxyType(names.labels(
             expiry_label(now, p.integer("expires_hours", raw["expires_hours"], 1, 168) or 6))),
-        until=_until(p, raw["until"]),
+        until=fields.until(p, raw["until"]),
         fail_at=p.choice("fail_at", raw["fail_at"], STAGE_NAMES) if raw["fail_at"] else None,
         sequential_stages=bool(raw["sequential_stages"]),
+        exercise_deadline=p.integer("exercise_deadline", raw["exercise_deadline"], 10, 3600),
         lab_timing=p.pattern("lab_timing", raw["lab_timing"], LAB_TIMING_RE,
                              "fast, gcp or gcp:FACTOR with 0 < FACTOR <= 1") or "fast",
-        deadlines=MappingProxyType(_deadlines(p, raw["deadline"] or [])),
+        deadlines=MappingProxyType(fields.deadlines(p, raw["deadline"] or [])),
         plan=bool(raw["plan"]),
     )
-    missing = contradictions(p, cfg, raw, environ, os.geteuid() == 0 if is_root is None else is_root)
-    if p.problems or (missing and not cfg.plan):
-        raise ConfigError((missing if not cfg.plan else []) + p.problems)
-    return replace(cfg, missing=tuple(missing))
-
-
-def _names(p: Problems, raw: Raw, now: datetime) -> Names:
-    reuse, run_id = raw["reuse"], raw["run_id"]
-    rid = reuse or run_id or new_run_id(now)
-    ok = all(p.check(f, raw[f], v.matches(RUN_ID_RE, raw[f], "a run id: lowercase letters, digits "
-                                          "and '-', at most 32 characters"))
-             for f in ("run_id", "reuse") if raw[f])
-    names = Names.derive(rid, raw["cluster_name"], raw["vm_name"])
-    if ok or raw["cluster_name"]:  # a bad run id is reported once, not again through derived names
-        p.check("cluster_name", names.cluster, v.rfc1035(names.cluster, 40))
-    if ok or raw["vm_name"]:
-        p.check("vm_name", names.vm, v.rfc1035(names.vm, 63))
-    return names
-
-
-def _ranges(p: Problems, raw: Raw) -> tuple[str, str, str]:
-    fields = ("subnet_range", "pod_range", "service_range")
-    ok = [f for f in fields if p.check(f, raw[f], v.cidr(raw[f], private=True))]
-    for i, a in enumerate(ok):
-        for b in ok[i + 1:]:
-            if v.overlap(raw[a], raw[b]):
-                p.add(b, raw[b], f"overlaps {BY_FIELD[a].option} {raw[a]}")
-    return raw["subnet_range"], raw["pod_range"], raw["service_range"]
-
-
-def _ssh_ranges(p: Problems, raw: Raw) -> tuple[str, ...]:
-    ranges = tuple(raw["ssh_source_ranges"] or ())
-    for r in ranges:
-        if p.check("ssh_source_ranges", r, v.cidr(r)) and v.prefix_len(r) < 8 \
-                and not raw["allow_ssh_from_anywhere"]:
-            p.add("ssh_source_ranges", r, "opens SSH to a large part of the internet (wider than /8); pass "
-                  "--allow-ssh-from-anywhere / E2E_ALLOW_SSH_FROM_ANYWHERE=1 if you really mean it")
-    return ranges
-
-
-def _listing(p: Problems, value: str) -> str:
-    """https, or a local file (an air-gapped mirror of the listing; the self-tests' stand-in)."""
-    if value.startswith("file:///"):
-        if Path(value[len("file://"):]).is_file():
-            return value
-        p.add("istio_release_listing", value, "names no file")
-        return ""
-    return p.url("istio_release_listing", value) or ""
-
-
-def _ratings_source(p: Problems, value: str | None) -> Path | None:
-    if not value:
-        return None
-    path = Path(value).expanduser().resolve()
-    lacking = [f for f in ("ratings.js", "package.json") if not (path / f).is_file()]
-    if lacking:
-        p.add("ratings_source", value, f"must be a folder holding {' and '.join(lacking)}")
-    return path
-
-
-def _artifacts(p: Problems, raw: Raw, run_id: str, now: datetime) -> Path:
-    # A --reuse run reports beside the kept run's reports, never over them.
-    own = f"{run_id}-reuse-{now:%Y%m%dt%H%M%S}" if raw["reuse"] else run_id
-    path = Path(raw["artifacts_dir"] or Path("artifacts") / own).expanduser().absolute()
-    existing = next((a for a in (path, *path.parents) if a.exists()), Path("/"))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        p.add("artifacts_dir", str(path), f"is not writable ({existing} does not accept new files)")
-    return path
-
-
-def _upgrade_to(p: Problems, value: str | None, upgrade_run: bool) -> str | None:
-    """Required by an upgrade run (tests/upgrade), refused elsewhere: a run never ignores a setting."""
-    if not upgrade_run:
-        if value:
-            p.add("upgrade_to", value, "is for an upgrade run only (nox -s upgrade, which runs tests/upgrade)")
-        return None
-    if not value:
-        p.add("upgrade_to", "", "is required by an upgrade run: the release to move to, e.g. --to 1.31")
-        return None
-    return value if p.check("upgrade_to", value, v.istio_version(value)) else None
-
-
-def _until(p: Problems, value: str | None) -> str | None:
-    if not value:
-        return None
-    return p.choice("until", ALIASES.get(value, value), STAGE_NAMES) if value not in ALIASES else ALIASES[value]
-
-
-def _deadlines(p: Problems, items: list[str]) -> dict[str, int]:
-    out = {s.name: s.deadline for s in STAGES}
-    for item in items:
-        stage, _, secs = item.partition("=")
-        if stage not in BY_NAME:
-            p.add("deadline", item, f"names no stage; stages are: {', '.join(STAGE_NAMES)}")
-            continue
-        n = p.integer("deadline", secs, 10, 4 * 3600, shown=item)
-        if n is not None:
-            out[stage] = n
-    return out
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
