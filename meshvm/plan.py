@@ -11,7 +11,6 @@ ADOPTING = ("network", "firewall", "cluster", "vm")  # --reuse: the kept run's, 
 
 def render(cfg: Config, unresolved: str | None = None) -> str:
     """The plan; `unresolved` says why a minor --istio-version could not be resolved to a patch yet."""
-    n = cfg.names
     ssh = ", ".join(cfg.ssh_source_ranges) or ("the lab host" if cfg.platform == "lab" else "(missing)")
     lines = [
         f"Run plan: platform {cfg.platform}, project {cfg.gcp_project or '(missing)'}, "
@@ -29,15 +28,8 @@ def render(cfg: Config, unresolved: str | None = None) -> str:
     lines.append("")
     lines.append("Stages (one after another: --sequential-stages):" if cfg.sequential_stages else
                  "Stages (each starts once the stages it needs passed; the others run at the same time):")
-    for i, name in enumerate(cfg.stages(), 1):
-        stage, deadline = BY_NAME[name], cfg.deadlines[name]
-        creates = stage.creates.format(n=n, c=cfg, zone=cfg.zones[0], ssh=ssh)
-        lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
-        verb = "adopts or creates" if cfg.reuse and name in ADOPTING else "creates"
-        lines.append(f"    {'':<18} {'':>7}  {verb}: {creates}")
-        if stage.needs and not cfg.sequential_stages:
-            lines.append(f"    {'':<18} {'':>7}  starts once {', '.join(stage.needs)} passed")
     lines += [
+        *_stages(cfg, ssh),
         f"    {'teardown':<18} {_mins(TEARDOWN_DEADLINE):>7}  everything above, in reverse"
         + (" (adopted included)" if cfg.reuse else ""),
         "",
@@ -98,6 +90,20 @@ def _istio(cfg: Config, unresolved: str | None) -> list[str]:
         package = " then ".join(urls) + " (each checked against its .sha256)"
     return [version, f"  image hub {cfg.istio_hub} (istioctl install --set hub=; every Istio image must come from it)",
             f"  istioctl: {archive}", f"  istio-sidecar.deb: {package}"]
+
+
+def _stages(cfg: Config, ssh: str) -> list[str]:
+    """Each stage: its deadline and step, what it creates (or adopts), what it waits for."""
+    lines = []
+    for i, name in enumerate(cfg.stages(), 1):
+        stage, deadline = BY_NAME[name], cfg.deadlines[name]
+        creates = stage.creates.format(n=cfg.names, c=cfg, zone=cfg.zones[0], ssh=ssh)
+        lines.append(f"{i:2}. {name:<18} {_mins(deadline):>7}  {stage.step.format(c=cfg)}")
+        verb = "adopts or creates" if cfg.reuse and name in ADOPTING else "creates"
+        lines.append(f"    {'':<18} {'':>7}  {verb}: {creates}")
+        if stage.needs and not cfg.sequential_stages:
+            lines.append(f"    {'':<18} {'':>7}  starts once {', '.join(stage.needs)} passed")
+    return lines
 
 
 def _mins(seconds: int) -> str:

@@ -175,17 +175,7 @@ class NodeRuntime(ReconcileLoop):
                      spec.get("serviceAccountName") or "default",
                      dict(labels))
         self.sandboxes[key] = sb  # recorded before it exists: _remove cleans a half-made one
-        run_ip("netns", "add", netns)
-        run_ip("link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", node_dev, "netns", self.node_netns)
-        for args in (("link", "set", "lo", "up"), ("addr", "add", f"{ip}/32", "dev", "eth0"),
-                     ("link", "set", "eth0", "up"), ("route", "add", LINK_IP, "dev", "eth0", "scope", "link"),
-                     ("route", "add", self.block, "via", LINK_IP, "dev", "eth0", "src", ip),
-                     ("route", "add", DNS_IP, "via", LINK_IP, "dev", "eth0", "src", ip)):
-            run_ip(*args, netns=netns)
-        run_ip("link", "set", node_dev, "up", netns=self.node_netns)
-        run_ip("route", "add", f"{ip}/32", "dev", node_dev, netns=self.node_netns)
-        _run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
-              "-d", self.service_range, "-j", "REDIRECT", "--to-ports", str(SIDECAR_PORT)])
+        self._wire(sb, node_dev)
         if sb.injected:
             self._sidecar(sb, self._n)
         else:
@@ -199,16 +189,36 @@ class NodeRuntime(ReconcileLoop):
                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)]
         self.kube.set_exec_backend(key[0], key[1], _exec_in(prefix))
         if app is not None:
-            env = {e["name"]: str(e.get("value", "")) for c in containers for e in c.get("env") or [] if "name" in e}
-            log_file = (self.workdir / f"{netns}-{key[1]}.log").open("ab")
-            sb.proc = subprocess.Popen(  # noqa: S603
-                [*prefix, sys.executable, str(APPS), app.group(1), "--port", "9080", "--lab-tag", self.tag],
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": key[1],
-                     "STANDIN_VERSION": app.group(2), **env},
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
-            log_file.close()
+            self._start_app(sb, prefix, containers, app)
         log.info("lab kubelet: pod %s/%s at %s in %s (%s)", key[0], key[1], ip, netns,
                  "sidecar" if sb.injected else "no sidecar")
+
+    def _wire(self, sb: Sandbox, node_dev: str) -> None:
+        """The pod's network namespace: its address on a veth to the node, its routes, and the capture of
+        Service addresses (to the sidecar, or kube-proxy's stand-in when there is none)."""
+        netns, ip = sb.netns, sb.ip
+        run_ip("netns", "add", netns)
+        run_ip("link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", node_dev, "netns", self.node_netns)
+        for args in (("link", "set", "lo", "up"), ("addr", "add", f"{ip}/32", "dev", "eth0"),
+                     ("link", "set", "eth0", "up"), ("route", "add", LINK_IP, "dev", "eth0", "scope", "link"),
+                     ("route", "add", self.block, "via", LINK_IP, "dev", "eth0", "src", ip),
+                     ("route", "add", DNS_IP, "via", LINK_IP, "dev", "eth0", "src", ip)):
+            run_ip(*args, netns=netns)
+        run_ip("link", "set", node_dev, "up", netns=self.node_netns)
+        run_ip("route", "add", f"{ip}/32", "dev", node_dev, netns=self.node_netns)
+        _run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
+              "-d", self.service_range, "-j", "REDIRECT", "--to-ports", str(SIDECAR_PORT)])
+
+    def _start_app(self, sb: Sandbox, prefix: list[str], containers: list, app: re.Match[str]) -> None:
+        """The pod's app (a BookInfo stand-in) in its sandbox, with the containers' environment."""
+        env = {e["name"]: str(e.get("value", "")) for c in containers for e in c.get("env") or [] if "name" in e}
+        log_file = (self.workdir / f"{sb.netns}-{sb.pod}.log").open("ab")
+        sb.proc = subprocess.Popen(  # noqa: S603
+            [*prefix, sys.executable, str(APPS), app.group(1), "--port", "9080", "--lab-tag", self.tag],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": sb.pod,
+                 "STANDIN_VERSION": app.group(2), **env},
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+        log_file.close()
 
     def _sidecar(self, sb: Sandbox, n: int) -> None:
         """The pod's Envoy, and istio-iptables' inbound capture (every inbound TCP connection -> 15006)."""

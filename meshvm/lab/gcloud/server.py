@@ -122,7 +122,7 @@ def _routes(s: GCloudStandIn) -> list[tuple[str, re.Pattern[str], str, Handler]]
 
 
 def _compute_routes(s: GCloudStandIn) -> list:
-    c, k, q, lb = s.compute, s.kinds, _q, s.load_balancers
+    c, k, q = s.compute, s.kinds, _q
     r = [
         ("GET", _P, "compute.projects.get", lambda m, qs, b: c.project(m["project"])),
         ("GET", _P + r"/zones/(?P<zone>[^/]+)", "compute.zones.get", lambda m, qs, b: c.zone(**m)),
@@ -156,6 +156,13 @@ def _compute_routes(s: GCloudStandIn) -> list:
          "compute.instances.getGuestAttributes",
          lambda m, qs, b: k.guest_attributes(m["project"], m["zone"], m["name"], q(qs, "queryPath"))),
     ]
+    return r + _compute_collections(s)
+
+
+def _compute_collections(s: GCloudStandIn) -> list:
+    """Each collection's list, get and delete, and the three scopes' operations."""
+    c, k, q, lb = s.compute, s.kinds, _q, s.load_balancers
+    r: list = []
     colls = [("networks", "global", None, k.check_network_delete),
              ("subnetworks", "regions/(?P<region>[^/]+)", None, k.check_subnetwork_delete),
              ("firewalls", "global", k.delete_firewall, None),
