@@ -8,7 +8,7 @@ from typing import Any
 
 from meshvm.lab.kubeapi import kinds, wsexec
 from meshvm.lab.kubeapi.kinds import Kind
-from meshvm.lab.kubeapi.objects import ApiError
+from meshvm.lab.kubeapi.selectors import ApiError
 
 _MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _FOREVER = 1800.0  # the API server's default watch timeout bounds a watch without timeoutSeconds

@@ -23,8 +23,9 @@ import yaml
 
 from meshvm import redact
 from meshvm.lab.kubeapi import kinds
-from meshvm.lab.kubeapi.objects import ApiError, Store
+from meshvm.lab.kubeapi.objects import Store
 from meshvm.lab.kubeapi.routes import route
+from meshvm.lab.kubeapi.selectors import ApiError
 from meshvm.lab.kubeapi.tls import make_server_tls
 from meshvm.lab.kubeapi.tokens import TokenIssuer
 from meshvm.lab.kubeapi.wsexec import ExecBackend
