@@ -160,10 +160,12 @@ class ClusterControllers(ReconcileLoop):
                 names: list[str]) -> list[str]:
         """The template's pods as the injecting revision's webhook returns them, Running or, with an image the
         lab's registry lacks, in ImagePullBackOff; returns those images."""
-        pod_spec, rev = self._inject(ns, template["spec"])
-        labels = {**template["metadata"].get("labels", {}), **({TLS_MODE: "istio"} if rev else {}),  # injected:
-                  "pod-template-hash": template_hash}  # the injector labels the pod's TLS mode
-        annotations = {injection.REV: rev} if rev else {}
+        meta = template["metadata"]
+        pod_spec, rev = self._inject(ns, meta.get("labels") or {}, template["spec"])
+        gateway = (meta.get("annotations") or {}).get(injection.TEMPLATES) == "gateway"  # labels no TLS mode
+        labels = {**meta.get("labels", {}), **({TLS_MODE: "istio"} if rev and not gateway else {}),  # injected:
+                  "pod-template-hash": template_hash}  # the sidecar template labels the pod's TLS mode
+        annotations = {**(meta.get("annotations") or {}), **({injection.REV: rev} if rev else {})}
         unpullable, pods = self._unpullable(pod_spec), self._res("v1", "Pod")
         for name in names:
             self._made.setdefault((ns, deployment), set()).add(name)
@@ -222,13 +224,15 @@ class ClusterControllers(ReconcileLoop):
             if self._on_pods:
                 self._on_pods(key[0], key[1], [])
 
-    def _inject(self, namespace: str, pod_spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        """The pod spec as the injecting revision's webhook returns it (only the proxy container's image; the
-        injection template also labels the pod `security.istio.io/tlsMode: istio`, which _deployment adds),
-        and that revision (None: not injected)."""
+    def _inject(self, namespace: str, pod_labels: dict[str, str],
+                pod_spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The pod spec as the injecting revision's webhook returns it (only the proxy container's image: a
+        container `istio-proxy` the pod has, a gateway's with image `auto`, gets it, else one is added; the
+        sidecar template also labels the pod `security.istio.io/tlsMode: istio`, which _create adds), and
+        that revision (None: not injected)."""
         try:
             ns = self._res("v1", "Namespace").get(name=namespace, _request_timeout=TIMEOUT).to_dict()
-            rev = injection.revision(ns["metadata"].get("labels") or {})
+            rev = injection.revision(ns["metadata"].get("labels") or {}, pod_labels)
             if rev is None:
                 return pod_spec, None
             injector = self._res("v1", "ConfigMap").get(namespace="istio-system", name=injection.injector_configmap(rev),
@@ -236,8 +240,9 @@ class ClusterControllers(ReconcileLoop):
         except NotFoundError:  # no webhook of that revision: the pod is made without a proxy
             return pod_spec, None
         values = (json.loads((injector.get("data") or {}).get("values") or "{}").get("global")) or {}
-        proxy = {"name": "istio-proxy", "image": f"{values.get('hub')}/proxyv2:{values.get('tag')}"}
-        return {**pod_spec, "containers": [*(pod_spec.get("containers") or []), proxy]}, rev
+        image = f"{values.get('hub')}/proxyv2:{values.get('tag')}"
+        others = [c for c in pod_spec.get("containers") or [] if c.get("name") != "istio-proxy"]
+        return {**pod_spec, "containers": [*others, {"name": "istio-proxy", "image": image}]}, rev
 
     def _service(self, s: dict[str, Any]) -> None:
         meta, key = s["metadata"], f"{s['metadata']['namespace']}/{s['metadata']['name']}"

@@ -2,8 +2,11 @@
 (`manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml` at 1.30.3, docs/facts.md
 section 6): a namespace labelled `istio-injection=enabled` gets the revisionless control plane
 (`default`); one with `istio.io/rev=<rev>` and no `istio-injection` label gets that revision; any other
-gets none (the lab models no pod-level injection labels: the suite's workloads use none). The injected
-pod records its revision in the annotation `istio.io/rev` (`files/injection-template.yaml`)."""
+gets none, except a pod that asks for it itself (the webhooks' object selectors, used by a gateway
+rendered for injection, `gateways/istio-ingress/templates/injected-deployment.yaml`): its label
+`istio.io/rev=<rev>` selects that revision, `sidecar.istio.io/inject=true` without it the revisionless one.
+A pod labelled `sidecar.istio.io/inject=false` is never injected. The injected pod records its revision in
+the annotation `istio.io/rev` (`files/injection-template.yaml`, `files/gateway-injection-template.yaml`)."""
 
 from __future__ import annotations
 
@@ -12,15 +15,24 @@ from collections.abc import Mapping
 from meshvm import revisions
 
 REV = revisions.LABEL
+INJECT = "sidecar.istio.io/inject"
+TEMPLATES = "inject.istio.io/templates"  # a pod rendered for the gateway template: image `auto` until injected
 
 
-def revision(namespace_labels: Mapping[str, str]) -> str | None:
+def revision(namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str] | None = None) -> str | None:
     """The injecting revision (`default`: the revisionless one), or None: no injection."""
+    pod = pod_labels or {}
+    if pod.get(INJECT) == "false":
+        return None
     if namespace_labels.get("istio-injection") == "enabled":
         return "default"
-    if "istio-injection" not in namespace_labels and namespace_labels.get(REV):
+    if "istio-injection" in namespace_labels:
+        return None
+    if namespace_labels.get(REV):
         return namespace_labels[REV]
-    return None
+    if pod.get(REV):
+        return pod[REV]
+    return "default" if pod.get(INJECT) == "true" else None
 
 
 def injector_configmap(rev: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import yaml
 
+from meshvm import revisions
 from meshvm.recipe.eastwest import SERVICE as EASTWEST
 from meshvm.seams import Istioctl, Kube
 
@@ -57,10 +58,23 @@ def cluster_dump(kube: Kube) -> dict[str, Callable[[], str]]:
     }
 
 
-def proxy_status(istioctl: Istioctl) -> dict[str, Callable[[], str]]:
-    """`istioctl proxy-status`: its failure is recorded, not raised."""
+def proxy_status(istioctl: Istioctl, kube: Kube) -> dict[str, Callable[[], str]]:
+    """`istioctl proxy-status` of each control plane that runs, by its revision (without `--revision` istioctl
+    asks revision `default` only: none once a canary upgrade removed it, `istioctl/pkg/cli/context.go`
+    RevisionOrDefault at 1.30.3); a failure is recorded, not raised."""
+    def revisions_running() -> list[str]:
+        try:
+            found = kube.list("apps/v1", "Deployment", "istio-system", label_selector="app=istiod")
+        except Exception:  # noqa: BLE001  (the dump goes on: istioctl's own default then)
+            return [""]
+        return sorted({(d["metadata"].get("labels") or {}).get(revisions.LABEL, "") for d in found}) or [""]
+
     def run() -> str:
-        r = istioctl.run(["proxy-status"], step="diagnostics: proxy-status", timeout=30, check=False)
-        status = "" if r.ok else f"\n[istioctl proxy-status exited {r.rc}] {r.stderr.strip()[-2000:]}\n"
-        return f"$ istioctl proxy-status\n{r.stdout}{status}"
+        out = []
+        for rev in revisions_running():
+            args = ["proxy-status", *(["--revision", rev] if rev else [])]
+            r = istioctl.run(args, step="diagnostics: proxy-status", timeout=30, check=False)
+            status = "" if r.ok else f"\n[istioctl {' '.join(args)} exited {r.rc}] {r.stderr.strip()[-2000:]}\n"
+            out.append(f"$ istioctl {' '.join(args)}\n{r.stdout}{status}")
+        return "\n".join(out)
     return {"proxy-status.txt": run}

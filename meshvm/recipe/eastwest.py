@@ -28,7 +28,8 @@ def install_eastwest(istioctl: Istioctl, kube: Kube, lb_mode: str, vm_external_i
     iop.write_text(operator(lb_mode, vm_external_ip))
     args = ["install", "-y", "--set", f"hub={hub}", "-f", str(iop), *(["--revision", revision] if revision else [])]
     istioctl.run(args, step="east-west: install", timeout=deadline.cap(900))
-    istio.require_hub(kube, hub, "istio-system", deployments=(SERVICE,))
     kube.apply(manifests.text("expose-istiod"), namespace="istio-system")
     waits.rollout(kube, "istio-system", SERVICE, deadline)
+    # Its Deployment's image is `auto` (the gateway injection template): the pods' injected image counts
+    istio.require_hub(kube, hub, "istio-system", deployments=(SERVICE,), pods=f"app={SERVICE}")
     return waits.lb_address(kube, "istio-system", SERVICE, deadline)

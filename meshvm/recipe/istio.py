@@ -22,6 +22,7 @@ from meshvm.seams import Istioctl, Kube
 PILOT_SETTINGS = ("values.pilot.env.PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION=true",
                   "values.pilot.env.PILOT_ENABLE_WORKLOAD_ENTRY_HEALTHCHECKS=true")
 DEFAULT_CLUSTER_ID = "Kubernetes"
+INJECTED = "auto"  # a Deployment's proxy image the injection webhook replaces (injected-deployment.yaml)
 
 
 class HubMismatch(Exception):
@@ -45,15 +46,21 @@ def install_istio(istioctl: Istioctl, kube: Kube, source_ranges: list[str], hub:
 
 
 
-def hub_problems(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = ()) -> list[str]:
-    """Istio images in `namespace` not from `hub`: every container of the named Deployments, and the
-    `istio-proxy` container (or native-sidecar init container) of every pod."""
+def hub_problems(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = (),
+                 pods: str | None = None) -> list[str]:
+    """Istio images in `namespace` not from `hub`: every container of the named Deployments (but image
+    `auto`: a gateway rendered for injection, whose image the webhook sets in each pod, docs/facts.md
+    section 6), and the `istio-proxy` container (or native-sidecar init container) of every pod, or of the
+    pods the label selector `pods` selects (pods being deleted are not counted)."""
     seen = []
     for name in deployments:
         spec = ((kube.get("apps/v1", "Deployment", name, namespace) or {}).get("spec") or {}).get("template") or {}
-        seen += [(f"Deployment {namespace}/{name}", c) for c in (spec.get("spec") or {}).get("containers") or []]
-    if not deployments:
-        for pod in kube.list("v1", "Pod", namespace):
+        seen += [(f"Deployment {namespace}/{name}", c) for c in (spec.get("spec") or {}).get("containers") or []
+                 if c.get("image") != INJECTED]
+    if pods is not None or not deployments:
+        for pod in kube.list("v1", "Pod", namespace, label_selector=pods):
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
             spec = pod.get("spec") or {}
             seen += [(f"pod {namespace}/{pod['metadata']['name']}", c)
                      for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
@@ -62,8 +69,9 @@ def hub_problems(kube: Kube, hub: str, namespace: str, deployments: tuple[str, .
             if not str(c.get("image") or "").startswith(hub.rstrip("/") + "/")]
 
 
-def require_hub(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = ()) -> None:
-    if problems := hub_problems(kube, hub, namespace, deployments):
+def require_hub(kube: Kube, hub: str, namespace: str, deployments: tuple[str, ...] = (),
+                pods: str | None = None) -> None:
+    if problems := hub_problems(kube, hub, namespace, deployments, pods):
         raise HubMismatch("; ".join(problems))
 
 

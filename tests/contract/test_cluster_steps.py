@@ -272,6 +272,12 @@ def test_eastwest_gateway_and_exposed_istiod(cluster: Cluster):
     assert svc["spec"]["selector"] == {"istio": "eastwestgateway", "app": "istio-eastwestgateway"}
     assert cluster.kube.get("networking.istio.io/v1", "Gateway", "istiod-gateway", "istio-system")
     assert cluster.kube.get("networking.istio.io/v1", "VirtualService", "istiod-vs", "istio-system")
+    # Rendered for injection, as the chart does with injectionTemplate `gateway`: the Deployment's image is
+    # `auto`, its pods run the proxy the injection webhook gives them, from the pinned hub
+    d = cluster.kube.get("apps/v1", "Deployment", "istio-eastwestgateway", "istio-system")
+    assert [c["image"] for c in d["spec"]["template"]["spec"]["containers"]] == ["auto"]
+    pods = cluster.kube.list("v1", "Pod", "istio-system", label_selector="app=istio-eastwestgateway")
+    assert pods and all([c["image"] for c in p["spec"]["containers"]] == [f"{HUB}/proxyv2:1.30.3"] for p in pods)
     cluster.state["eastwest"] = address
 
 

@@ -115,7 +115,7 @@ class FailingIstioctl:
 
 def test_cluster_dump_lists_the_mesh_with_pod_logs_and_says_what_is_missing(tmp_path):
     dump = Dump(tmp_path, RunBudget())
-    dump.collect({**clusterdump.cluster_dump(FakeKube()), **clusterdump.proxy_status(FailingIstioctl())})
+    dump.collect({**clusterdump.cluster_dump(FakeKube()), **clusterdump.proxy_status(FailingIstioctl(), FakeKube())})
     read = {p.name: p.read_text() for p in tmp_path.iterdir()}
     assert "kind: WorkloadEntry" in read["workloadentries.yaml"] and "managedFields" not in read["workloadentries.yaml"]
     assert "kind: WorkloadGroup" in read["workloadgroups.yaml"] and "kind: Pod" in read["pods.yaml"]
@@ -123,4 +123,26 @@ def test_cluster_dump_lists_the_mesh_with_pod_logs_and_says_what_is_missing(tmp_
     assert "pod-1: Running [0]" in read["istiod-logs.txt"] and "line 2 of pod-1" in read["istiod-logs.txt"]
     assert "(no log: RuntimeError: container is waiting to start)" in read["eastwest-logs.txt"]
     assert "exited 2] unknown command proxy-status" in read["proxy-status.txt"]
+    assert "$ istioctl proxy-status\n" in read["proxy-status.txt"]  # no revision label: istioctl's default
     assert diagnostics.FILE_CAP == 256 * 1024 and diagnostics.FILES_PER_TEST == 40
+
+
+def test_proxy_status_asks_each_running_control_plane_by_its_revision(tmp_path):
+    """In a canary upgrade two istiods run, and after the old one's removal istioctl's default (revision
+    `default`) finds none: each revision that runs is asked by name."""
+    class TwoRevisions:
+        def list(self, api_version, kind, namespace=None, label_selector=None):
+            assert (kind, namespace, label_selector) == ("Deployment", "istio-system", "app=istiod")
+            return [{"metadata": {"labels": {"istio.io/rev": rev}}} for rev in ("1-31-1", "default")]
+
+    class Recording:
+        asked: list[list[str]] = []
+
+        def run(self, args, *, step, timeout=300, stdin=None, check=True):
+            self.asked.append(list(args))
+            return Result(0, f"NAME ... ({args[-1]})\n", "")
+
+    cli = Recording()
+    text = clusterdump.proxy_status(cli, TwoRevisions())["proxy-status.txt"]()
+    assert cli.asked == [["proxy-status", "--revision", "1-31-1"], ["proxy-status", "--revision", "default"]]
+    assert "$ istioctl proxy-status --revision default\nNAME ... (default)" in text

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from kubernetes import dynamic
 
+from meshvm.lab.injection import INJECT, TEMPLATES
 from meshvm.lab.standins.istioctl_workload import NS, Fail, entry_configure, group_create, kube
 from meshvm.revisions import DEFAULT, LABEL, suffix
 
@@ -99,6 +100,29 @@ def deployment(name: str, selector: dict[str, str], pods: dict[str, str], env: d
                     "env": [{"name": k, "value": v} for k, v in sorted(env.items())]}]}}}}
 
 
+def template(spec: dict[str, Any]) -> str:
+    """values.gateways.istio-ingressgateway.injectionTemplate (the east-west gateway's: `gateway`)."""
+    gateways = (spec.get("values") or {}).get("gateways") or {}
+    return str((gateways.get("istio-ingressgateway") or {}).get("injectionTemplate") or "")
+
+
+def gateway(name: str, labels: dict[str, str], hub: str, owner: dict[str, str], rev: str,
+            injected: bool) -> dict[str, Any]:
+    """A gateway's Deployment, as the istio-ingress chart renders it (1.30.3): `deployment.yaml` runs the hub's
+    proxyv2 and asks for no injection; with an injection template, `injected-deployment.yaml` has image
+    `auto` and asks the webhook of its revision (pod labels `sidecar.istio.io/inject`, `istio.io/rev`
+    only with a revision), which fills in the image when it makes the pod."""
+    if not injected:
+        d = deployment(name, labels, {**labels, LABEL: rev or DEFAULT, INJECT: "false"}, {}, hub, owner)
+        d["spec"]["template"]["metadata"]["annotations"] = {LABEL: rev or DEFAULT, INJECT: "false"}
+        return d
+    d = deployment(name, labels, {**labels, INJECT: "true", **({LABEL: rev} if rev else {})}, {}, hub, owner)
+    pod = d["spec"]["template"]
+    pod["metadata"]["annotations"] = {INJECT: "true", TEMPLATES: "gateway"}
+    pod["spec"]["containers"][0]["image"] = "auto"
+    return d
+
+
 def owned(rev: str, component: str) -> dict[str, str]:
     return {LABEL: rev or DEFAULT, "operator.istio.io/component": component}
 
@@ -139,8 +163,7 @@ def install(args: argparse.Namespace) -> None:
         if gw.get("enabled", True):
             labels = gw.get("label") or {"istio": "ingressgateway", "app": gw["name"]}
             owner = owned(rev, "IngressGateways")
-            pods = {**labels, **({LABEL: rev} if rev else {})}
-            apply(dyn, deployment(gw["name"], labels, pods, {}, hub, owner))
+            apply(dyn, gateway(gw["name"], labels, hub, owner, rev, injected=template(spec) != ""))
             apply(dyn, lb_service(gw["name"], labels, INGRESS_PORTS, gw.get("k8s") or {}, owner))
     print("✔ Installation complete")
 
