@@ -75,11 +75,14 @@ def generate_vm_files(istioctl: Istioctl, kube: Kube, group_file: Path, out: Pat
 
     retry.until(f"VM files whose hosts names the east-west address {eastwest_ip}", attempt, deadline,
                 transient=(CommandFailed,), accept=lambda hosts: hosts == f"{eastwest_ip} {istiod}", ceiling=10)
-    check_vm_files(out, cluster_id, f"{istiod}:15012" if revision else None)
+    check_vm_files(out, cluster_id, f"{istiod}:15012" if revision else None, discovery=f"{istiod}:15012")
     return out
 
 
-def check_vm_files(out: Path, cluster_id: str, ca_addr: str | None = None) -> None:
+def check_vm_files(out: Path, cluster_id: str, ca_addr: str | None = None, discovery: str | None = None) -> None:
+    """What the agent reads: cluster.env's cluster ID, group and (a revision's) CA address, and mesh.yaml's
+    discoveryAddress, which istioctl copies from the (revision's) mesh config (`istioctl/pkg/workload/
+    workload.go` createMeshConfig at 1.30.3)."""
     missing = [f for f in VM_FILES if not (out / f).is_file()]
     env = dict(_env_lines((out / "cluster.env").read_text())) if "cluster.env" not in missing else {}
     problems = [f"{f} missing" for f in missing]
@@ -91,6 +94,11 @@ def check_vm_files(out: Path, cluster_id: str, ca_addr: str | None = None) -> No
                         f" (was --autoregister passed?)")
     if ca_addr is not None and env.get("CA_ADDR") != ca_addr:
         problems.append(f"cluster.env CA_ADDR={env.get('CA_ADDR')!r}, the revision's istiod is {ca_addr}")
+    if discovery is not None and "mesh.yaml" not in missing:
+        mesh = yaml.safe_load((out / "mesh.yaml").read_text()) or {}
+        found = ((mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}).get("discoveryAddress")
+        if found != discovery:
+            problems.append(f"mesh.yaml discoveryAddress={found!r}, the istiod to join is {discovery}")
     if problems:
         raise WorkloadGroupInvalid(f"VM files in {out}: " + "; ".join(problems))
 

@@ -248,11 +248,11 @@ MUTATIONS: dict[str, tuple[tuple[str, str], str, list[tuple[Any, str, Any]], Eff
         ("diagnostics/*/cluster-workloadgroups.yaml", r"name: ratings", False)),
     "no-autoregister": (REGISTRATION, r"connected to istiod .*; WorkloadEntry None;", [
         (workload, "generate_vm_files", _vm_files(lambda a: [x for x in a if x != "--autoregister"])),
-        (workload, "check_vm_files", lambda *args: None)],
+        (workload, "check_vm_files", lambda *args, **kwargs: None)],
         ("diagnostics/*/vm-cluster.env", r"ISTIO_META_AUTO_REGISTER_GROUP", False)),
     "wrong-cluster-id": (REGISTRATION, r'client claims to be in cluster "not-the-cluster"', [
         (workload, "generate_vm_files", _vm_files(cluster_id="not-the-cluster")),
-        (workload, "check_vm_files", lambda *args: None)],
+        (workload, "check_vm_files", lambda *args, **kwargs: None)],
         ("diagnostics/*/vm-cluster.env", r"ISTIO_META_CLUSTER_ID='not-the-cluster'", True)),
     "empty-hosts": (REGISTRATION, r"/etc/hosts: lacks ' istiod\.istio-system\.svc'",
                     [(sidecar, "hosts_line", lambda vm_files: "")],

@@ -10,7 +10,7 @@ import pytest
 from meshvm import retry, versions
 from meshvm.deadlines import Deadline
 from meshvm.lab import injection
-from meshvm.recipe import canary, sidecar
+from meshvm.recipe import canary, sidecar, workload
 from meshvm.seams import Result
 
 
@@ -121,3 +121,26 @@ def test_a_canary_reads_each_istiod_by_its_revision():
     assert layers["istiod"] == ("istio-system", "app=istiod,istio.io/rev=default", "discovery")
     assert layers["istiod_canary"] == ("istio-system", "app=istiod,istio.io/rev=1-31-1", "discovery")
     assert versions.pod_layers(None) == versions.POD_LAYERS
+
+
+def vm_files(folder: Path, ca_addr: str | None, discovery: str) -> Path:
+    env = {"ISTIO_META_CLUSTER_ID": "Kubernetes", "ISTIO_META_AUTO_REGISTER_GROUP": workload.GROUP,
+           **({"CA_ADDR": ca_addr} if ca_addr else {})}
+    (folder / "cluster.env").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+    (folder / "mesh.yaml").write_text(f"defaultConfig:\n  discoveryAddress: {discovery}\n")
+    for name in ("hosts", "root-cert.pem", "istio-token"):
+        (folder / name).write_text("x\n")
+    return folder
+
+
+def test_vm_files_name_the_istiod_to_join_in_cluster_env_and_mesh_yaml(tmp_path: Path):
+    """A revision's VM files name istiod-<rev> as CA_ADDR and as mesh.yaml's discoveryAddress (istioctl's
+    createMeshConfig copies the revision's mesh config); files for another istiod are refused, naming what."""
+    rev = "istiod-1-31-1.istio-system.svc:15012"
+    workload.check_vm_files(vm_files(tmp_path, rev, rev), "Kubernetes", rev, discovery=rev)
+    old = "istiod.istio-system.svc:15012"
+    with pytest.raises(workload.WorkloadGroupInvalid, match=r"mesh.yaml discoveryAddress='istiod.istio-system"):
+        workload.check_vm_files(vm_files(tmp_path, rev, old), "Kubernetes", rev, discovery=rev)
+    with pytest.raises(workload.WorkloadGroupInvalid, match=r"cluster.env CA_ADDR=None"):
+        workload.check_vm_files(vm_files(tmp_path, None, rev), "Kubernetes", rev, discovery=rev)
+    workload.check_vm_files(vm_files(tmp_path, None, old), "Kubernetes", None, discovery=old)  # revisionless

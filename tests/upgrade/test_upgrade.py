@@ -188,7 +188,7 @@ def test_a_canary_control_plane_runs_beside_the_old_one(world, upgrade, kube, vm
         layers_as_expected(world, kube, vm, record, "control_plane")
         record.facts["entry"] = {"controller": controller_among(
             world, kube, vm, lambda: old, f"the VM's entry still controlled by the old istiod ({old}): nothing moved it")}
-        four(world, kube, vm, upgrade, ingress)  # both control planes: every proxy still on the old one
+        four(world, kube, vm, upgrade, ingress)  # both control planes: every sidecar and the VM still on the old one (the gateways moved)
 
 
 @pytest.mark.order(22)

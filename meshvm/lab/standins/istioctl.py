@@ -111,12 +111,14 @@ def gateway(name: str, labels: dict[str, str], hub: str, owner: dict[str, str], 
     """A gateway's Deployment, as the istio-ingress chart renders it (1.30.3): `deployment.yaml` runs the hub's
     proxyv2 and asks for no injection; with an injection template, `injected-deployment.yaml` has image
     `auto` and asks the webhook of its revision (pod labels `sidecar.istio.io/inject`, `istio.io/rev`
-    only with a revision), which fills in the image when it makes the pod."""
+    only with a revision), which fills in the image when it makes the pod. Both label the pods with the
+    release (`app.kubernetes.io/version`, zzz_profile.yaml's istio.labels)."""
+    labels_of_pods = {**labels, "app.kubernetes.io/version": VERSION}  # istio.labels: a new release rolls the pods
     if not injected:
-        d = deployment(name, labels, {**labels, LABEL: rev or DEFAULT, INJECT: "false"}, {}, hub, owner)
+        d = deployment(name, labels, {**labels_of_pods, LABEL: rev or DEFAULT, INJECT: "false"}, {}, hub, owner)
         d["spec"]["template"]["metadata"]["annotations"] = {LABEL: rev or DEFAULT, INJECT: "false"}
         return d
-    d = deployment(name, labels, {**labels, INJECT: "true", **({LABEL: rev} if rev else {})}, {}, hub, owner)
+    d = deployment(name, labels, {**labels_of_pods, INJECT: "true", **({LABEL: rev} if rev else {})}, {}, hub, owner)
     pod = d["spec"]["template"]
     pod["metadata"]["annotations"] = {INJECT: "true", TEMPLATES: "gateway"}
     pod["spec"]["containers"][0]["image"] = "auto"
