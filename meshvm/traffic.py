@@ -35,6 +35,7 @@ class Phase:
     name: str
     start: float
     end: float
+    outage: bool = False  # an announced disruption in which nothing can serve (judge: its length is not a gap)
 
 
 class Recorder:
@@ -99,21 +100,22 @@ class Recorder:
     def phase(self, name: str) -> AbstractContextManager[None]:
         return self._span(self._phases, name, 0.0)
 
-    def disruption(self, name: str, tail_s: float = 0.0) -> AbstractContextManager[None]:
-        """An announced outage (a single VM's agent restarting), lasting `tail_s` beyond the block (what it
-        set off ends later, e.g. old pods draining): its failures do not count against the success rate,
-        its length does against the gap (judge)."""
-        return self._span(self._windows, name, tail_s)
+    def disruption(self, name: str, tail_s: float = 0.0, outage: bool = False) -> AbstractContextManager[None]:
+        """An announced disruption, lasting `tail_s` beyond the block (what it set off ends later, e.g. old
+        pods draining): its failures do not count against the success rate (judge). Its length counts
+        against the gap unless it is an `outage`, a step after which nothing serves until the block ends (a
+        single VM's agent restarting: the block waits for it to be back, within a deadline)."""
+        return self._span(self._windows, name, tail_s, outage)
 
     @contextmanager
-    def _span(self, into: list[Phase], name: str, tail_s: float) -> Iterator[None]:
+    def _span(self, into: list[Phase], name: str, tail_s: float, outage: bool = False) -> Iterator[None]:
         """The block's time on the recorder's clock (plus `tail_s`), appended to `into` when it ends."""
         start = self.now()
         try:
             yield
         finally:
             with self._lock:
-                into.append(Phase(name, round(start, 3), round(self.now() + tail_s, 3)))
+                into.append(Phase(name, round(start, 3), round(self.now() + tail_s, 3), outage))
 
     def stop(self, deadline: Deadline) -> list[str]:
         """Stop every path; returns the paths whose thread did not end by the deadline (a stream whose
@@ -147,26 +149,41 @@ def http_status_line(line: str) -> tuple[bool, str] | None:
 def judge(requests: list[Request], phases: list[Phase], paths: Iterable[str], *, disruptions: Iterable[Phase] = (),
           min_rate: float = MIN_SUCCESS_RATE, max_gap_s: float = MAX_GAP_S) -> tuple[list[dict], list[str]]:
     """Per phase and path: requests, successes, success rate (without the requests inside an announced
-    disruption; none when every request was inside one) and the longest stretch without a success (phase start to the first, between two, the
-    last to the phase end; disruptions included). Returns the rows and one line per problem (a phase where
-    a path had no request is a problem too)."""
+    disruption; none when every request was inside one) and the longest stretch without a success (phase
+    start to the first, between two, the last to the phase end), judged without the time inside announced
+    outages (other disruptions count in full). Returns the rows and one line per problem (a phase where a
+    path had no request is a problem too)."""
     rows, problems, paths, windows = [], [], list(paths), list(disruptions)
+    outages = [w for w in windows if w.outage]
     for phase in phases:
         for path in paths:
             mine = [r for r in requests if r.path == path and phase.start <= r.t <= phase.end]
             counted = [r for r in mine if not any(w.start <= r.t <= w.end for w in windows)]
             ok_times = [phase.start, *(r.t for r in mine if r.ok), phase.end]
-            gap = max(b - a for a, b in zip(ok_times, ok_times[1:], strict=False))
+            stretches = list(zip(ok_times, ok_times[1:], strict=False))
+            gap = max(b - a for a, b in stretches)
+            judged = max(b - a - _covered(a, b, outages) for a, b in stretches)
             ok = sum(r.ok for r in counted)
             # No request at all is a problem; requests all inside announced disruptions leave no rate to judge.
             rate = ok / len(counted) if counted else None if mine else 0.0
             rows.append({"phase": phase.name, "path": path, "requests": len(mine), "ok": sum(r.ok for r in mine),
                          "counted": len(counted), "success_rate": None if rate is None else round(rate, 4),
-                         "longest_gap_s": round(gap, 2)})
+                         "longest_gap_s": round(gap, 2), "longest_gap_outside_outages_s": round(judged, 2)})
             if rate is not None and rate < min_rate:
                 problems.append(f"{phase.name}: {path}: success rate {rate:.3f} < {min_rate} ({ok} of {len(counted)}"
                                 + (f", {len(mine) - len(counted)} more inside announced disruptions)" if
                                    len(mine) > len(counted) else ")"))
-            if gap > max_gap_s:
-                problems.append(f"{phase.name}: {path}: {gap:.1f} s without a success (> {max_gap_s} s)")
+            if judged > max_gap_s:
+                problems.append(f"{phase.name}: {path}: {judged:.1f} s without a success (> {max_gap_s} s)"
+                                + (" outside announced outages" if outages and judged < gap else ""))
     return rows, problems
+
+
+def _covered(a: float, b: float, outages: list[Phase]) -> float:
+    """How much of [a, b] the outages cover (each instant once)."""
+    covered, reach = 0.0, a
+    for w in sorted(outages, key=lambda w: w.start):
+        lo, hi = max(w.start, reach), min(w.end, b)
+        if hi > lo:
+            covered, reach = covered + hi - lo, hi
+    return covered

@@ -23,6 +23,7 @@ class UpgradePhase:
 EXERCISES_AGAIN = 4  # the WorkloadEntry, the VM -> details, a pod -> ratings, the product page's stars
 GATEWAYS = ("ingress_gateway", "eastwest_gateway")
 VM = ("vm_package", "vm_agent", "vm_proxy")
+PODS = ("bookinfo_proxies", "client_proxy")  # injected proxies: each keeps its release until its pod is made again
 BEFORE = UpgradePhase(
     "before", "background traffic starts on every path at --from (product page through the ingress gateway, a "
     "pod -> ratings.ratings, the VM -> details), each every 200 ms; once each answered 50 times in a row, the "
@@ -38,8 +39,8 @@ STRATEGIES: dict[str, tuple[UpgradePhase, ...]] = {
                      "east-west gateway; the skew point: istiod and gateways on --to, every proxy still on --from; "
                      "the four exercises", 1500, EXERCISES_AGAIN, ("istiod", *GATEWAYS)),
         UpgradePhase("vm", VM_PHASE.format("", ""), 900, EXERCISES_AGAIN, VM),
-        UpgradePhase("bookinfo", "BookInfo restarted (`kubectl rollout restart`): its proxies injected at --to; "
-                     "every layer on --to; the four exercises", 600, EXERCISES_AGAIN, ("bookinfo_proxies",)),
+        UpgradePhase("bookinfo", "the client, then BookInfo restarted (`kubectl rollout restart`): their proxies "
+                     "injected at --to; every layer on --to; the four exercises", 600, EXERCISES_AGAIN, PODS),
         VERDICT),
     "canary": (
         BEFORE,
@@ -49,7 +50,7 @@ STRATEGIES: dict[str, tuple[UpgradePhase, ...]] = {
                      "four exercises", 1500, EXERCISES_AGAIN, GATEWAYS, starts=("istiod_canary",)),
         UpgradePhase("bookinfo", "namespace default moved to <rev> (`istio.io/rev`, no `istio-injection`), BookInfo "
                      "and the client restarted: injected by <rev> at --to; the four exercises", 600, EXERCISES_AGAIN,
-                     ("bookinfo_proxies",)),
+                     PODS),
         UpgradePhase("vm", VM_PHASE.format(" `--revision <rev>`", ", now controlled by an istiod-<rev> pod"), 900,
                      EXERCISES_AGAIN, VM),
         UpgradePhase("old_revision", "the old route `istiod-vs` deleted, `istioctl uninstall --revision default`; "
@@ -70,7 +71,7 @@ def phase(strategy: str, name: str) -> UpgradePhase:
 
 def layers(strategy: str) -> tuple[str, ...]:
     """Every layer the strategy checks, in order ("istiod": the revisionless control plane's pods)."""
-    seen = ("istiod", *GATEWAYS, "bookinfo_proxies", *VM)
+    seen = ("istiod", *GATEWAYS, *PODS, *VM)
     return (*seen, *(layer for p in phases(strategy) for layer in p.starts))
 
 

@@ -27,6 +27,7 @@ POD_LAYERS = {  # layer -> (namespace, label selector, container)
     "ingress_gateway": ("istio-system", "app=istio-ingressgateway", "istio-proxy"),
     "eastwest_gateway": ("istio-system", "app=istio-eastwestgateway", "istio-proxy"),
     "bookinfo_proxies": ("default", "app in (details,productpage,reviews)", "istio-proxy"),
+    "client_proxy": ("default", "app=curl", "istio-proxy"),  # the pod path's source (and the exercises' client)
 }
 VM_LAYERS = ("vm_package", "vm_agent", "vm_proxy")
 
@@ -73,7 +74,7 @@ def pod_layers(revision: str | None) -> dict[str, tuple[str, str, str]]:
 def layers(kube: Kube, vm: VmShell, revision: str | None = None) -> dict[str, dict[str, str]]:
     """Layer -> where -> release, for every layer."""
     seen = {layer: pod_versions(kube, *where) for layer, where in pod_layers(revision).items()}
-    seen["vm_package"] = {"dpkg istio-sidecar": sidecar.package_version(vm)}
+    seen["vm_package"] = {"dpkg istio-sidecar": sidecar.package_release(vm)}
     seen["vm_agent"] = {"pilot-agent version": sidecar.proxy_version(vm)}
     seen["vm_proxy"] = {"Envoy node ISTIO_VERSION": running_proxy_version(vm)}
     return seen

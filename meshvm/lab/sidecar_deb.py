@@ -8,6 +8,7 @@ to the lab's upstream Envoy binary (envoy/binary.py), which the lab VM sees thro
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,12 @@ HIDDEN_IN_VM = ("/work", "/mnt", "/root", "/tmp", "/run", "/dev")  # noqa: S108 
 LIB_DIR = "usr/local/lib/istio-standin"  # the agent's sys.path entry (pilot-agent)
 
 
+def package_version(release: str) -> str:
+    """The package's version as Istio's build makes it (PACKAGE_VERSION in tools/packaging/packaging.mk at
+    1.30.3: leading letters and their '-' dropped, then the first '-': 1.31.0-rc.0 -> 1.31.0rc.0)."""
+    return re.sub(r"^[a-z]*-", "", release).replace("-", "", 1)
+
+
 def build_sidecar_deb(version: str, out_dir: Path) -> Path:
     """A real .deb named like Istio's, versioned like the release under test."""
     root = out_dir / "istio-sidecar-root"
@@ -27,7 +34,7 @@ def build_sidecar_deb(version: str, out_dir: Path) -> Path:
     shutil.copytree(TREE, root, symlinks=True,  # no bytecode left by a local run
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     control = root / "DEBIAN" / "control.in"
-    (root / "DEBIAN" / "control").write_text(control.read_text().replace("@VERSION@", version))
+    (root / "DEBIAN" / "control").write_text(control.read_text().replace("@VERSION@", package_version(version)))
     control.unlink()
     for part in ("usr/local/lib", LIB_DIR):
         (root / part).mkdir(exist_ok=True)

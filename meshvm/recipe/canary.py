@@ -19,8 +19,8 @@ from pathlib import Path
 
 from meshvm import manifests, revisions
 from meshvm.deadlines import Deadline
-from meshvm.recipe import bookinfo, eastwest, istio, waits
-from meshvm.recipe.upgrade import UpgradeStepFailed, rollout_restart
+from meshvm.recipe import eastwest, istio, waits
+from meshvm.recipe.upgrade import UpgradeStepFailed
 from meshvm.seams import Istioctl, Kube
 
 REV = revisions.LABEL
@@ -60,13 +60,6 @@ def move_namespace(kube: Kube, namespace: str, revision: str) -> None:
     """`kubectl label namespace <ns> istio-injection- istio.io/rev=<rev>`: new pods get the revision's proxy
     (`istio-injection` would win over `istio.io/rev`)."""
     kube.patch("v1", "Namespace", namespace, None, {"metadata": {"labels": {"istio-injection": None, REV: revision}}})
-
-
-def restart_client(kube: Kube, deadline: Deadline) -> str:
-    """`kubectl rollout restart deployment/curl`, rolled out; returns the new client pod's name."""
-    rollout_restart(kube, "default", "curl")
-    waits.rollout(kube, "default", "curl", deadline)
-    return bookinfo.client_pod_name(kube)
 
 
 def remove_old_revision(istioctl: Istioctl, kube: Kube, deadline: Deadline) -> None:

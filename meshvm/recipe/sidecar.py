@@ -66,7 +66,10 @@ def _configure(vm: VmShell, src: str, pkg: str, line: str, deadline: Deadline) -
     root("root cert", f"mkdir -p /etc/certs && cp {src}/root-cert.pem /etc/certs/root-cert.pem")
     root("token", "mkdir -p /var/run/secrets/tokens && "
          f"install -m 0600 {src}/istio-token /var/run/secrets/tokens/istio-token")
-    apt_get(vm, f"install --no-install-recommends {shlex.quote(pkg)}", deadline, "sidecar: install package")
+    # --allow-downgrades: dpkg orders a pre-release's package above its final release's (release_of_package),
+    # so an upgrade from 1.31.0-rc.0 to 1.31.0 is a downgrade to apt; the run checks the version installed
+    apt_get(vm, f"install --no-install-recommends --allow-downgrades {shlex.quote(pkg)}", deadline,
+            "sidecar: install package")
     root("cluster.env", f"cp {src}/cluster.env /var/lib/istio/envoy/cluster.env")
     root("mesh", f"cp {src}/mesh.yaml /etc/istio/config/mesh")
     root("hosts", "grep -Ev '[[:space:]]istiod(-[a-z0-9-]+)?\\.istio-system\\.svc$' /etc/hosts > /etc/hosts.meshvm; "
@@ -84,8 +87,17 @@ def enable_at_boot(vm: VmShell) -> None:
     vm.run("systemctl enable istio", sudo=True, step="sidecar: enable istio at boot (beyond the recipe)")
 
 
-def package_version(vm: VmShell) -> str:
-    return vm.run("dpkg-query -W -f '${Version}' istio-sidecar", step="sidecar: package version").stdout.strip()
+def package_release(vm: VmShell) -> str:
+    """The release of the installed istio-sidecar package, from dpkg's version of it."""
+    out = vm.run("dpkg-query -W -f '${Version}' istio-sidecar", step="sidecar: package version").stdout.strip()
+    return release_of_package(out)
+
+
+def release_of_package(version: str) -> str:
+    """Istio packages release R as version R with its first '-' removed (PACKAGE_VERSION in
+    tools/packaging/packaging.mk at 1.30.3: 1.31.0-rc.0 is 1.31.0rc.0; a final release is unchanged):
+    the '-' put back before the pre-release's name."""
+    return re.sub(r"^(\d+\.\d+\.\d+)(?=[a-z])", r"\1-", version)
 
 
 def proxy_version(vm: VmShell) -> str:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from meshvm.deadlines import Deadline
-from meshvm.recipe import eastwest, istio, sidecar, waits
+from meshvm.recipe import bookinfo, eastwest, istio, sidecar, waits
 from meshvm.seams import Istioctl, Kube, VmShell
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets in the pod template
@@ -62,20 +62,25 @@ def restart_agent(vm: VmShell) -> None:
     vm.run("systemctl restart istio", sudo=True, step="upgrade: systemctl restart istio")
 
 
-def restart_bookinfo(kube: Kube, deadline: Deadline,
-                     restarting: Callable[[], AbstractContextManager[object]] = nullcontext) -> list[str]:
-    """`kubectl rollout restart` of each BookInfo Deployment, each rolled out, inside `restarting()` (a pod
-    replaced under traffic may fail the requests it holds: its app stops while callers still route to it);
-    returns their names."""
+def restart_bookinfo(kube: Kube, deadline: Deadline) -> list[str]:
+    """`kubectl rollout restart` of each BookInfo Deployment, each rolled out (a pod replaced under traffic
+    may fail the requests it holds: its app stops while callers still route to it, so the caller announces
+    it); returns their names."""
     names = sorted(d["metadata"]["name"] for d in kube.list("apps/v1", "Deployment", "default", label_selector=BOOKINFO))
     if not names:
         raise UpgradeStepFailed(f"no BookInfo Deployment ({BOOKINFO}) in default")
-    with restarting():
-        for name in names:
-            rollout_restart(kube, "default", name)
-        for name in names:
-            waits.rollout(kube, "default", name, deadline)
+    for name in names:
+        rollout_restart(kube, "default", name)
+    for name in names:
+        waits.rollout(kube, "default", name, deadline)
     return names
+
+
+def restart_client(kube: Kube, deadline: Deadline) -> str:
+    """`kubectl rollout restart deployment/curl`, rolled out; returns the new client pod's name."""
+    rollout_restart(kube, "default", "curl")
+    waits.rollout(kube, "default", "curl", deadline)
+    return bookinfo.client_pod_name(kube)
 
 
 def rollout_restart(kube: Kube, namespace: str, name: str) -> None:

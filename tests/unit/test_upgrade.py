@@ -15,6 +15,8 @@ from meshvm import plan, traffic, upgrade_phases, versions
 from meshvm.config import ConfigError, gather, resolve
 from meshvm.config_checks import upgrade_problem
 from meshvm.deadlines import Deadline
+from meshvm.lab import sidecar_deb
+from meshvm.recipe import sidecar
 from meshvm.seams import Result
 from meshvm.traffic import Phase, Request
 from meshvm.upgrade import UpgradeBook, curl_loop
@@ -111,7 +113,7 @@ def test_each_phase_moves_its_layers_and_keeps_the_rest():
     want = {p: upgrade_phases.expected("in-place", p, "old", "new") for p in ("before", "control_plane", "vm", "bookinfo")}
     assert set(want["before"].values()) == {"old"}
     assert {k for k, v in want["control_plane"].items() if v == "new"} == {"istiod", "ingress_gateway", "eastwest_gateway"}
-    assert {k for k, v in want["vm"].items() if v == "old"} == {"bookinfo_proxies"}  # the skew, on the pods' side
+    assert {k for k, v in want["vm"].items() if v == "old"} == {"bookinfo_proxies", "client_proxy"}  # the skew
     assert set(want["bookinfo"].values()) == {"new"}
     assert set(upgrade_phases.layers("in-place")) == {*versions.POD_LAYERS, *versions.VM_LAYERS}
 
@@ -124,7 +126,8 @@ def test_a_canary_starts_its_istiod_beside_the_old_one_which_ends_last():
     assert want["before"] == {**dict.fromkeys(upgrade_phases.layers("in-place"), "old"), "istiod_canary": none}
     assert {k: v for k, v in want["control_plane"].items() if v != "old"} == {
         "istiod_canary": "new", "ingress_gateway": "new", "eastwest_gateway": "new"}
-    assert want["bookinfo"]["bookinfo_proxies"] == "new" and want["bookinfo"]["vm_proxy"] == "old"
+    assert want["bookinfo"]["bookinfo_proxies"] == want["bookinfo"]["client_proxy"] == "new"
+    assert want["bookinfo"]["vm_proxy"] == "old"
     assert want["vm"] == {**dict.fromkeys(upgrade_phases.layers("canary"), "new"), "istiod": "old"}
     assert want["old_revision"] == {**dict.fromkeys(upgrade_phases.layers("canary"), "new"), "istiod": none}
     assert set(upgrade_phases.layers("canary")) == {*versions.pod_layers("1-31-1"), *versions.VM_LAYERS}
@@ -194,6 +197,23 @@ def test_an_announced_disruption_is_not_counted_in_the_rate_but_its_length_is_in
         "vm: vm->details: 7.2 s without a success (> 5.0 s)"]
 
 
+def test_an_announced_outage_is_left_out_of_the_gap_but_what_follows_it_is_not():
+    """A single VM's agent restart: nothing serves until it is back (the outage's block waits for that), so
+    the stretch inside it is reported, not judged; a path still down 5 s after it ends is."""
+    phase = [Phase("vm", 0, 100)]
+    long = steady("vm->details", 0, 50) + steady("vm->details", 50, 57, ok=False) + steady("vm->details", 57, 100)
+    rows, found = traffic.judge(long, phase, ["vm->details"], disruptions=[Phase("restart", 49, 56, outage=True)])
+    assert found == [] and rows[0]["longest_gap_s"] == 7.2 and rows[0]["longest_gap_outside_outages_s"] == 1.0
+    late = steady("vm->details", 0, 50) + steady("vm->details", 50, 63, ok=False) + steady("vm->details", 63, 100)
+    assert traffic.judge(late, phase, ["vm->details"], disruptions=[Phase("restart", 49, 56, outage=True)])[1] == [
+        "vm: vm->details: success rate 0.927 < 0.99 (430 of 464, 36 more inside announced disruptions)",
+        "vm: vm->details: 7.0 s without a success (> 5.0 s) outside announced outages"]
+    recorder = traffic.Recorder(clock=iter([0.0, 10.0, 12.0]).__next__)
+    with recorder.disruption("the VM's agent restarts", outage=True):
+        pass
+    assert recorder.disruptions() == [Phase("the VM's agent restarts", 10.0, 12.0, outage=True)]
+
+
 def test_a_phase_runs_only_after_the_one_before_it_passed(tmp_path):
     book = UpgradeBook(tmp_path, {"from": "1.30.3", "to": "1.31.1"}, "in-place")
     assert book.blocked("control_plane") == "phase before did not run"
@@ -228,3 +248,13 @@ def test_the_mutations_baseline_goes_on_with_the_upgrade_and_its_mutations_run_o
     assert run.upgrade_args("upgrade-without-agent-restart") == ["--from", "1.30.3", "--to", "1.31.1"]
     assert run.tests_of("no-workloadgroup") == ["tests/e2e/test_stages.py", "tests/e2e/test_vm_registration.py"]
     assert run.upgrade_args("no-workloadgroup") == []
+
+
+@pytest.mark.parametrize(("release", "package"), [
+    ("1.30.3", "1.30.3"), ("1.31.0-rc.0", "1.31.0rc.0"), ("1.31.0-beta.1", "1.31.0beta.1"), ("1.31.0-alpha.0", "1.31.0alpha.0"),
+])
+def test_the_vms_package_version_is_read_back_as_its_release(release, package):
+    """Istio's build drops the first '-' from a pre-release's package version (packaging.mk); the lab's package
+    is built so, and the suite reads dpkg's version back as the release."""
+    assert sidecar_deb.package_version(release) == package
+    assert sidecar.release_of_package(package) == release

@@ -68,6 +68,14 @@ def judged_after_the_disruption(upgrade, deadline):
                 deadline, accept=lambda counts: min(counts.values()) >= BASELINE, ceiling=1)
 
 
+def restarted(upgrade, kube, record, deadline):
+    """The client, then BookInfo, restarted inside one announced disruption: injected again, at --to. The
+    client first: the pod path's loop follows it to its new pod."""
+    with upgrade.recorder.disruption("the client and BookInfo's pods replaced", tail_s=TERMINATION_DRAIN_S):
+        upgrade.follow_client(kube, steps.restart_client(kube, deadline))
+        record.facts["restarted"] = steps.restart_bookinfo(kube, deadline)
+
+
 def four(world, kube, vm, upgrade, ingress):
     """The four exercises, from the client pod the background traffic runs in."""
     exercises.all_four(kube, vm.shell, vm.info.internal_ip, world.cfg.wg_probe, upgrade.client_pod, ingress,
@@ -90,7 +98,7 @@ def moved_vm(world, graph, work, upgrade, kube, vm, istioctl, record, files_args
     package = world.platform.sidecar_package(to, world.secrets.sub(f"deb-{to}"))
     waits = world.cfg.exercise_deadline  # each as long as exercise 1's (the agent's first start)
     steps.vm_in_place(vm.shell, files, package, deadline, waits,
-                      restarting=lambda: upgrade.recorder.disruption("the VM's agent restarts"),
+                      restarting=lambda: upgrade.recorder.disruption("the VM's agent restarts", outage=True),
                       back=lambda: exercises.entry_registered(kube, ip, world.cfg.wg_probe, Deadline.after(
                           min(waits, deadline.remaining()), "the VM's entry back")))
     layers_as_expected(world, kube, vm, record, "vm")
@@ -162,13 +170,12 @@ def test_the_vm_moves_to_the_next_release(world, graph, work, upgrade, kube, vm,
 @pytest.mark.timeout(0)
 def test_bookinfo_restarts_onto_the_next_release(world, upgrade, kube, vm, ingress):
     gate(upgrade, "bookinfo")
+    deadline = phase_deadline(upgrade, "bookinfo")
     with upgrade.phase("bookinfo") as record:
-        record.facts["restarted"] = steps.restart_bookinfo(
-            kube, phase_deadline(upgrade, "bookinfo"),
-            restarting=lambda: upgrade.recorder.disruption("BookInfo's pods replaced", tail_s=TERMINATION_DRAIN_S))
+        restarted(upgrade, kube, record, deadline)
         layers_as_expected(world, kube, vm, record, "bookinfo")
         four(world, kube, vm, upgrade, ingress)
-        judged_after_the_disruption(upgrade, phase_deadline(upgrade, "bookinfo"))
+        judged_after_the_disruption(upgrade, deadline)
 
 
 # -- canary --------------------------------------------------------------------------------------------------
@@ -200,9 +207,7 @@ def test_bookinfo_moves_to_the_canary_revision(world, upgrade, kube, vm, ingress
     deadline = phase_deadline(upgrade, "bookinfo")
     with upgrade.phase("bookinfo") as record:
         canary.move_namespace(kube, "default", revision(world))
-        with upgrade.recorder.disruption("the client and BookInfo's pods replaced", tail_s=TERMINATION_DRAIN_S):
-            upgrade.follow_client(kube, canary.restart_client(kube, deadline))  # first: the pod path moves with it
-            record.facts["restarted"] = steps.restart_bookinfo(kube, deadline)
+        restarted(upgrade, kube, record, deadline)
         layers_as_expected(world, kube, vm, record, "bookinfo")
         four(world, kube, vm, upgrade, ingress)
         judged_after_the_disruption(upgrade, deadline)
