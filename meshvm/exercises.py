@@ -128,7 +128,7 @@ def details_ok(answer: object) -> bool:
 
 def vm_reaches_details(vm: VmShell, deadline: Deadline) -> None:
     """Exercise 2: details' answer from the VM, CALLS times, each seen by the VM's sidecar."""
-    before = telemetry.vm_requests(vm)
+    before = telemetry.baseline(vm, deadline)
     retry.until("details' JSON for id 123 from the VM", lambda: vm_calls_details(vm), deadline, accept=details_ok,
                 ceiling=5)
     repeat("details from the VM", lambda: vm_calls_details(vm), details_ok, CALLS - 1)
@@ -153,7 +153,7 @@ def pod_principal(kube: Kube, namespace: str, pod: str) -> str:
 def pod_reaches_ratings(kube: Kube, vm: VmShell, pod: str, deadline: Deadline) -> None:
     """Exercise 3: ratings' answer from the client pod, CALLS times, arriving at the VM over mutual TLS
     from the pod's identity."""
-    before = telemetry.vm_requests(vm)
+    before = telemetry.baseline(vm, deadline)
     call = lambda: pod_calls_ratings(kube, pod)  # noqa: E731
     retry.until(f"ratings' answer {ratings.EXPECTED} from pod {pod}", call, deadline,
                 accept=lambda answer: answer == ratings.EXPECTED, ceiling=5)
@@ -217,7 +217,7 @@ def page_shows_vm_stars(kube: Kube, vm: VmShell, address: str, guard: Callable[[
                         deadline: Deadline) -> None:
     """Exercise 4: the stars on every rated page, and the VM's proxy saw reviews (by its identity, over
     mTLS) ask ratings for them."""
-    before = telemetry.vm_requests(vm)
+    before = telemetry.baseline(vm, deadline)
     last: list[productpage.Reading] = []
 
     def problems() -> list[str]:

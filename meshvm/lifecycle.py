@@ -88,6 +88,19 @@ def istiod_pods(kube: Kube, revision: str | None = None) -> list[str]:
                   if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
 
 
+# Envoy counts every accepted LDS and CDS answer; both stats are kept by Istio's bootstrap (the required
+# inclusions `listener_manager` and `cluster_manager`: pkg/bootstrap/config.go at 1.30.3).
+XDS_UPDATES = ("curl -gsS -m 5 "
+               "'localhost:15000/stats?filter=^(listener_manager[.]lds|cluster_manager[.]cds)[.]update_success$'")
+
+
+def xds_updates(vm: VmShell) -> dict[str, int]:
+    """The VM's Envoy's accepted LDS and CDS answers so far (a new istiod's first push adds one to each)."""
+    r = vm.run(XDS_UPDATES, step="lifecycle: the VM proxy's xDS updates", timeout=20)
+    pairs = (line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    return {name: int(value) for name, value in pairs if value.strip().isdigit()}
+
+
 def boot_id(vm: VmShell) -> str:
     """The VM's boot id: a new one after every boot."""
     return vm.run("cat /proc/sys/kernel/random/boot_id", step="lifecycle: boot id", timeout=20).stdout.strip()

@@ -75,9 +75,20 @@ def identity_problems(chain: list[x509.Certificate], roots: list[x509.Certificat
     except x509.ExtensionNotFound:
         uris = []
     problems = [] if uris == [want] else [f"the VM's certificate names {uris}, expected [{want!r}]"]
-    if not any(_issued_by(leaf, root) for root in roots):
+    if not _chains_to(chain, roots):
         problems.append("the VM's certificate is not signed by the mesh root (istio-ca-root-cert)")
     return problems
+
+
+def _chains_to(chain: list[x509.Certificate], roots: list[x509.Certificate]) -> bool:
+    """The leaf, through the chain's intermediates in order (a plugged-in CA's; istiod's own self-signed CA
+    signs leaves directly), issued by one of the roots."""
+    for child, parent in zip(chain, chain[1:], strict=False):
+        if any(_issued_by(child, root) for root in roots):
+            return True
+        if not _issued_by(child, parent):
+            return False
+    return any(_issued_by(chain[-1], root) for root in roots)
 
 
 def _issued_by(leaf: x509.Certificate, root: x509.Certificate) -> bool:
@@ -105,13 +116,18 @@ def remove_policy(kube: Kube, name: str, deadline: Deadline) -> None:
 
 
 def deploy_plain_client(kube: Kube, deadline: Deadline) -> str:
-    """Istio's curl sample in a namespace without injection; its pod's name."""
+    """Istio's curl sample in a namespace without injection; its pod's name. A pod that has a proxy anyway (a
+    cluster injecting by default) would speak mutual TLS, and STRICT could never refuse it: refused here."""
     kube.apply(manifests.text("plaintext-client"))
     waits.rollout(kube, PLAIN_NS, "curl", deadline)
     pods = [p for p in kube.list("v1", "Pod", PLAIN_NS, label_selector="app=curl")
             if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
     if not pods:
         raise RuntimeError(f"plaintext client: no Running pod of Deployment {PLAIN_NS}/curl")
+    spec = pods[0].get("spec") or {}
+    if any(c.get("name") == "istio-proxy" for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])):
+        raise RuntimeError(f"plaintext client: pod {PLAIN_NS}/{pods[0]['metadata']['name']} was injected: it is in "
+                           "the mesh (does the cluster inject by default?)")
     return str(pods[0]["metadata"]["name"])
 
 
@@ -128,7 +144,8 @@ def status_body(r: Result) -> tuple[int, str]:
 
 def refused(answer: tuple[int, str]) -> bool:
     """No HTTP answer because the server closed the connection: what a sidecar does to a client no filter
-    chain takes (curl: "Connection reset by peer", 56, or "Empty reply from server", 52). A timeout or a
+    chain takes (it closes the socket with the request still unread, so Linux answers with a reset: curl 56,
+    "Connection reset by peer"; "Empty reply from server", 52, if the close came first). A timeout or a
     refused connection is something else (the VM's proxy down)."""
     return answer[0] == 0 and ("reset by peer" in answer[1] or "Empty reply" in answer[1])
 

@@ -17,6 +17,7 @@ import tenacity
 
 from meshvm import deadlines
 from meshvm.deadlines import Deadline
+from meshvm.seams import TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +50,8 @@ def _short(value: object, limit: int = 300) -> str:
 def until(what: str, check: Callable[[], T], deadline: Deadline, *,
           transient: tuple[type[BaseException], ...] = (), accept: Callable[[T], bool] = bool,
           max_attempts: int = 1000, initial: float = 0.5, ceiling: float = 10.0) -> T:
-    """Call `check` until `accept` likes what it returns, retrying the `transient` errors it raises.
+    """Call `check` until `accept` likes what it returns, retrying the `transient` errors it raises and
+    always a seam's TransientError (an answer that says try again: 429, 5xx, a dropped connection).
 
     Anything else it raises is final at once. Returns the accepted value; on timeout the error
     shows the last value (or error) seen.
@@ -58,7 +60,8 @@ def until(what: str, check: Callable[[], T], deadline: Deadline, *,
     retrying = tenacity.Retrying(
         stop=lambda state: deadline.expired() or state.attempt_number >= max_attempts,
         wait=lambda state: min(backoff(state), deadline.remaining()),
-        retry=tenacity.retry_if_exception_type(transient) | tenacity.retry_if_result(lambda r: not accept(r)),
+        retry=tenacity.retry_if_exception_type((TransientError, *transient)) | tenacity.retry_if_result(
+            lambda r: not accept(r)),
         before_sleep=lambda state: _notify(what, state),
         sleep=deadlines.pause,
         reraise=False,

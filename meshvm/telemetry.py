@@ -80,6 +80,22 @@ def vm_requests(vm: VmShell) -> dict[Labels, float]:
     return parse(r.stdout) if r.ok else {}
 
 
+class MetricsUnanswered(Exception):
+    """The VM's proxy did not serve its metrics."""
+
+
+def baseline(vm: VmShell, deadline: Deadline) -> dict[Labels, float]:
+    """`istio_requests_total` before a check's calls, read until the proxy answers: an empty `before` would
+    count every earlier request (the counters live as long as the proxy) as grown by the check's calls."""
+    def read() -> dict[Labels, float]:
+        r = vm.run(f"curl -sS -m 5 {STATS_URL}", step="istio_requests_total on the VM", check=False, timeout=15)
+        if not r.ok:
+            raise MetricsUnanswered(f"curl {STATS_URL} exited {r.rc}: {r.stderr.strip()[-200:]}")
+        return parse(r.stdout)
+    return retry.until("the VM proxy's istio_requests_total before the calls", read, deadline,
+                       transient=(MetricsUnanswered,), accept=lambda _: True, ceiling=2)  # none yet is an answer
+
+
 def settle(read: Callable[[], dict[Labels, float]], before: Mapping[Labels, float], want: Mapping[str, str],
            n: float, deadline: Deadline) -> list[tuple[dict[str, str], float]]:
     """The grown series once `want`'s series grew by `n` (a proxy records a request when its stream

@@ -12,6 +12,7 @@ from meshvm.recipe import sidecar
 
 pytestmark = pytest.mark.exercise
 NAME = "test_agent_restart"
+GRACE_MARGIN_S = 5.0  # istiod's delayed queue runs the delete a moment after the grace period
 
 
 @pytest.mark.order(13)
@@ -31,3 +32,20 @@ def test_an_agent_restart_within_the_grace_period_keeps_the_entry(world, kube, v
     assert lifecycle.uid(after) == lifecycle.uid(before), (
         f"the entry was replaced by the restart (UID {lifecycle.uid(before)} -> {lifecycle.uid(after)}): "
         f"it must survive a reconnect within the {lifecycle.GRACE_S:.0f} s grace period")
+    assert lifecycle.notes(after)[lifecycle.CONNECTED] != lifecycle.notes(before).get(lifecycle.CONNECTED), (
+        "the entry's connectedAt did not change: the restart was never seen as a reconnect")
+    # istiod saw the disconnect when the old Envoy exited (at the end of its drain, before `systemctl restart`
+    # returned) and scheduled the delete GRACE_S later, to happen unless the entry is connected by then
+    # (pilot/pkg/autoregistration/controller.go at 1.30.3): the same entry, connected, past that time.
+    past = since + lifecycle.GRACE_S + GRACE_MARGIN_S
+
+    def kept() -> bool:
+        now = lifecycle.entry(kube, ip)
+        notes = lifecycle.notes(now)
+        assert lifecycle.uid(now) == lifecycle.uid(before) and lifecycle.CONNECTED in notes \
+            and lifecycle.DISCONNECTED not in notes, (
+                f"past the grace period the entry is {lifecycle.uid(now) or 'gone'} with {notes} (was "
+                f"{lifecycle.uid(before)}, connected): the reconnect did not keep it")
+        return time.monotonic() >= past
+    lifecycle.timed("the entry kept and connected past the grace period", kept, bool,
+                    Deadline.after(lifecycle.GRACE_S + GRACE_MARGIN_S + wait, "past the grace period"), since)

@@ -2,8 +2,8 @@
 The VM's agent follows it: its WorkloadEntry is connected again and names a new istiod pod as
 `istio.io/workloadController`; and the inbound path to ratings on the VM still carries identity (a
 pod's calls arrive over mutual TLS at ratings' SPIFFE identity, from the VM's metrics): the reconnect
-kept the VM's inbound listener, cluster and certificate. The times are measured (phases.json,
-lifecycle.json)."""
+kept the VM's inbound listener, cluster and certificate, as the new istiod sent them (the VM's Envoy
+accepted a new LDS and CDS answer first). The times are measured (phases.json, lifecycle.json)."""
 
 import time
 
@@ -24,6 +24,8 @@ def test_the_vm_follows_istiod_through_a_rollout_restart(world, kube, vm, agent,
     assert old_pods, "no Running istiod pod before the restart"
     assert lifecycle.notes(before).get(lifecycle.CONTROLLER) in old_pods, (
         f"the VM's entry names {lifecycle.notes(before).get(lifecycle.CONTROLLER)!r}, not an istiod pod of {old_pods}")
+    pushes = lifecycle.xds_updates(vm.shell)
+    assert len(pushes) == 2, f"the VM's Envoy shows no LDS and CDS update counts: {pushes}"
     lifecycle.rollout_restart(kube, "istio-system", "istiod")
     since = time.monotonic()
     waits.rollout(kube, "istio-system", "istiod", Deadline.after(wait, "istiod rolled out"))
@@ -38,7 +40,14 @@ def test_the_vm_follows_istiod_through_a_rollout_restart(world, kube, vm, agent,
                                   lambda: lifecycle.entry(kube, ip), follows, Deadline.after(wait, "reconnected"), since)
     book.measure(NAME, "reconnected_s", took)
     book.measure(NAME, "same_entry", lifecycle.uid(after) == lifecycle.uid(before))
-    metrics = telemetry.vm_requests(vm.shell)
+    # The entry names the new pod once it registered the VM, before its first push reached the VM's Envoy:
+    # what follows must run on the new istiod's config, not on the listeners the old one sent.
+    _, took = lifecycle.timed("the VM's Envoy took the new istiod's listeners and clusters",
+                              lambda: lifecycle.xds_updates(vm.shell),
+                              lambda now: all(now.get(k, 0) > v for k, v in pushes.items()),
+                              Deadline.after(wait, "pushed"), since)
+    book.measure(NAME, "pushed_s", took)
+    metrics = telemetry.baseline(vm.shell, Deadline.after(wait, "the VM's metrics"))
     book.measure(NAME, "traffic_back_s", lifecycle.mesh_serves_ratings(kube, client_pod, since,
                                                                        Deadline.after(wait, "traffic back")))
     caller = exercises.pod_principal(kube, "default", client_pod)

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.exercise
 def test_strict_refuses_plaintext_and_keeps_the_mesh_path(world, kube, vm, agent, client_pod):
     wait = world.cfg.exercise_deadline
     url = f"http://{vm.info.internal_ip}:9080/ratings/123"
-    plain = mesh_security.deploy_plain_client(kube, Deadline.after(wait, "plaintext client"))
     try:
+        plain = mesh_security.deploy_plain_client(kube, Deadline.after(wait, "plaintext client"))
+
         def call():
             return mesh_security.http_call(kube, mesh_security.PLAIN_NS, plain, url)
         retry.until(f"the VM's ratings to answer a plaintext client ({plain}) under PERMISSIVE", call,

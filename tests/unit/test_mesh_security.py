@@ -66,3 +66,34 @@ def test_refused_is_a_closed_connection_not_a_timeout_or_a_refusal() -> None:
     assert not mesh_security.refused((200, "{}"))
     assert mesh_security.status_body(Result(0, "body\n403", "")) == (403, "body")
     assert mesh_security.status_body(Result(56, "\n000", "curl: (56) Recv failure")) == (0, "curl: (56) Recv failure")
+
+
+def _cert(subject: str, key, issuer: str, signer, ca: bool, uri: str | None = None) -> x509.Certificate:  # noqa: ANN001
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, issuer)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if uri:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def test_a_leaf_from_a_plugged_in_intermediate_ca_chains_to_the_root() -> None:
+    """With a plugged-in CA (`cacerts`) istiod signs with an intermediate that follows the leaf in the chain."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    root_key, mid_key, leaf_key, stray_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    root_cert = _cert("root", root_key, "root", root_key, ca=True)
+    mid = _cert("intermediate", mid_key, "root", root_key, ca=True)
+    leaf = _cert("leaf", leaf_key, "intermediate", mid_key, ca=False, uri=WANT)
+    assert mesh_security.identity_problems([leaf, mid], [root_cert], WANT) == []
+    stray_mid = _cert("intermediate", stray_key, "root", stray_key, ca=True)  # not signed by the root
+    (problem,) = mesh_security.identity_problems([leaf, stray_mid], [root_cert], WANT)
+    assert problem.startswith("the VM's certificate is not signed by the mesh root")
+    assert mesh_security.identity_problems([leaf], [root_cert], WANT) != [], "the intermediate is needed"
