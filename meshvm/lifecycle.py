@@ -60,11 +60,18 @@ def caller_endpoint(kube: Kube, pod: str, vm_ip: str) -> str:
     return next((line[len(prefix):] for line in r.stdout.splitlines() if line.startswith(prefix)), "absent")
 
 
+NO_ENDPOINT = "503 no healthy upstream"  # Envoy's own answer for a cluster without a healthy endpoint
+
+
 def pod_call_code(kube: Kube, pod: str) -> str:
-    """A pod's call of ratings: its HTTP status, or how curl failed (exit 28 is a hang)."""
-    r = kube.exec("default", pod, ["curl", "-sS", "-o", "/dev/null", "-m", str(FAIL_FAST_S), "-w", "%{http_code}",
+    """A pod's call of ratings: its HTTP status and body (short), or how curl failed (exit 28 is a hang).
+    NO_ENDPOINT is the caller's own Envoy answering, not the VM's (Istio sets no local reply of its own)."""
+    r = kube.exec("default", pod, ["curl", "-sS", "-m", str(FAIL_FAST_S), "-w", "\n%{http_code}",
                                    "ratings.ratings:9080/ratings/123"], container="curl", timeout=30)
-    return r.stdout.strip() if r.ok else f"curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+    if not r.ok:
+        return f"curl exited {r.rc}: {r.stderr.strip()[-200:]}"
+    body, _, code = r.stdout.rpartition("\n")
+    return f"{code.strip()} {body.strip()[:200]}".strip()
 
 
 def timed(what: str, look: Callable[[], object], ok: Callable[[object], bool], deadline: Deadline,

@@ -41,7 +41,9 @@ def test_an_unreadable_proxy_is_never_taken_for_absent():
 
 
 def test_a_pod_call_is_its_status_or_how_curl_failed():
-    assert lifecycle.pod_call_code(Exec(Result(0, "503", "")), "curl-0") == "503"
+    assert lifecycle.pod_call_code(Exec(Result(0, "no healthy upstream\n503", "")), "curl-0") == lifecycle.NO_ENDPOINT
+    assert lifecycle.pod_call_code(Exec(Result(0, "upstream connect error or disconnect/reset before headers\n503", "")),
+                                   "curl-0") != lifecycle.NO_ENDPOINT  # the VM's Envoy (or none) answered
     assert lifecycle.pod_call_code(Exec(Result(28, "000", "curl: (28) timed out")), "curl-0").startswith("curl exited 28")
 
 
