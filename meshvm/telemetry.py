@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
-from meshvm.seams import VmShell
+from meshvm.seams import Result, VmShell
 
 METRIC = "istio_requests_total"
 STATS_URL = "http://localhost:15020/stats/prometheus"
@@ -74,9 +74,13 @@ def describe(rows: list[tuple[dict[str, str], float]]) -> str:
                      for labels, d in rows)
 
 
+def _scrape(vm: VmShell) -> Result:
+    return vm.run(f"curl -sS -m 5 {STATS_URL}", step="istio_requests_total on the VM", check=False, timeout=15)
+
+
 def vm_requests(vm: VmShell) -> dict[Labels, float]:
     """`istio_requests_total` on the VM's proxy; empty (not an error) while it does not answer yet."""
-    r = vm.run(f"curl -sS -m 5 {STATS_URL}", step="istio_requests_total on the VM", check=False, timeout=15)
+    r = _scrape(vm)
     return parse(r.stdout) if r.ok else {}
 
 
@@ -88,7 +92,7 @@ def baseline(vm: VmShell, deadline: Deadline) -> dict[Labels, float]:
     """`istio_requests_total` before a check's calls, read until the proxy answers: an empty `before` would
     count every earlier request (the counters live as long as the proxy) as grown by the check's calls."""
     def read() -> dict[Labels, float]:
-        r = vm.run(f"curl -sS -m 5 {STATS_URL}", step="istio_requests_total on the VM", check=False, timeout=15)
+        r = _scrape(vm)
         if not r.ok:
             raise MetricsUnanswered(f"curl {STATS_URL} exited {r.rc}: {r.stderr.strip()[-200:]}")
         return parse(r.stdout)

@@ -25,14 +25,14 @@ def revision(namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str] 
     if pod.get(INJECT) == "false":
         return None
     if namespace_labels.get("istio-injection") == "enabled":
-        return "default"
+        return revisions.DEFAULT
     if "istio-injection" in namespace_labels:
         return None
     if namespace_labels.get(REV):
         return namespace_labels[REV]
     if pod.get(REV):
         return pod[REV]
-    return "default" if pod.get(INJECT) == "true" else None
+    return revisions.DEFAULT if pod.get(INJECT) == "true" else None
 
 
 def injector_configmap(rev: str) -> str:

@@ -1,4 +1,5 @@
-"""Waits on real cluster conditions, over the Kube seam (each through the one retry policy)."""
+"""Waits on real cluster conditions, over the Kube seam (each through the one retry policy, which waits out a
+5xx or a dropped connection, a GKE control plane resizing itself: the seam's TransientError)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from typing import cast
 
 from meshvm import retry
 from meshvm.deadlines import Deadline
-from meshvm.seams import Kube, TransientError
-
-# A 5xx or a dropped connection (a GKE control plane resizing itself) is waited out, not final.
-TRANSIENT = (TransientError,)
+from meshvm.seams import Kube
 
 
 def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
@@ -28,8 +26,7 @@ def rollout(kube: Kube, namespace: str, name: str, deadline: Deadline) -> dict:
 
     # Looked at every second at most: a rollout ends when its pods are Ready, seconds after they start; a
     # longer backoff only adds its overshoot to every stage and phase that waits for one.
-    return cast(dict, retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done,
-                                  transient=TRANSIENT, ceiling=1))
+    return cast(dict, retry.until(f"Deployment {namespace}/{name} rolled out", seen, deadline, accept=done, ceiling=1))
 
 
 def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str:
@@ -39,22 +36,21 @@ def lb_address(kube: Kube, namespace: str, name: str, deadline: Deadline) -> str
         ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
         return ingress[0].get("ip") or ingress[0].get("hostname")
 
-    return retry.until(f"an address for Service {namespace}/{name}", seen, deadline, ceiling=15,
-                       transient=TRANSIENT)  # type: ignore[return-value]
+    return retry.until(f"an address for Service {namespace}/{name}", seen, deadline, ceiling=15)  # type: ignore[return-value]
 
 
 def present(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> dict:
     return cast(dict, retry.until(f"{kind} {namespace}/{name} to exist",
-                                  lambda: kube.get(api_version, kind, name, namespace), deadline, transient=TRANSIENT))
+                                  lambda: kube.get(api_version, kind, name, namespace), deadline))
 
 
 def gone(kube: Kube, api_version: str, kind: str, namespace: str, name: str, deadline: Deadline) -> None:
     """The object no longer exists (a foreground deletion ends once its dependents are gone)."""
     retry.until(f"{kind} {namespace}/{name} gone", lambda: kube.get(api_version, kind, name, namespace), deadline,
-                accept=lambda found: found is None, transient=TRANSIENT, ceiling=2)
+                accept=lambda found: found is None, ceiling=2)
 
 
 def pods_gone(kube: Kube, namespace: str, selector: str, deadline: Deadline) -> None:
     """No pod of `selector` left (one going away still counts: its process may still serve)."""
     retry.until(f"no pod {selector} in {namespace}", lambda: kube.list("v1", "Pod", namespace, label_selector=selector),
-                deadline, accept=lambda pods: not pods, transient=TRANSIENT, ceiling=2)
+                deadline, accept=lambda pods: not pods, ceiling=2)

@@ -183,7 +183,7 @@ def install_control_plane(dyn: dynamic.DynamicClient, spec: dict[str, Any], sets
         else:
             raise Fail(f"stand-in istioctl: --set {key} is not modelled")
     env["CLUSTER_ID"] = cluster or "Kubernetes"
-    env["REVISION"] = rev or "default"
+    env["REVISION"] = rev or DEFAULT
     name, owner = f"istiod{suffix(rev)}", owned(rev, "Pilot")
     # The chart's labels (istio-discovery/templates/{deployment,service}.yaml at 1.30.3)
     selector = {"app": "istiod", LABEL: rev} if rev else {"istio": "pilot"}

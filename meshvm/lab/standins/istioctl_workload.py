@@ -44,8 +44,6 @@ def pairs(text: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in text.split(",") if p)
 
 
-
-
 def entry_configure(args: argparse.Namespace) -> None:
     with open(args.file) as fh:
         wg = yaml.safe_load(fh)
